@@ -1,0 +1,33 @@
+# Everything runs from .venv, created and filled on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo/run-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: demo test man bench bench-plots clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH sh bench/demo.sh $(DEMO)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+man: $(STAMP)
+	$(BIN)/argparse-manpage --pyfile pmigrate/cli.py --function build_parser \
+	  --prog pmigrate --project-name pmigrate --author "the pmigrate authors" \
+	  --url https://example.invalid/pmigrate --output pmigrate.1 \
+	  --manual-title "pmigrate manual" --version "$$($(BIN)/python -c 'import pmigrate;print(pmigrate.__version__)')"
+	@echo "wrote pmigrate.1; read it with: man ./pmigrate.1"
+
+bench-plots: $(STAMP)
+	$(BIN)/python bench/plots.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo pmigrate.1

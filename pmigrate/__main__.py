@@ -1,0 +1,5 @@
+import sys
+
+from pmigrate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""The small contract every data backend implements, and the features it declares.
+
+The engine talks to backends only through this interface and decides between
+code paths (server-side copy, ETag checks) by features, never by type checks.
+A backend knows nothing of the journal, the queue or progress.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, BinaryIO, ClassVar, Iterator, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """Where one blob lives in Plik's terms; plain so that it pickles cheaply."""
+
+    file_id: str
+    upload_id: str
+    size: int = -1
+    content_type: str = ""
+    md5: str = ""
+    backend_details: str = ""  # files.backend_details as stored (JSON text)
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    stores_data: bool = True  # False for "stream": nothing to copy
+    server_side_copy: bool = False  # can copy from another instance of itself without bytes through us
+    md5_without_read: bool = False  # stat() can give a trustworthy MD5 (e.g. single-part S3 ETag)
+    listable: bool = True  # list_blobs() can enumerate what is stored
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    size: int
+    md5: str | None = None  # hex MD5 known without reading the bytes, if any
+
+
+class DataBackend(abc.ABC):
+    """One Plik data backend, built from its DataBackendConfig table.
+
+    Instances are built inside each worker process from (name, options):
+    clients do not pickle.
+    """
+
+    name: ClassVar[str]
+    features: ClassVar[Features] = Features()
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+
+    # -- locations ---------------------------------------------------------
+    @abc.abstractmethod
+    def key(self, ref: BlobRef) -> str:
+        """The path or object key of a blob, after validating its ids."""
+
+    def describe(self) -> str:
+        """Where this backend stores things, for messages (no secrets)."""
+        return self.name
+
+    def same_location(self, other: "DataBackend") -> bool:
+        """True when both would read and write the very same blobs."""
+        return False
+
+    # -- lifecycle ---------------------------------------------------------
+    def check(self, *, create: bool = False) -> None:
+        """Fail with ConfigError when the store cannot be reached or used.
+
+        With create=True, create the bucket/container/directory where plikd
+        itself would.
+        """
+
+    def close(self) -> None:
+        """Release clients and connections."""
+
+    # -- blobs -------------------------------------------------------------
+    @abc.abstractmethod
+    def open_read(self, ref: BlobRef) -> BinaryIO:
+        """A stream of the blob's bytes; raises BlobNotFound when absent."""
+
+    @abc.abstractmethod
+    def write(self, ref: BlobRef, src: BinaryIO) -> None:
+        """Store all of src as the blob of ref, atomically.
+
+        Nothing may be visible under the final name or key until every byte is
+        in; on failure nothing is left behind (no partial file, no open
+        multipart upload).
+        """
+
+    @abc.abstractmethod
+    def stat(self, ref: BlobRef) -> BlobStat | None:
+        """Size (and MD5 when known without reading) of a stored blob, or None."""
+
+    @abc.abstractmethod
+    def delete(self, ref: BlobRef) -> None:
+        """Remove a blob; absent is not an error."""
+
+    def list_blobs(self) -> Iterator[tuple[str, int]]:
+        """(key, size) of everything this backend stores, for unowned-object audits."""
+        raise NotImplementedError(f"{self.name} cannot list its blobs")
+
+    def copy_from(self, source: "DataBackend", ref: BlobRef) -> bool:
+        """Copy server-side from source when possible; False means: stream it instead."""
+        return False
+
+    def __enter__(self) -> "DataBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

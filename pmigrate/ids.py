@@ -1,0 +1,14 @@
+"""Plik ids become paths and object keys: check them before they do."""
+
+import re
+
+from pmigrate.errors import InvalidId
+
+_ID = re.compile(r"[A-Za-z0-9]{16}")
+
+
+def check_id(value: object, *, what: str = "id") -> str:
+    """Return ``value`` if it is a Plik id (16 of [A-Za-z0-9]), else raise InvalidId."""
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    raise InvalidId(f"refusing {what} {value!r}: Plik ids are 16 characters of [A-Za-z0-9]", item=str(value)[:64])

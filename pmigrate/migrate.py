@@ -1,0 +1,47 @@
+"""The run: config -> preflight checks of every stage -> metadata -> blobs -> verify -> report.
+
+Every stage checks its inputs before any stage writes, so that bad input ends
+with exit 2 and nothing written on the target.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pmigrate import config
+from pmigrate.options import RunOptions
+from pmigrate.report import Report
+
+
+def run(command: str, opts: RunOptions, *, config_path: str | None, target_path: str, json_path: Path | None) -> int:
+    src, dst = config.load_pair(config_path, target_path, env=os.environ)
+    report = Report(command)
+    report.section("config").update(source=src.describe(), target=dst.describe())
+
+    # Imported here: a metadata-only run never imports the blob engine's SDKs.
+    stages = []
+    if command == "migrate":
+        if opts.metadata:
+            from pmigrate.metadata import copier
+
+            stages.append(copier)
+        if opts.data:
+            from pmigrate.transfer import engine
+
+            stages.append(engine)
+    if command == "verify" or (opts.verify and not opts.dry_run):
+        from pmigrate import verify
+
+        stages.append(verify)
+
+    plans = [stage.preflight(src, dst, opts=opts) for stage in stages]
+    try:
+        for stage, plan in zip(stages, plans):
+            stage.run(plan, opts=opts, report=report)
+    finally:
+        report.print_summary(sys.stdout)
+        if json_path is not None:
+            report.write_json(json_path)
+    return report.exit_code

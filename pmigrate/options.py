@@ -1,0 +1,28 @@
+"""Run options shared by every stage, passed by keyword, never by position."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    metadata: bool = True  # False with --data-only
+    data: bool = True  # False with --metadata-only
+    workers: int = default_workers()
+    batch_size: int = 5000
+    dry_run: bool = False
+    ignore_errors: bool = False
+    verify: bool = False
+    checksum: str = "xxh3"  # xxh3 | md5 (md5 also checks files.md5)
+    journal: Path | None = None  # None: the default tied to the target
+    restart: bool = False
+    with_sessions: bool = False
+    quiet: bool = False
+    verbose: bool = False

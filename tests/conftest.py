@@ -1,0 +1,123 @@
+"""Shared fixtures: real PostgreSQL, MariaDB and S3 servers, Plik dumps, CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import dumps as dumps_mod
+from tests.servers import (
+    MysqlServer,
+    PostgresServer,
+    S3Server,
+    start_moto,
+    stop_process,
+    unavailable,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    try:
+        server = PostgresServer()
+        server.admin().close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server here
+        unavailable(f"PostgreSQL not reachable: {exc}")
+    yield server
+    for name in server.created:
+        server.drop(name)
+
+
+@pytest.fixture(scope="session")
+def mysql_server():
+    try:
+        server = MysqlServer()
+        server.admin().close()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"MariaDB/MySQL not reachable: {exc}")
+    yield server
+    for name in server.created:
+        server.drop(name)
+
+
+@pytest.fixture
+def pg_db(pg_server):
+    """A fresh, empty PostgreSQL database for one test."""
+    db = pg_server.create()
+    yield db
+    pg_server.drop(db.name)
+
+
+@pytest.fixture
+def mysql_db(mysql_server):
+    """A fresh, empty MariaDB database for one test."""
+    db = mysql_server.create()
+    yield db
+    mysql_server.drop(db.name)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> S3Server:
+    """moto's S3 server as a separate process on a free loopback port."""
+    try:
+        proc, server = start_moto()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"moto server could not start: {exc}")
+    yield server
+    stop_process(proc)
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    return s3_server.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def dumps_dir() -> Path:
+    d = dumps_mod.dumps_dir()
+    if not d.is_dir():
+        unavailable(f"Plik dumps not found at {d} (set PMIGRATE_PLIK_DUMPS)")
+    return d
+
+
+@pytest.fixture
+def load_dump(request, tmp_path, dumps_dir):
+    """load_dump(path) -> Database: the dump loaded into a fresh database of its driver."""
+
+    def _load(path: Path):
+        driver = dumps_mod.dump_driver(path)
+        pg = request.getfixturevalue("pg_server") if driver == "postgres" else None
+        my = request.getfixturevalue("mysql_server") if driver == "mysql" else None
+        return dumps_mod.load_dump(path, tmp_dir=tmp_path, pg=pg, my=my)
+
+    return _load
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run the real CLI in a subprocess: run_cli(*args, env=..., cwd=...) -> CompletedProcess."""
+
+    def _run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        for k in list(full_env):
+            if k.startswith("PLIKD_"):
+                del full_env[k]
+        if env:
+            full_env.update(env)
+        return subprocess.run(
+            [sys.executable, "-m", "pmigrate", *args],
+            cwd=cwd or tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return _run
