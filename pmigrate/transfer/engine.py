@@ -81,7 +81,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             )
         if not skip:
             src_b.check(create=False)
-            dst_b.check(create=False)
+            try:
+                dst_b.check(create=False)
+            except ConfigError as exc:
+                # Most often the directory or bucket is not there yet: run()
+                # creates it as plikd would, and fails then if it cannot.
+                log.info("target not ready yet (%s); it is created when the copy starts", exc)
     finally:
         src_b.close()
         dst_b.close()

@@ -80,8 +80,7 @@ class HashingReader:
         pass
 
     def read(self, n: int | None = -1) -> bytes:
-        if self._lifeline is not None and self._lifeline.stopped():
-            raise self._fail(Cancelled("stopping"))
+        self._check()
         try:
             data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
@@ -90,12 +89,24 @@ class HashingReader:
         return data
 
     def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        n = len(data)
-        buf[:n] = data
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is None:
+            data = self.read(len(buf))
+            buf[: len(data)] = data
+            return len(data)
+        self._check()
+        try:
+            n = readinto(buf)
+        except Exception as exc:  # noqa: BLE001 - classified as a read error
+            raise self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item)) from exc
+        self._take(memoryview(buf)[:n] if n else b"")
         return n
 
-    def _take(self, data: bytes) -> None:
+    def _check(self) -> None:
+        if self._lifeline is not None and self._lifeline.stopped():
+            raise self._fail(Cancelled("stopping"))
+
+    def _take(self, data: Any) -> None:
         if data:
             self._xxh.update(data)
             if self._md5 is not None:
