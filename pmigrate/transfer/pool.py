@@ -37,6 +37,7 @@ from pmigrate.errors import FatalError
 log = logging.getLogger(__name__)
 
 IDLE = -1
+EARLY_REPORT_SIZE = 8 << 20  # before a job this big, a worker sends the results it holds
 
 
 class Job(Protocol):
@@ -109,16 +110,16 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
             for job in chunk:
                 if cancel.value:
                     return
+                if out and (job.size >= EARLY_REPORT_SIZE or time.monotonic() - last_send > 0.25):
+                    # A long job ahead, or a long chunk: report what is done so
+                    # far, so that progress stays live and a death does not
+                    # redo finished work.
+                    conn.send(("results", out, False))
+                    out = []
+                    last_send = time.monotonic()
                 current.value = job.seq
                 out.append(handler(job))
                 current.value = IDLE
-                now = time.monotonic()
-                if now - last_send > 0.25:
-                    # Long chunk: report what is done so far, so that a death
-                    # later on does not redo it and progress stays live.
-                    conn.send(("results", out, False))
-                    out = []
-                    last_send = now
             conn.send(("results", out, True))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone
