@@ -18,6 +18,35 @@ from tests.servers import free_port, stop_process, wait_http
 
 PROJECT = "pmigrate-test"
 
+# The emulator serves objects through http.server, which can only send
+# Latin-1 header values and drops the connection on an object whose stored
+# Content-Type holds other characters; GCS keeps and serves any UTF-8 type.
+# Send such values as UTF-8 so that a unicode content type can be tested.
+_LAUNCH = """
+import sys
+from http.server import BaseHTTPRequestHandler
+
+def send_header(self, keyword, value):
+    if self.request_version != "HTTP/0.9":
+        if not hasattr(self, "_headers_buffer"):
+            self._headers_buffer = []
+        line = f"{keyword}: {value}\\r\\n"
+        try:
+            self._headers_buffer.append(line.encode("latin-1"))
+        except UnicodeEncodeError:
+            self._headers_buffer.append(line.encode("utf-8"))
+    if keyword.lower() == "connection":
+        if value.lower() == "close":
+            self.close_connection = True
+        elif value.lower() == "keep-alive":
+            self.close_connection = False
+
+BaseHTTPRequestHandler.send_header = send_header
+from gcp_storage_emulator.__main__ import main
+sys.argv[0] = "gcp-storage-emulator"
+sys.exit(main())
+"""
+
 
 @dataclass
 class GCSServer:
@@ -51,7 +80,7 @@ class GCSServer:
 def start_gcs(data_dir: Path | None = None) -> GCSServer:
     """Start the emulator on a free loopback port (in memory unless data_dir is given)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gcp_storage_emulator"]
+    cmd = [sys.executable, "-c", _LAUNCH]
     if data_dir is not None:
         cmd += ["-d", str(data_dir)]
     cmd += ["start", "--host", "127.0.0.1", "--port", str(port), "-q"]

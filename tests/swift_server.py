@@ -195,7 +195,7 @@ def _wait_auth(url: str, *, timeout: float, procs: list[subprocess.Popen]) -> No
     raise RuntimeError(f"Swift tempauth at {url} not ready within {timeout}s ({last})")
 
 
-def start_swift(base: Path, *, timeout: float = 60.0) -> SwiftServer:
+def start_swift(base: Path, *, timeout: float = 120.0) -> SwiftServer:
     """Start memcached and the four Swift servers under base; stop them on any failure."""
     ports = {name: free_port() for name in ("memcached", *KINDS, "proxy")}
     etc = _write_configs(base, ports)

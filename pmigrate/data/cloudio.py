@@ -8,7 +8,9 @@ stream. These adapters bridge the two without buffering a whole blob.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable
+
+from pmigrate.errors import ItemError
 
 
 def read_up_to(src: BinaryIO, n: int) -> bytes:
@@ -22,6 +24,39 @@ def read_up_to(src: BinaryIO, n: int) -> bytes:
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+class SizeChecked:
+    """src's bytes, failing with ItemError(kind="size") as soon as the count cannot match.
+
+    A longer source is caught by peeking one byte once `expected` bytes went
+    through, before an SDK could finalise an upload of exactly `expected`.
+    expected < 0 means: unknown, anything goes.
+    """
+
+    def __init__(self, src: BinaryIO, expected: int, *, item: str) -> None:
+        self._src = src
+        self._expected = expected
+        self._item = item
+        self.count = 0
+
+    def _fail(self, got: str) -> ItemError:
+        return ItemError(
+            f"{self._item}: the source gave {got} bytes but files.size says {self._expected}", item=self._item, kind="size"
+        )
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(-1 if n is None else n)
+        self.count += len(data)
+        if self._expected < 0:
+            return data
+        if self.count > self._expected:
+            raise self._fail(f"more than {self._expected}")
+        if not data and n != 0 and self.count < self._expected:
+            raise self._fail(str(self.count))
+        if data and self.count == self._expected and self._src.read(1):
+            raise self._fail(f"more than {self._expected}")
+        return data
 
 
 class Prefixed:
@@ -143,13 +178,3 @@ class ChunkReader(io.RawIOBase):
             except Exception:  # noqa: BLE001 - closing a finished download must not fail it
                 pass
         super().close()
-
-
-def iter_reader(chunks: Iterable[bytes]) -> Callable[[int], bytes]:
-    """A read(n) callable over an iterator of byte chunks (n is a hint)."""
-    it = iter(chunks)
-
-    def read(_n: int) -> bytes:
-        return next(it, b"")
-
-    return read

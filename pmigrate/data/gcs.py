@@ -26,7 +26,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
-from pmigrate.data.cloudio import ChunkReader, Prefixed, read_up_to
+from pmigrate.data.cloudio import ChunkReader, Prefixed, SizeChecked, read_up_to
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
 
@@ -68,14 +68,14 @@ class GCSBackend(DataBackend):
 
     def __init__(self, options: Mapping[str, Any], *, chunk_size: int | None = None) -> None:
         super().__init__(options)
-        opts = {str(k).lower(): v for k, v in self.options.items()}
-        self.bucket_name = str(opts.get("bucket") or "")
-        self.folder = str(opts.get("folder") or "")
+        opts = self.options  # keys are case-sensitive, as plikd assigns them by field name
+        self.bucket_name = str(opts.get("Bucket") or "")
+        self.folder = str(opts.get("Folder") or "")
         if not self.bucket_name:
             raise ConfigError("gcs DataBackendConfig has no Bucket: set Bucket to the bucket plikd uses")
         # ChunkSize is pmigrate's own key (plikd ignores it): the resumable
         # upload chunk, and the size above which a blob is sent resumably.
-        size = chunk_size if chunk_size is not None else opts.get("chunksize", DEFAULT_CHUNK_SIZE)
+        size = chunk_size if chunk_size is not None else opts.get("ChunkSize", DEFAULT_CHUNK_SIZE)
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % GCS_CHUNK_UNIT:
             raise ConfigError(f"gcs ChunkSize must be a positive multiple of 262144 bytes, not {size!r}")
         self.chunk_size = size
@@ -181,6 +181,7 @@ class GCSBackend(DataBackend):
         # The object resource (JSON, UTF-8) carries the real type; HTTP headers
         # cannot carry non-ASCII, so the media part gets a neutral one then.
         header_type = content_type if content_type.isascii() else "application/octet-stream"
+        src = SizeChecked(src, ref.size, item=key)
         try:
             head = read_up_to(src, self.chunk_size + 1)
             if len(head) <= self.chunk_size:
@@ -238,9 +239,16 @@ class GCSBackend(DataBackend):
         if ref.content_type:
             dst_blob.content_type = ref.content_type
         try:
-            token, _done, _total = dst_blob.rewrite(src_blob)
+            src_blob.reload()
+            if ref.size >= 0 and src_blob.size != ref.size:
+                raise ItemError(
+                    f"{src_key}: stored size {src_blob.size} but files.size says {ref.size}", item=src_key, kind="size"
+                )
+            token, _done, _total = dst_blob.rewrite(src_blob, if_source_generation_match=src_blob.generation)
             while token is not None:
-                token, _done, _total = dst_blob.rewrite(src_blob, token=token)
+                token, _done, _total = dst_blob.rewrite(
+                    src_blob, token=token, if_source_generation_match=src_blob.generation
+                )
         except gexc.Forbidden:
             return False
         except gexc.NotFound as exc:
