@@ -143,7 +143,8 @@ class _Pool:
     workers: int
     src: BackendSpec
     dst: BackendSpec
-    ctx: Any = field(default_factory=lambda: mp.get_context("spawn"))
+    # fork: workers start in milliseconds; the pool is made before any thread of ours starts.
+    ctx: Any = field(default_factory=lambda: mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
 
     def __post_init__(self) -> None:
         self.jobs = self.ctx.Queue(maxsize=self.workers * 2)
