@@ -62,7 +62,7 @@ def _naive_zone(meta: Any) -> Any:
     return time_zone(meta) or dt.timezone.utc
 
 
-def _check_backend(data: Any, *, what: str) -> None:
+def _check_backend(data: Any) -> None:
     from pmigrate.data.registry import open_backend
 
     with open_backend(data.backend, data.options) as backend:
@@ -70,13 +70,25 @@ def _check_backend(data: Any, *, what: str) -> None:
 
 
 def preflight(src: Any, dst: Any, *, opts: RunOptions) -> VerifyPlan:
-    """Check that both sides can be read; writes nothing, not even an empty sqlite file."""
+    """Check that both sides can be read; writes nothing, not even an empty sqlite file.
+
+    A target that does not exist yet (a new sqlite file, directory or bucket)
+    passes here, since `pmigrate --verify` creates it before verifying; run()
+    checks it again and fails if it is still absent.
+    """
+    from pmigrate.metadata.db import sqlite_file
+
     _check_db(src.metadata, what="source", need_files=True)
     if opts.metadata:
-        _check_db(dst.metadata, what="target", need_files=False)
+        path = sqlite_file(dst.metadata)
+        if path is None or path.exists():
+            _check_db(dst.metadata, what="target", need_files=False)
     if opts.data:
-        _check_backend(src.data, what="source")
-        _check_backend(dst.data, what="target")
+        _check_backend(src.data)
+        try:
+            _check_backend(dst.data)
+        except ConfigError:
+            pass  # absent until copied: run() says so if it still is
     return VerifyPlan(src=src, dst=dst, rows=opts.metadata, blobs=opts.data, journal=_journal_path(dst, opts=opts))
 
 
@@ -120,8 +132,26 @@ def _hash_lookup(journal: Any) -> Any:
     return lookup
 
 
+def _check_target(plan: VerifyPlan) -> None:
+    """The target must exist by now: a missing one is a failed verification (exit 1)."""
+    from pmigrate.errors import FatalError
+    from pmigrate.metadata.db import sqlite_file
+
+    try:
+        if plan.rows:
+            path = sqlite_file(plan.dst.metadata)
+            if path is not None and not path.exists():
+                raise ConfigError(f"target sqlite3 database {path} does not exist")
+            _check_db(plan.dst.metadata, what="target", need_files=False)
+        if plan.blobs:
+            _check_backend(plan.dst.data)
+    except ConfigError as exc:
+        raise FatalError(f"nothing to verify: {exc}") from None
+
+
 def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
     """Audit rows, then blobs, then unowned objects; every difference goes to the report."""
+    _check_target(plan)
     src_engine = _engine(plan.src.metadata)
     try:
         if plan.rows:
