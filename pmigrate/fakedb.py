@@ -19,6 +19,7 @@ from urllib.parse import quote
 from pmigrate.errors import ConfigError
 from pmigrate.fake import tables
 from pmigrate.fake.rows import Generator, Shape, soft_deleted_count
+from pmigrate import redact as secrets
 from pmigrate.redact import redact
 
 SIZES = ("small", "mixed", "large")
@@ -86,11 +87,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Target:
-    """Where the metadata goes: plikd's Driver and ConnectionString, and how to reach it from here."""
+    """Where the metadata goes, as plikd's Driver and ConnectionString."""
 
     driver: str
     connection_string: str
-    url: object | None = None  # sqlalchemy URL; None: built by pmigrate.metadata.db from the config
+
+    def meta(self):
+        from pmigrate.config import MetadataConfig
+
+        return MetadataConfig(self.driver, self.connection_string)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,18 +104,11 @@ def run(args: argparse.Namespace) -> int:
     _check_empty(out)
     shape = _shape(args)
     target = _target(args, out)
-    made = not out.exists()
+    if args.metadata_config or args.metadata_url:
+        _check_target(target)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     engine = _engine(target)
     try:
-        try:
-            _check_no_plik_tables(engine, target)
-        except ConfigError:
-            if made:
-                for leftover in out.iterdir():  # only an empty SQLite file the check opened
-                    leftover.unlink()
-                out.rmdir()
-            raise
         files_dir = out / FILES_DIR
         files_dir.mkdir()
         from pmigrate.metadata.schema import create_schema
@@ -149,73 +147,83 @@ def _shape(args: argparse.Namespace) -> Shape:
 
 
 def _target(args: argparse.Namespace, out: Path) -> Target:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     if args.metadata_config:
         from pmigrate import config
+        from pmigrate.metadata import db
 
         meta = config.load(Path(args.metadata_config)).metadata
-        return Target(meta.driver, meta.connection_string)
+        sqlite = db.sqlite_file(meta)
+        # An absolute path, so that DIR/plikd.cfg works from any folder.
+        return Target(meta.driver, str(sqlite.absolute()) if sqlite else meta.connection_string)
     if args.metadata_url:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(args.metadata_url)
         except ArgumentError:
-            raise ConfigError(redact(f"--metadata-url {args.metadata_url!r} is not a database URL: "
-                                     "write it as postgresql://user:password@host:5432/db or mysql://user:password@host:3306/db")) from None
+            raise ConfigError(redact(f"--metadata-url {args.metadata_url!r} is not a database URL: write it as "
+                                     "postgresql://user:password@host:5432/db or mysql://user:password@host:3306/db")) from None
         return target_from_url(url)
-    path = out / DB_NAME
-    return Target("sqlite3", str(path), make_url(f"sqlite:///{path}"))
+    return Target("sqlite3", str(out / DB_NAME))
 
 
 def target_from_url(url) -> Target:
-    """plikd's Driver and ConnectionString for a SQLAlchemy URL (mysql gets loc=UTC: fakedb writes UTC)."""
+    """plikd's Driver and ConnectionString for a SQLAlchemy URL (mysql: loc=UTC, as fakedb writes UTC)."""
     backend = url.get_backend_name()
-    user = quote(url.username or "", safe="")
+    user = url.username or ""
     password = url.password or ""
+    secrets.register(password or None)
     host, db = url.host or "127.0.0.1", url.database or ""
+    if not db and backend != "sqlite":
+        raise ConfigError("--metadata-url names no database: add /dbname at the end")
     if backend == "postgresql":
-        auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
-        dsn = f"postgres://{auth}{host}:{url.port or 5432}/{quote(db, safe='')}?sslmode=disable"
-        return Target("postgres", dsn, url.set(drivername="postgresql+psycopg"))
+        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        dsn = f"postgres://{auth}{'@' if auth else ''}{host}:{url.port or 5432}/{quote(db, safe='')}?sslmode=disable"
+        return Target("postgres", dsn)
     if backend in ("mysql", "mariadb"):
         if "@" in password:
-            raise ConfigError("a mysql password with '@' cannot be written in plikd's DSN: use another password")
-        dsn = f"{url.username or ''}:{password}@tcp({host}:{url.port or 3306})/{db}?charset=utf8mb4&parseTime=True&loc=UTC"
-        return Target("mysql", dsn, url.set(drivername="mysql+pymysql", query={"charset": "utf8mb4"}))
+            raise ConfigError("a mysql password with '@' cannot go in plikd's DSN: use another password")
+        auth = f"{user}:{password}" if password else user
+        dsn = f"{auth}@tcp({host}:{url.port or 3306})/{db}?charset=utf8mb4&parseTime=True&loc=UTC"
+        return Target("mysql", dsn)
     if backend == "sqlite":
         if not db or db == ":memory:":
             raise ConfigError("--metadata-url sqlite needs a file: sqlite:////absolute/path/plik.db")
-        path = str(Path(db).absolute())
-        return Target("sqlite3", path, url.set(drivername="sqlite", database=path))
+        return Target("sqlite3", str(Path(db).absolute()))
     raise ConfigError(f"--metadata-url: Plik has no {backend} driver; use postgresql://, mysql:// or sqlite:///")
 
 
 def _engine(target: Target):
-    import sqlalchemy
+    from pmigrate.metadata import db
 
-    if target.url is None:
-        from pmigrate.config import MetadataConfig
-        from pmigrate.metadata.db import engine
-
-        return engine(MetadataConfig(target.driver, target.connection_string))
-    return sqlalchemy.create_engine(target.url)
+    return db.engine(target.meta())
 
 
-def _check_no_plik_tables(engine, target: Target) -> None:
+def _check_target(target: Target) -> None:
+    """Reachable, and holding no Plik table: fakedb never writes over a deployment."""
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
+    from pmigrate.metadata import db
+
+    meta = target.meta()
+    db.check_connect(meta, must_exist=False)
+    path = db.sqlite_file(meta)
+    if path is not None and not path.exists():
+        return
+    engine = db.engine(meta)
     try:
         with engine.connect() as conn:
             present = set(sqlalchemy.inspect(conn).get_table_names())
     except SQLAlchemyError as exc:
-        raise ConfigError(redact(f"cannot reach the {target.driver} database {target.connection_string}: "
-                                 f"{str(exc.orig or exc).splitlines()[0]}; check the server and credentials")) from None
+        raise ConfigError(db.explain(exc, meta)) from None
+    finally:
+        engine.dispose()
     clash = sorted(present & {t.name for t in tables.ALL})
     if clash:
-        raise ConfigError(redact(f"the {target.driver} database {target.connection_string} already holds Plik tables "
-                                 f"({', '.join(clash)}): give fakedb an empty database"))
+        raise ConfigError(redact(f"{meta.describe()} already holds Plik tables ({', '.join(clash)}): "
+                                 "give fakedb an empty database"))
 
 
 def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, files_dir: Path):
@@ -247,7 +255,7 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
             uploads.clear()
             files.clear()
 
-        with bar(quiet=args.quiet, desc="files", total=shape.files, unit="row") as progress:
+        with bar(quiet=args.quiet or not sys.stderr.isatty(), desc="files", total=shape.files, unit="row") as progress:
             for upload, upload_files, upload_stats in gen.uploads_and_files():
                 uploads.append(upload)
                 files.extend(upload_files)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from pmigrate import cli
+from pmigrate import cli, config
+from pmigrate.metadata import db
 from pmigrate.fake.tables import ALL, MIGRATIONS
 
 SMALL = ("--users", "6", "--uploads", "40", "--files", "150", "--sizes", "small", "--legacy-fraction", "0.1", "-q")
@@ -140,6 +141,9 @@ def test_plikd_cfg_points_at_what_was_made(deployment):
     assert cfg["DataBackend"] == "file"
     assert cfg["DataBackendConfig"]["Directory"] == str(deployment / "files")
     assert cfg["MetadataBackendConfig"] == {"Driver": "sqlite3", "ConnectionString": str(deployment / "plik.db")}
+    loaded = config.load(deployment / "plikd.cfg")
+    assert (loaded.data.backend, loaded.data.options["Directory"]) == ("file", str(deployment / "files"))
+    assert db.sqlite_file(loaded.metadata) == deployment / "plik.db"
 
 
 def test_metadata_only_writes_no_blob(tmp_path):
@@ -159,8 +163,7 @@ def test_refuses_a_non_empty_dir(tmp_path, run_cli):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def _server_counts(url: str) -> dict[str, int]:
-    engine = sqlalchemy.create_engine(url)
+def _counts(engine: sqlalchemy.Engine) -> dict[str, int]:
     try:
         with engine.connect() as conn:
             q = '"{}"' if engine.dialect.name == "postgresql" else "`{}`"
@@ -173,10 +176,34 @@ def _server_counts(url: str) -> dict[str, int]:
 def test_on_a_database_server(request, tmp_path, deployment, server):
     db = request.getfixturevalue(server)
     out = make(tmp_path / "dep", "--metadata-url", db.url)
-    counts = _server_counts(db.url)
+    counts = _counts(sqlalchemy.create_engine(db.url))
     expected = {t.name: query(deployment / "plik.db", f"SELECT count(*) FROM `{t.name}`")[0][0] for t in ALL}
     assert counts == expected
     cfg = tomllib.loads((out / "plikd.cfg").read_text(encoding="utf-8"))
     assert cfg["MetadataBackendConfig"]["Driver"] == db.driver
     assert not (out / "plik.db").exists()
     assert blob_tree(out / "files") == blob_tree(deployment / "files")
+
+
+def test_into_the_database_a_plikd_cfg_names(tmp_path, pg_db, run_cli, deployment):
+    """--metadata-config, and the written plikd.cfg read back by pmigrate's own config loader."""
+    cfg = tmp_path / "given.cfg"
+    cfg.write_text(pg_db.toml(), encoding="utf-8")
+    out = make(tmp_path / "dep", "--metadata-config", str(cfg), "--metadata-only")
+    written = config.load(out / "plikd.cfg")
+    assert (written.metadata.driver, written.metadata.connection_string) == ("postgres", pg_db.go_dsn)
+    assert _counts(db.engine(written.metadata))["files"] == 150
+    again = run_cli("fakedb", str(tmp_path / "again"), "--metadata-config", str(cfg), "--files", "5")
+    assert again.returncode == 2 and "already holds Plik tables" in again.stderr
+    assert again.stderr.count("\n") == 1 and not (tmp_path / "again").exists()
+
+
+def test_usage_errors_are_one_line(tmp_path, run_cli):
+    for args in (["--metadata-url", "sqlite:////tmp/x.db", "--metadata-config", "x.cfg"],
+                 ["--metadata-url", "oracle://u:hunter22@h/db"],
+                 ["--anon-uploads", "12", "--uploads", "10"],
+                 ["--uploads", "0", "--files", "3"]):
+        res = run_cli("fakedb", str(tmp_path / "dep"), *args)
+        assert res.returncode == 2, args
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr and "hunter22" not in res.stderr, res.stderr
+        assert not (tmp_path / "dep").exists()

@@ -189,20 +189,26 @@ def ttl_flag(ttl: int) -> str:
     return "ttl_gt30d_uploads"
 
 
-LIFETIME = {k: f"lifetime_{k}" for k in USAGE_FLAGS}
-CURRENT = {k: f"current_{k}" for k in USAGE_FLAGS}
+_AT = {c: i for i, c in enumerate(USAGE_COUNTERS)}
+LIFETIME = {k: _AT[f"lifetime_{k}"] for k in USAGE_FLAGS}
+CURRENT = {k: _AT[f"current_{k}"] for k in USAGE_FLAGS}
+_LU, _LF, _LS = _AT["lifetime_uploads"], _AT["lifetime_files"], _AT["lifetime_size"]
+_CU, _CF, _CS = _AT["current_uploads"], _AT["current_files"], _AT["current_size"]
+_UB, _DL, _DB = _AT["uploaded_bytes"], _AT["downloads"], _AT["downloaded_bytes"]
 
 
 class Usage:
-    """usage_stats counters per (user_id, token): current_* for live uploads, lifetime_* for all."""
+    """usage_stats counters per (user_id, token): current_* for live uploads, lifetime_* for all.
+
+    Each key holds a list: the counters in USAGE_COUNTERS order, then
+    last_upload_at, started_at, created_at, updated_at (nanoseconds).
+    """
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict] = {}
+        self.rows: dict[tuple[str, str], list] = {}
 
-    def open(self, key: tuple[str, str], created_ns: int) -> dict:
-        row = dict.fromkeys(USAGE_COUNTERS, 0)
-        row.update(last_upload_at=None, started_at=created_ns, created_at=created_ns + 91_834,
-                   updated_at=created_ns + 91_834)
+    def open(self, key: tuple[str, str], created_ns: int) -> list:
+        row = [0] * len(USAGE_COUNTERS) + [None, created_ns, created_ns + 91_834, created_ns + 91_834]
         self.rows[key] = row
         return row
 
@@ -213,29 +219,29 @@ class Usage:
         stored = sum(sizes_ever)
         for key in keys:
             row = self.rows[key]
-            row["lifetime_uploads"] += 1
-            row["lifetime_files"] += len(sizes_ever)
-            row["lifetime_size"] += stored
-            for k in ever:
-                row[k] += 1
+            row[_LU] += 1
+            row[_LF] += len(sizes_ever)
+            row[_LS] += stored
+            for i in ever:
+                row[i] += 1
             if live:
-                row["current_uploads"] += 1
-                row["current_files"] += len(sizes_now)
-                row["current_size"] += sum(sizes_now)
-                for k in now:
-                    row[k] += 1
-            row["uploaded_bytes"] += stored
-            row["downloads"] += downloads
-            row["downloaded_bytes"] += downloaded_bytes
-            row["last_upload_at"] = created_ns
-            row["updated_at"] = created_ns + 153_207
+                row[_CU] += 1
+                row[_CF] += len(sizes_now)
+                row[_CS] += sum(sizes_now)
+                for i in now:
+                    row[i] += 1
+            row[_UB] += stored
+            row[_DL] += downloads
+            row[_DB] += downloaded_bytes
+            row[-4] = created_ns
+            row[-1] = created_ns + 153_207
 
     def table_rows(self, clock: Clock) -> Iterator[tuple]:
         local = clock.local
         for (user_id, token), row in self.rows.items():
-            last = row["last_upload_at"]
-            yield (user_id, token, *(row[c] for c in USAGE_COUNTERS), None if last is None else local(last),
-                   local(row["started_at"]), local(row["created_at"]), local(row["updated_at"]))
+            *counters, last, started, created, updated = row
+            yield (user_id, token, *counters, None if last is None else local(last), local(started), local(created),
+                   local(updated))
 
 
 class Generator:
@@ -256,6 +262,7 @@ class Generator:
         self.open_day = -1
         self.daily_uploads: dict[tuple[int, str, str], list[int]] = {}
         self.file_names = names.all_file_names()
+        self.long_comments = [long_comment(self.rng) for _ in range(64)]
 
     # -- users and tokens -------------------------------------------------
 
@@ -271,7 +278,7 @@ class Generator:
             else:
                 row = self._user(i, local(created))
             self.users.append(User(row[0], created))
-            self.usage.open((row[0], ""), created)["lifetime_users"] = 1
+            self.usage.open((row[0], ""), created)[_AT["lifetime_users"]] = 1
             yield row
 
     def _user(self, i: int, created: Any) -> tuple:
@@ -350,7 +357,8 @@ class Generator:
         if protected:
             login = rng.choice(("plik", "plik", "team", "client", "équipe"))
             password = upload_password(login, self.ids.take(10))
-        comments = comment(rng)
+        x = r()
+        comments = "" if x < 0.7 else (rng.choice(names.COMMENTS) if x < 0.9 else rng.choice(self.long_comments))
         extend_ttl, one_shot, removable = r() < 0.1, r() < 0.08, r() < 0.15
 
         files: list[tuple] = []
@@ -521,13 +529,8 @@ def remote_ip(rng: random.Random) -> str:
     return ""
 
 
-def comment(rng: random.Random) -> str:
-    """Mostly none, some short, some long (under 256 characters: mysql's varchar(256))."""
-    x = rng.random()
-    if x < 0.7:
-        return ""
-    if x < 0.9:
-        return rng.choice(names.COMMENTS)
+def long_comment(rng: random.Random) -> str:
+    """Words in several scripts, under 256 characters: mysql keeps comments in a varchar(256)."""
     text = ""
     limit = rng.randint(150, 255)
     while True:
