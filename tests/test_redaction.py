@@ -238,3 +238,36 @@ def test_fakedb_help_and_version_hold_no_secret(run_cli, tmp_path):
         proc = run_cli(*args)
         assert proc.returncode == 0
         assert_clean(proc.stdout, proc.stderr)
+
+
+def _child(secrets, leak):
+    import logging
+    import warnings
+
+    redact.init_child(secrets)
+    logging.getLogger("pmigrate.child").warning("connecting with %s", leak)
+    warnings.warn(f"library warning holding {leak}")
+    raise RuntimeError(f"uncaught, holding {leak}")
+
+
+def test_worker_processes_redact_their_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    leak = "ChildSecret-77/x"
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import multiprocessing as mp, sys\n"
+        "from pmigrate import redact\n"
+        "from tests.test_redaction import _child\n"
+        "if __name__ == '__main__':\n"
+        f"    redact.register({leak!r})\n"
+        "    p = mp.get_context('spawn').Process(target=_child, args=(redact.registered(), "
+        f"{leak!r}))\n"
+        "    p.start(); p.join(); sys.exit(p.exitcode)\n"
+    )
+    env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "pmigrate worker: WARNING" in proc.stderr and "library warning" in proc.stderr
+    assert leak not in proc.stderr and quote(leak, safe="") not in proc.stderr
