@@ -111,3 +111,45 @@ def redact_mapping(value: object) -> object:
     if isinstance(value, str):
         return redact(value)
     return value
+
+
+def registered() -> tuple[str, ...]:
+    """Every registered form, to hand to a worker process (spawned children start empty)."""
+    with _lock:
+        return tuple(_secrets)
+
+
+class _RedactingStream:
+    """A text stream that redacts what is written through it (a child's stderr)."""
+
+    def __init__(self, raw) -> None:  # noqa: ANN001 - any text stream
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        self._raw.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - delegate flush, fileno, ...
+        return getattr(self._raw, name)
+
+
+def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
+    """In a worker process: know the parent's secrets, and redact its logs and stderr.
+
+    A spawned or forkserver child starts with no registered secret and no log
+    handler, and multiprocessing prints an uncaught exception's traceback to
+    stderr: both must be redacted as in the parent.
+    """
+    import logging
+    import sys
+
+    with _lock:
+        _secrets.update(secrets)
+    if not isinstance(sys.stderr, _RedactingStream):
+        sys.stderr = _RedactingStream(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # already redacting
+    handler.setFormatter(logging.Formatter("pmigrate worker: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)

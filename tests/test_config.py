@@ -308,3 +308,21 @@ def test_every_secret_is_registered_at_load(tmp_path):
     config.load(write(tmp_path / "d.cfg", s3 + pg))
     for secret in ("swift-api-key-1", "app-cred-secret-2", "my-db-pass-3", "s3-secret-key-4", "pg pass 5"):
         assert redact.redact(f"x {secret} y") == f"x {redact.MASK} y"
+
+
+def test_mysql_local_time_warning_only_off_utc(tmp_path, monkeypatch):
+    import time
+
+    path = write(
+        tmp_path / "c.cfg",
+        '[MetadataBackendConfig]\nDriver = "mysql"\nConnectionString = "u:p@tcp(h)/d?parseTime=True&loc=Local"\n',
+    )
+    for tz, warned in (("UTC", False), ("Europe/Paris", True)):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        try:
+            cfg = config.load(path)
+        finally:
+            monkeypatch.delenv("TZ")
+            time.tzset()
+        assert any("loc=Local" in w for w in cfg.warnings) == warned

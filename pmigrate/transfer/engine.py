@@ -80,6 +80,9 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
                 f"source and target data are the same place ({dst_b.describe()}): point TARGET.cfg elsewhere"
             )
         if not skip:
+            check_source = getattr(dst_b, "check_source", None)
+            if check_source is not None:
+                check_source(src_b)  # e.g. an SSE-C target needs per-file keys from an SSE-C source
             src_b.check(create=False)
             try:
                 dst_b.check(create=False)

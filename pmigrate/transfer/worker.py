@@ -18,13 +18,14 @@ import xxhash
 
 from pmigrate.data.base import DataBackend
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import BlobNotFound, FatalError, ItemError, PmigrateError, RetryableError
+from pmigrate.errors import FatalError, ItemError, PmigrateError, RetryableError
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
 
 RETRIES = 3  # tries of a blob whose backend raised RetryableError
 SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
+_KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
 
 
 class Cancelled(Exception):
@@ -196,6 +197,13 @@ class BlobHandler:
             return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="error", error=f"unknown job mode {job.mode!r}")
         return method(job)
 
+    # -- verify ------------------------------------------------------------------
+    def do_verify(self, job: Any) -> Any:
+        """Read one target blob in full and check it: pmigrate.verify.blobjob says how."""
+        from pmigrate.verify.blobjob import verify_blob
+
+        return verify_blob(job, src=self.src, dst=self.dst, stopped=self.lifeline.stopped)
+
     # -- copy --------------------------------------------------------------------
     def do_copy(self, job: BlobJob) -> BlobResult:
         t0 = time.perf_counter()
@@ -213,7 +221,7 @@ class BlobHandler:
             except FatalError as exc:
                 result = _failed(job, "fatal", _describe(exc))
             except ItemError as exc:
-                result = _failed(job, exc.kind, _describe(exc))
+                result = _failed(job, _KINDS.get(exc.kind, exc.kind), _describe(exc))
             except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
                 result = _failed(job, "error", _describe(exc))
             result.seconds = time.perf_counter() - t0
@@ -227,11 +235,7 @@ class BlobHandler:
             if st is not None and st.size == ref.size:
                 return BlobResult(job.seq, ref.file_id, PRESENT, size=st.size)
         if self._server_side:
-            st = self.src.stat(ref)
-            if st is None:
-                raise BlobNotFound(f"blob absent from the source ({self.src.key(ref)})", item=ref.file_id)
-            if st.size != ref.size:
-                raise SizeMismatch(f"source holds {st.size} bytes, files.size states {ref.size}", item=ref.file_id)
+            # copy_from checks the source's presence and size itself (one HEAD).
             if self.dst.copy_from(self.src, ref):
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
