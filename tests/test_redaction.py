@@ -327,3 +327,15 @@ def test_real_runs_with_problems_show_no_secret(run_cli, tmp_path, secret_config
         proc = run_all(run_cli, tmp_path, *verb, "--config", str(src), "--to", str(dst), *rest)
         assert SSE_KEY not in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr or "-v" in args
+
+
+def test_fakedb_with_secret_databases_shows_no_secret(run_cli, tmp_path, secret_configs, secret_mysql):
+    _, dst, _ = secret_configs
+    ok = run_cli("fakedb", str(tmp_path / "fake1"), "--files", "5", "--metadata-only", "--metadata-config", str(dst))
+    assert ok.returncode == 0, ok.stderr
+    assert_clean(ok.stdout, ok.stderr)
+    user = secret_mysql.split(":")[0]
+    url = f"mysql+pymysql://{user}:{quote(ENV_SECRET, safe='')}@{servers.MY_HOST}:{servers.MY_PORT}/nope"
+    bad = run_cli("fakedb", str(tmp_path / "fake2"), "--files", "5", "--metadata-only", "--metadata-url", url)
+    assert bad.returncode != 0
+    assert_clean(bad.stdout, bad.stderr)
