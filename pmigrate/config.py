@@ -15,6 +15,7 @@ them to both sides.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -325,6 +326,13 @@ def _metadata(table: dict[str, Any], path: Path, warnings: list[str]) -> Metadat
     t = meta.translation()  # ConfigError when malformed
     if t.ignored:
         log.debug("%s: connection string parameters with no meaning here: %s", path, ", ".join(t.ignored))
+    if driver == "mysql" and t.time_zone == "Local":
+        local = datetime.datetime.now().astimezone()
+        if local.utcoffset():
+            warnings.append(
+                f"{path}: the mysql ConnectionString says loc=Local: DATETIME values are read in this machine's "
+                f"zone ({local.tzname()}); if plikd runs in another zone, run pmigrate with TZ set to plikd's"
+            )
     if driver == "sqlite3":
         path_part = cs.partition("?")[0]
         if not path_part.startswith("file:"):

@@ -83,7 +83,7 @@ def identity(t: Translation) -> tuple:
     """What names one database: equal identities mean the very same database."""
     u = t.url
     if t.driver == "sqlite3":
-        return ("sqlite3", os.path.realpath(u.database or ""))
+        return ("sqlite3", os.path.realpath(sqlite_path(t)))
     host = u.host or u.query.get("host") or u.query.get("unix_socket") or "localhost"
     if isinstance(host, tuple):
         host = host[0]

@@ -13,6 +13,8 @@ class name starts with ``Test`` and provide fixtures (methods decorated with
 - ``fail_after`` (optional, default ``large_size // 2``): how many bytes a
   failing source yields before raising; choose it past the first part so an
   upload is really under way when it fails.
+- ``backend_details`` (optional, default ""): the files.backend_details text
+  every blob ref carries, e.g. an SSE-C key.
 - ``residue`` (optional, default: nothing): a callable ``residue(backend) ->
   list[str]`` naming what a failed write may leave out of sight of
   ``list_blobs`` (temporary files, open multipart uploads, segments). The
@@ -27,8 +29,8 @@ asserted here, through the DataBackend interface only.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import os
 
 import pytest
 
@@ -113,6 +115,19 @@ class BackendConformance:
         return large_size // 2
 
     @pytest.fixture
+    def backend_details(self) -> str:
+        return ""
+
+    @pytest.fixture
+    def mkref(self, backend_details):
+        """make_ref() with this backend's backend_details (e.g. an SSE-C key)."""
+
+        def _mkref(*args, **kwargs) -> BlobRef:
+            return dataclasses.replace(make_ref(*args, **kwargs), backend_details=backend_details)
+
+        return _mkref
+
+    @pytest.fixture
     def residue(self):
         return lambda backend: []
 
@@ -130,9 +145,9 @@ class BackendConformance:
         assert residue(backend) == []
 
     # -- round trips -------------------------------------------------------------
-    def test_round_trip(self, backend):
+    def test_round_trip(self, backend, mkref):
         data = payload(200_000)
-        ref = make_ref(1, data)
+        ref = mkref(1, data)
         backend.write(ref, io.BytesIO(data))
         assert read_all(backend, ref) == data
         assert read_in_chunks(backend, ref, 7_000) == data
@@ -143,48 +158,48 @@ class BackendConformance:
 
             assert st.md5 == hashlib.md5(data).hexdigest()
 
-    def test_zero_byte_blob(self, backend):
-        ref = make_ref(2, b"")
+    def test_zero_byte_blob(self, backend, mkref):
+        ref = mkref(2, b"")
         backend.write(ref, io.BytesIO(b""))
         assert read_all(backend, ref) == b""
         assert backend.stat(ref).size == 0
         assert [(k, s) for k, s in backend.list_blobs()] == [(backend.key(ref), 0)]
 
-    def test_large_blob_multi_part(self, backend, large_size, residue):
+    def test_large_blob_multi_part(self, backend, mkref, large_size, residue):
         data = payload(large_size, seed=3)
-        ref = make_ref(3, data)
+        ref = mkref(3, data)
         backend.write(ref, io.BufferedReader(FailingSource(data, len(data) + 1)))  # a non-seekable stream
         assert backend.stat(ref).size == len(data)
         assert read_in_chunks(backend, ref, MiB) == data
         assert residue(backend) == []
 
-    def test_unknown_size_is_accepted(self, backend):
+    def test_unknown_size_is_accepted(self, backend, mkref):
         data = payload(1000, seed=4)
-        ref = make_ref(4, size=-1)
+        ref = mkref(4, size=-1)
         backend.write(ref, io.BytesIO(data))
         assert read_all(backend, ref) == data
 
-    def test_overwrite_replaces_content(self, backend):
-        ref_a = make_ref(5, b"first version")
+    def test_overwrite_replaces_content(self, backend, mkref):
+        ref_a = mkref(5, b"first version")
         backend.write(ref_a, io.BytesIO(b"first version"))
-        ref_b = make_ref(5, b"second, longer version")
+        ref_b = mkref(5, b"second, longer version")
         backend.write(ref_b, io.BytesIO(b"second, longer version"))
         assert read_all(backend, ref_b) == b"second, longer version"
         assert len(list(backend.list_blobs())) == 1
 
-    def test_unicode_content_type(self, backend, stored_type):
+    def test_unicode_content_type(self, backend, mkref, stored_type):
         data = b"caf\xc3\xa9\n"
         ctype = "text/plain; charset=utf-8; name=\"café-日本.txt\""
-        ref = make_ref(6, data, content_type=ctype)
+        ref = mkref(6, data, content_type=ctype)
         backend.write(ref, io.BytesIO(data))
         assert read_all(backend, ref) == data
         if stored_type is not None:
             assert stored_type(backend, ref) == ctype
 
     # -- atomicity ---------------------------------------------------------------
-    def test_failed_write_leaves_nothing(self, backend, large_size, fail_after, residue):
+    def test_failed_write_leaves_nothing(self, backend, mkref, large_size, fail_after, residue):
         data = payload(large_size, seed=7)
-        ref = make_ref(7, data)
+        ref = mkref(7, data)
         src = FailingSource(data, fail_after)
         with pytest.raises(Exception) as info:
             backend.write(ref, io.BufferedReader(src, 256 * 1024))
@@ -192,35 +207,35 @@ class BackendConformance:
         assert src.pos >= min(fail_after, 1)  # the upload was under way
         self.assert_absent(backend, ref, residue)
 
-    def test_failed_write_keeps_previous_blob(self, backend, residue):
-        ref = make_ref(8, b"old bytes")
+    def test_failed_write_keeps_previous_blob(self, backend, mkref, residue):
+        ref = mkref(8, b"old bytes")
         backend.write(ref, io.BytesIO(b"old bytes"))
         data = payload(100_000, seed=8)
         with pytest.raises(Exception):
-            backend.write(make_ref(8, data), FailingSource(data, 50_000))
+            backend.write(mkref(8, data), FailingSource(data, 50_000))
         assert read_all(backend, ref) == b"old bytes"
         assert residue(backend) == []
 
     @pytest.mark.parametrize("delta", [-1, 1])
-    def test_wrong_length_is_refused(self, backend, residue, delta):
+    def test_wrong_length_is_refused(self, backend, mkref, residue, delta):
         data = payload(10_000, seed=9)
-        ref = make_ref(9, data, size=len(data) + delta)
+        ref = mkref(9, data, size=len(data) + delta)
         with pytest.raises(ItemError) as info:
             backend.write(ref, io.BytesIO(data))
         assert info.value.kind == "size"
         self.assert_absent(backend, ref, residue)
 
     # -- missing, stat, delete ---------------------------------------------------
-    def test_missing_blob(self, backend):
-        ref = make_ref(10, size=5)
+    def test_missing_blob(self, backend, mkref):
+        ref = mkref(10, size=5)
         with pytest.raises(BlobNotFound) as info:
             backend.open_read(ref)
         assert info.value.kind == "missing"
         assert backend.stat(ref) is None
         backend.delete(ref)  # absent is not an error
 
-    def test_delete(self, backend):
-        keep, gone = make_ref(11, b"keep"), make_ref(12, b"gone")
+    def test_delete(self, backend, mkref):
+        keep, gone = mkref(11, b"keep"), mkref(12, b"gone")
         backend.write(keep, io.BytesIO(b"keep"))
         backend.write(gone, io.BytesIO(b"gone"))
         backend.delete(gone)
@@ -229,18 +244,18 @@ class BackendConformance:
             backend.open_read(gone)
         assert read_all(backend, keep) == b"keep"
 
-    def test_list_blobs_for_unowned_audit(self, backend):
+    def test_list_blobs_for_unowned_audit(self, backend, mkref):
         refs = {}
         for n, size in [(13, 0), (14, 1), (15, 4096), (16, 70_000)]:
             data = payload(size, seed=n)
-            ref = make_ref(n, data)
+            ref = mkref(n, data)
             backend.write(ref, io.BytesIO(data))
             refs[backend.key(ref)] = size
         listed = dict(backend.list_blobs())
         assert listed == refs
         # what an audit does: every listed key that no file row claims is unowned
-        owned = {k for n in (13, 14) for k in backend.candidate_keys(make_ref(n))}
-        assert sorted(set(listed) - owned) == sorted(backend.key(make_ref(n)) for n in (15, 16))
+        owned = {k for n in (13, 14) for k in backend.candidate_keys(mkref(n))}
+        assert sorted(set(listed) - owned) == sorted(backend.key(mkref(n)) for n in (15, 16))
 
     # -- ids ---------------------------------------------------------------------
     @pytest.mark.parametrize("hostile", HOSTILE_IDS)
@@ -254,8 +269,8 @@ class BackendConformance:
         assert list(backend.list_blobs()) == []
 
     @pytest.mark.parametrize("hostile", HOSTILE_IDS)
-    def test_hostile_upload_id_never_in_a_key(self, backend, hostile):
-        ref = BlobRef(file_id="F000000000000001", upload_id=hostile, size=1)
+    def test_hostile_upload_id_never_in_a_key(self, backend, backend_details, hostile):
+        ref = BlobRef(file_id="F000000000000001", upload_id=hostile, size=1, backend_details=backend_details)
         try:
             keys = backend.candidate_keys(ref)
         except InvalidId:
@@ -267,8 +282,8 @@ class BackendConformance:
             backend.open_read(ref)
         assert list(backend.list_blobs()) == []
 
-    def test_sync_after_writes(self, backend):
-        ref = make_ref(17, b"durable")
+    def test_sync_after_writes(self, backend, mkref):
+        ref = mkref(17, b"durable")
         backend.write(ref, io.BytesIO(b"durable"))
         backend.sync()
         assert read_all(backend, ref) == b"durable"

@@ -335,3 +335,29 @@ def test_unknown_table_is_recreated_on_the_target(driver: str, load_dump, dumps_
         ]
         if driver == "postgres":
             assert str(cols["at"]["type"]).upper() == "TIMESTAMP WITH TIME ZONE" or cols["at"]["type"].timezone
+
+
+@pytest.mark.parametrize("driver", schema.DRIVERS)
+def test_unknown_table_keeps_its_generated_key(driver: str, tmp_path, fresh_db):
+    src_engine = _engine(sqlite_database(tmp_path / "fork.db"))
+    with src_engine.begin() as c:
+        schema.create_schema(c, driver="sqlite3", level="0011-stats")
+        c.exec_driver_sql("CREATE TABLE `audit` (`id` integer PRIMARY KEY,`what` text)")
+    engine, _ = _created(driver, "0011-stats", fresh_db)
+    with src_engine.connect() as src, engine.begin() as dst:
+        t = schema.create_unknown_table(src, dst, "audit", driver=driver)
+        dst.execute(t.insert(), [{"id": 7, "what": "copied"}])
+        schema.sync_autoincrement(dst, t, driver=driver)
+        dst.execute(t.insert(), [{"what": "new after the move"}])
+        assert dst.execute(sa.select(t.c.id).order_by(t.c.id)).scalars().all() == [7, 8]
+
+
+@pytest.mark.dumps
+def test_legacy_columns_left_by_an_upgrade_do_not_matter(load_dump, dumps_dir):
+    """plikd never drops a column: a 1.3.2 database upgraded by 0001-initial keeps download_domain."""
+    engine = _engine(load_dump(dumps_dir / "sqlite3" / "0001-initial.sqlite3.dump"))
+    with engine.begin() as c:
+        c.exec_driver_sql("ALTER TABLE uploads ADD COLUMN download_domain varchar(255)")
+    with engine.connect() as c:
+        assert schema.detect_level(c).name == "0001-initial"
+    assert "download_domain" not in schema.expected_columns("0001-initial", "uploads")

@@ -72,6 +72,9 @@ class DataBackend(abc.ABC):
         itself would.
         """
 
+    def check_source(self, source: "DataBackend") -> None:
+        """Fail with ConfigError when blobs from source cannot be stored here (e.g. SSE-C keys missing)."""
+
     def close(self) -> None:
         """Release clients and connections."""
 

@@ -95,6 +95,8 @@ def check_connect(meta, *, must_exist: bool = True) -> None:
     t = meta.translation()
     if t.driver == "sqlite3":
         _sqlite_check(meta, t, must_exist=must_exist)
+        if not dsn.sqlite_path(t).exists():
+            return  # opening would create the file: a check writes nothing
     eng = engine(meta)
     try:
         with eng.connect() as conn:

@@ -79,10 +79,9 @@ _GORM_V1_UPLOAD_COLUMNS = frozenset({"download_domain", "is_admin"})
 
 GORM_V1_HELP = (
     "this database was made by plik 1.3.2 or older (gorm v1: its migrations table holds only "
-    "SCHEMA_INIT and uploads still has gorm v1 columns); pmigrate copies only schemas plikd can "
-    "migrate itself. Start a plikd that has migration 0001-initial (plik releases after 1.3.8) "
-    "once on this source so it upgrades its own schema, then run pmigrate again; or move it "
-    "with plikd's own import/export"
+    "SCHEMA_INIT and uploads still has gorm v1 columns), which pmigrate does not copy. Start "
+    "plikd 1.3.6 or newer once on this source: its migration 0001-initial upgrades the schema "
+    "(and drops orphan rows); then run pmigrate again. Or move it with plikd's own import/export"
 )
 
 
@@ -364,7 +363,8 @@ def reflect_unknown_table(src: Connection, table: str, *, driver: str) -> sa.Tab
             retype(c),
             primary_key=c.primary_key,
             nullable=c.nullable if not c.primary_key else False,
-            autoincrement=False,
+            # a generated key (serial, AUTO_INCREMENT, sqlite's INTEGER PRIMARY KEY) stays one
+            autoincrement=c.autoincrement if c.primary_key and len(t_src.primary_key.columns) == 1 else False,
         )
         for c in t_src.columns
     ]
@@ -396,3 +396,18 @@ def create_unknown_table(src: Connection, dst: Connection, table: str, *, driver
     t = reflect_unknown_table(src, table, driver=driver)
     t.create(dst, checkfirst=True)
     return t
+
+
+def sync_autoincrement(dst: Connection, table: sa.Table, *, driver: str) -> None:
+    """After copying rows with their keys, move a postgres sequence past the largest key.
+
+    MySQL's AUTO_INCREMENT and SQLite's rowid follow explicit keys by themselves.
+    """
+    _check_driver(dst, driver)
+    if driver != "postgres":
+        return
+    for col in table.primary_key.columns:
+        seq = dst.execute(sa.select(sa.func.pg_get_serial_sequence(table.name, col.name))).scalar()
+        if seq:
+            top = dst.execute(sa.select(sa.func.max(table.c[col.name]))).scalar()
+            dst.execute(sa.select(sa.func.setval(seq, top if top is not None else 1, top is not None)))
