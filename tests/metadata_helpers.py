@@ -24,7 +24,7 @@ FSP = {"sqlite3": 6, "postgres": 6, "mysql": 3}
 
 
 def write_cfg(db: Database, path: Path) -> Path:
-    path.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{path.parent / "files"}"\n' + db.toml())
+    path.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{path.parent / (path.stem + "-files")}"\n' + db.toml())
     return path
 
 

@@ -102,12 +102,14 @@ def _sqlite_target_absent(meta: Any) -> bool:
     return True
 
 
-def _reflect(conn: Any, driver: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _reflect(conn: Any, driver: str, names: Sequence[str], *, keys: bool = True) -> dict[str, dict[str, Any]]:
     insp = sa.inspect(conn)
     out: dict[str, dict[str, Any]] = {}
     for t in names:
-        out[t] = {
-            "columns": [(c["name"], c["type"]) for c in insp.get_columns(t)],
+        out[t] = {"columns": [(c["name"], c["type"]) for c in insp.get_columns(t)]}
+        if not keys:
+            continue
+        out[t] |= {
             "pk": list(insp.get_pk_constraint(t).get("constrained_columns") or []),
             "fks": [
                 (fk["constrained_columns"][0], fk["referred_table"], fk["referred_columns"][0])
@@ -374,6 +376,7 @@ def _copy_table(
     keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
     pk_index = names.index(t.pk[0]) if t.pk else 0
     mine: set = set()
+    fast = _row_function(convs, len(names)) if convs and not parent_skips else None
 
     replace = not fresh and not t.pk
     if replace:
@@ -384,7 +387,15 @@ def _copy_table(
     try:
         with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
-                if convs or parent_skips:
+                if fast is not None:
+                    try:
+                        batch = list(map(fast, batch))
+                        fast_ok = True
+                    except Exception:  # noqa: BLE001 - found and named row by row below
+                        fast_ok = False
+                else:
+                    fast_ok = not (convs or parent_skips)
+                if not fast_ok:
                     out = []
                     for row in batch:
                         try:
@@ -412,6 +423,15 @@ def _copy_table(
     res.changed = None if (fresh or plan.dst_driver == "mysql") else changed
     if mine:
         skipped_keys[t.name] = mine
+
+
+def _row_function(convs: list[tuple[int, Any]], width: int) -> Any:
+    """One compiled function converting a whole row: no per-column loop in Python."""
+    env = {f"f{i}": f for i, f in convs}
+    parts = [f"f{i}(r[{i}])" if f"f{i}" in env else f"r[{i}]" for i in range(width)]
+    code = f"def row(r):\n    return ({', '.join(parts)},)\n"
+    exec(compile(code, "<pmigrate row converter>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
 
 
 def _convert(row: Sequence[Any], convs: list[tuple[int, Any]], parent_skips: list[tuple[int, set]], names: Sequence[str], t: TablePlan) -> tuple:
@@ -496,12 +516,27 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
     sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
 
 
-def _create(plan: Plan, conn: Any) -> None:
-    """Plik's schema on an empty target, and the source's unknown tables after it."""
+def _create(plan: Plan, conn: Any) -> list[str]:
+    """Plik's tables on an empty target; returns the statements to run after the load.
+
+    On postgres and sqlite (transactional DDL) primary keys, indexes and
+    foreign keys come after the rows, as pg_restore does: one bulk build and
+    one validation instead of per-row upkeep. mysql gets it all at once
+    (each DDL statement commits by itself there).
+    """
     from pmigrate.metadata import schema
 
-    schema.create_schema(conn, driver=plan.dst_driver, level=plan.level)
-    _create_unknown(plan, conn, plan.unknown)
+    if plan.dst_driver == "mysql":
+        schema.create_schema(conn, driver=plan.dst_driver, level=plan.level)
+        return []
+    statements = schema.ddl(driver=plan.dst_driver, level=plan.level)
+    later = []
+    for stmt in statements:
+        if stmt.lstrip().upper().startswith("CREATE TABLE"):
+            conn.exec_driver_sql(stmt)
+        else:
+            later.append(stmt)
+    return later
 
 
 def _create_unknown(plan: Plan, conn: Any, names: Sequence[str]) -> None:
@@ -519,29 +554,35 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
     conn = plan.dst_engine.connect()
     raw = conn.connection.driver_connection
     created = False
+    known = [t for t in plan.tables if t.known]
+    unknown = [t for t in plan.tables if not t.known]
     try:
         if plan.dst_driver == "sqlite3" and not raw.in_transaction:
             raw.execute("BEGIN")  # DDL and rows in one transaction: all or nothing
+        if plan.dst_driver == "postgres":
+            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # text without offset is UTC, as in go-sqlite3
+        later: list[str] = []
         if fresh:
-            _create(plan, conn)
+            later = _create(plan, conn)
             created = True
-        else:  # unknown tables new since the last run
-            _create_unknown(plan, conn, [t.name for t in plan.tables if t.dst_types is None])
-        missing = [t for t in plan.tables if t.dst_types is None]
-        if missing:
-            dst = _reflect(conn, plan.dst_driver, [t.name for t in missing])
-            for t in missing:
-                _attach_target(t, dst[t.name]["columns"], plan.dst_driver, fatal=FatalError)
+        _attach_reflected(plan, conn, known)
         writer = dialects.TargetWriter(raw, plan.dst_driver)
         skipped_keys: dict[str, set] = {}
-        for t in plan.tables:
+        for t in known:
             _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
+        for stmt in later:
+            conn.exec_driver_sql(stmt)
+        if unknown:
+            _create_unknown(plan, conn, [t.name for t in unknown if t.dst_types is None])
+            _attach_reflected(plan, conn, unknown)
+            for t in unknown:
+                _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
         if not fresh:
             for t in reversed(plan.tables):
                 res = results[t.name]
                 if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
                     res.deleted = _delete_gone(plan, t, reader, writer, opts=opts)
-        raw.commit()
+        raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
     except BaseException as exc:
         try:
             raw.rollback()
@@ -554,6 +595,14 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             raise FatalError(f"metadata copy failed: {detail}. {state}") from exc
         raise
     conn.close()
+
+
+def _attach_reflected(plan: Plan, conn: Any, tables: Sequence[TablePlan]) -> None:
+    missing = [t for t in tables if t.dst_types is None]
+    if missing:
+        dst = _reflect(conn, plan.dst_driver, [t.name for t in missing], keys=False)
+        for t in missing:
+            _attach_target(t, dst[t.name]["columns"], plan.dst_driver, fatal=FatalError)
 
 
 def _is_driver_error(exc: BaseException) -> bool:

@@ -16,6 +16,8 @@ the copy itself.
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from datetime import date, datetime
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -100,7 +102,7 @@ class SnapshotReader:
         return int(self.all(f"SELECT COUNT(*) FROM {self.q(table)}")[0][0])
 
     def stream(self, sql: str, *, batch: int) -> Iterator[list[Row]]:
-        """Batches of rows from a server-side cursor."""
+        """Batches of rows from a server-side cursor, read ahead in a thread."""
         if self.driver == "sqlite3":
             cur = self.conn.cursor()
             cur.arraysize = batch
@@ -111,15 +113,59 @@ class SnapshotReader:
             import pymysql.cursors
 
             cur = self.conn.cursor(pymysql.cursors.SSCursor)
+        def batches() -> Iterator[list[Row]]:
+            try:
+                cur.execute(sql)
+                while rows := cur.fetchmany(batch):
+                    yield rows
+            finally:
+                cur.close()
+
+        return prefetch(batches())
+
+
+def prefetch(source: Iterator[list[Row]], *, depth: int = 2) -> Iterator[list[Row]]:
+    """Read the next batches in a thread while the caller writes this one (the drivers release the GIL).
+
+    Bounded: at most ``depth`` batches wait in memory. The source's connection
+    must not be used by anyone else until the iterator is exhausted or closed.
+    """
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
         try:
-            cur.execute(sql)
-            while True:
-                rows = cur.fetchmany(batch)
-                if not rows:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
                     break
-                yield rows
+            else:
+                q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
         finally:
-            cur.close()
+            if stop.is_set():
+                source.close()  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=pump, name="pmigrate-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 # -- writing -----------------------------------------------------------------

@@ -181,10 +181,29 @@ def _mysql_in(value: Any, zone: tzinfo) -> datetime:
     raise ValueError_(f"timestamp {value!r} is not a datetime")
 
 
+_DIGITS = re.compile(r"\d*")
+
+
+def _sqlite_text_to_pg(v: Any) -> Any:
+    """go-sqlite3 text straight to a postgres timestamptz input: only the ns digits cut (µs kept, never rounded).
+
+    The target session runs in UTC, so text without an offset means UTC there too, as in go-sqlite3.
+    """
+    if v.__class__ is str:
+        if len(v) > 26 and v[19:20] == ".":
+            end = _DIGITS.match(v, 20).end()  # type: ignore[union-attr]
+            if end > 26:
+                return v[:26] + v[end:]
+        return v
+    return None if v is None else parse_sqlite_time(v)
+
+
 def time_converter(*, src: str, dst: str, src_zone: tzinfo, dst_zone: tzinfo, dst_fsp: int) -> Convert | None:
     """None when values pass unchanged."""
     if src == "sqlite3" and dst == "sqlite3":
-        return None
+        return None  # the text as is: ns and offset survive
+    if src == "sqlite3" and dst == "postgres" and dst_fsp >= 6:
+        return _sqlite_text_to_pg
 
     if src == "sqlite3":
         read: Convert = parse_sqlite_time
@@ -253,7 +272,8 @@ def to_bool(v: Any) -> bool | None:
 
 def bool_converter(*, src: str, dst: str) -> Convert | None:
     if dst == "postgres":
-        return None if src == "postgres" else to_bool
+        # Rows reach postgres through COPY, whose boolean input takes 0/1 as well as t/f.
+        return None
 
     def as_int(v: Any) -> Any:
         if v is None:
@@ -270,16 +290,6 @@ def bool_converter(*, src: str, dst: str) -> Convert | None:
 
 def text_converter(*, dst: str, limit: int | None) -> Convert | None:
     """Refuse what the target would cut or reject; never truncate."""
-    if dst == "postgres":
-
-        def conv(v: Any) -> Any:
-            if v.__class__ is str and "\x00" in v:
-                raise ValueError_("holds a NUL character, which postgres text cannot store")
-            if isinstance(v, bytes):
-                return v.decode("utf-8")
-            return v
-
-        return conv
     if limit is not None:
 
         def conv(v: Any) -> Any:
