@@ -151,3 +151,22 @@ def test_s3_target_by_etag(deployment, run_cli, tmp_path, s3_server):
     proc, report = _verify(run_cli, src_cfg, dst_cfg, tmp_path, "--checksum", "md5", "--data-only")
     assert proc.returncode == 1
     assert _problems(report) == {("hash-mismatch", items[5].file_id)}
+
+
+def test_after_pmigrate_journal_is_the_reference(deployment, run_cli, tmp_path):
+    """Copied by pmigrate: verify reads the target only and compares with the journal's hashes."""
+    import shutil
+
+    items, src_cfg, dst_cfg, where = deployment()
+    shutil.rmtree(where)
+    out = tmp_path / "copy.json"
+    proc = run_cli("--config", str(src_cfg), "--to", str(dst_cfg), "--data-only", "--verify", "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    s = json.loads(out.read_text())["sections"]["verify-blobs"]
+    assert s["ok"] == N and s["bytes_read"] == sum(len(b.data) for b in items)  # no source read
+    assert s["reference"].startswith("copy journal")
+    vk.flip_byte(_dst_path(where, items[6]), 0)
+    proc, report = _verify(run_cli, src_cfg, dst_cfg, tmp_path, "--data-only")
+    assert proc.returncode == 1
+    assert _problems(report) == {("hash-mismatch", items[6].file_id)}
+    assert "recorded when it was copied" in next(p["message"] for p in report["problems"] if p["kind"] == "hash-mismatch")

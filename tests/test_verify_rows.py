@@ -141,3 +141,17 @@ def test_cli_rows_only(tmp_path, dumps_dir, run_cli):
     assert [(p["kind"], p["item"]) for p in report["problems"]] == [("changed", "users:local:admin")]
     assert "users: 2 source rows, 2 target rows, 1 ok, 1 changed (first: local:admin)" in proc.stdout
     assert "verify-blobs" not in report["sections"]
+
+
+def test_sessions_compared_only_when_copied(tmp_path, dumps_dir):
+    src, dst = _pair(None, tmp_path, "sqlite3")
+    _exec(src, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE1', 's', 'pending')")
+    clean, report = _audit(src, dst)
+    assert clean, report.problems
+    assert report.sections["verify-rows"]["tables"]["cli_auth_sessions"]["skipped"]
+    _exec(dst, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE2', 's', 'pending')")
+    clean, report = _audit(src, dst)
+    assert {(p.kind, p.item) for p in report.problems} == {
+        ("missing", "cli_auth_sessions:CODE1"),
+        ("extra", "cli_auth_sessions:CODE2"),
+    }

@@ -56,6 +56,7 @@ def _bool(value: Any, *, name: str) -> bool:
 
 class S3Backend(DataBackend):
     name = "s3"
+    attempts = 5  # botocore's tries per request before an error reaches the engine
     features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True)
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -118,7 +119,7 @@ class S3Backend(DataBackend):
         config = Config(
             region_name=self.location,
             max_pool_connections=CONCURRENCY + 4,
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard", "max_attempts": self.attempts},
             connect_timeout=20,
             read_timeout=120,
             s3={"addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path"},

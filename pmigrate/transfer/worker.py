@@ -197,6 +197,13 @@ class BlobHandler:
             return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="error", error=f"unknown job mode {job.mode!r}")
         return method(job)
 
+    # -- verify ------------------------------------------------------------------
+    def do_verify(self, job: Any) -> Any:
+        """Read one target blob in full and check it: pmigrate.verify.blobjob says how."""
+        from pmigrate.verify.blobjob import verify_blob
+
+        return verify_blob(job, src=self.src, dst=self.dst, stopped=self.lifeline.stopped)
+
     # -- copy --------------------------------------------------------------------
     def do_copy(self, job: BlobJob) -> BlobResult:
         t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def _naive_zone(meta: Any) -> Any:
     return time_zone(meta) or dt.timezone.utc
 
 
-def _check_backend(data: Any, *, what: str) -> None:
+def _check_backend(data: Any) -> None:
     from pmigrate.data.registry import open_backend
 
     with open_backend(data.backend, data.options) as backend:
@@ -70,43 +70,88 @@ def _check_backend(data: Any, *, what: str) -> None:
 
 
 def preflight(src: Any, dst: Any, *, opts: RunOptions) -> VerifyPlan:
-    """Check that both sides can be read; writes nothing, not even an empty sqlite file."""
+    """Check that both sides can be read; writes nothing, not even an empty sqlite file.
+
+    A target that does not exist yet (a new sqlite file, directory or bucket)
+    passes here, since `pmigrate --verify` creates it before verifying; run()
+    checks it again and fails if it is still absent.
+    """
+    from pmigrate.metadata.db import sqlite_file
+
     _check_db(src.metadata, what="source", need_files=True)
     if opts.metadata:
-        _check_db(dst.metadata, what="target", need_files=False)
+        path = sqlite_file(dst.metadata)
+        if path is None or path.exists():
+            _check_db(dst.metadata, what="target", need_files=False)
     if opts.data:
-        _check_backend(src.data, what="source")
-        _check_backend(dst.data, what="target")
+        _check_backend(src.data)
+        try:
+            _check_backend(dst.data)
+        except ConfigError:
+            pass  # absent until copied: run() says so if it still is
     return VerifyPlan(src=src, dst=dst, rows=opts.metadata, blobs=opts.data, journal=_journal_path(dst, opts=opts))
 
 
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
-    """The copy journal holding each blob's xxh3-128 as copied, when the engine left one."""
-    if opts.journal is not None:
-        return opts.journal if os.path.isfile(opts.journal) else None
+    """The copy journal of this target (each blob's xxh3-128 as copied), when there is one."""
+    from pathlib import Path
+
     try:
-        from pmigrate.transfer import journal  # type: ignore[attr-defined]
-
-        path = journal.default_path(dst)
-    except Exception:  # noqa: BLE001 - no journal module or no default: hash the source instead
+        from pmigrate.transfer.journal import Journal, default_path, target_identity
+    except ImportError:
         return None
-    return path if path is not None and os.path.isfile(path) else None
+    identity = target_identity(dst.data.backend, dst.data.options)
+    path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    journal = Journal.peek(path, identity=identity)  # ConfigError for another target's journal
+    if journal is not None:
+        journal.close()
+    return (path, identity)  # read at run time: `pmigrate --verify` writes it in between
 
 
-def _expected_hashes(path: Any) -> Any:
-    """file ids -> xxh3-128 hex recorded when copied, read from the journal in batches."""
-    if path is None:
+def _open_journal(where: Any) -> Any:
+    """The copy journal, read-only, or None when this target has none (yet)."""
+    if where is None:
         return None
+    from pmigrate.transfer.journal import Journal
+
+    path, identity = where
+    return Journal.peek(path, identity=identity)
+
+
+def _hash_lookup(journal: Any) -> Any:
+    """file ids -> xxh3-128 hex recorded when each blob was copied.
+
+    A server-side copy records no hash (no byte passed through pmigrate):
+    those blobs are compared with the source instead.
+    """
+
+    def lookup(ids: list[str]) -> dict[str, str]:
+        found = journal.lookup(ids)
+        return {fid: xxh for fid, (_size, xxh, _md5) in found.items() if xxh and xxh != "server-side"}
+
+    return lookup
+
+
+def _check_target(plan: VerifyPlan) -> None:
+    """The target must exist by now: a missing one is a failed verification (exit 1)."""
+    from pmigrate.errors import FatalError
+    from pmigrate.metadata.db import sqlite_file
+
     try:
-        from pmigrate.transfer import journal  # type: ignore[attr-defined]
-
-        return journal.hash_lookup(path)
-    except Exception:  # noqa: BLE001 - an unreadable journal: hash the source instead
-        return None
+        if plan.rows:
+            path = sqlite_file(plan.dst.metadata)
+            if path is not None and not path.exists():
+                raise ConfigError(f"target sqlite3 database {path} does not exist")
+            _check_db(plan.dst.metadata, what="target", need_files=False)
+        if plan.blobs:
+            _check_backend(plan.dst.data)
+    except ConfigError as exc:
+        raise FatalError(f"nothing to verify: {exc}") from None
 
 
 def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
     """Audit rows, then blobs, then unowned objects; every difference goes to the report."""
+    _check_target(plan)
     src_engine = _engine(plan.src.metadata)
     try:
         if plan.rows:
@@ -120,6 +165,7 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
                     report=report,
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,
+                    with_sessions=opts.with_sessions,
                 )
             finally:
                 dst_engine.dispose()
@@ -140,19 +186,24 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
             section["skipped"] = f"the target data backend {dst.describe()} stores no blobs"
             report.line(area, section["skipped"])
             return
-        totals = blobs.audit(
-            engine=src_engine,
-            src=blobs.BackendSpec(name=plan.src.data.backend, options=dict(plan.src.data.options)),
-            dst=blobs.BackendSpec(name=plan.dst.data.backend, options=dict(plan.dst.data.options)),
-            report=report,
-            workers=opts.workers,
-            md5=opts.checksum == "md5",
-            expected=_expected_hashes(plan.journal),
-            batch_size=opts.batch_size,
-            quiet=opts.quiet,
-        )
+        journal = _open_journal(plan.journal)
+        try:
+            totals = blobs.audit(
+                engine=src_engine,
+                src=blobs.BackendSpec(name=plan.src.data.backend, options=dict(plan.src.data.options)),
+                dst=blobs.BackendSpec(name=plan.dst.data.backend, options=dict(plan.dst.data.options)),
+                report=report,
+                workers=opts.workers,
+                md5=opts.checksum == "md5",
+                expected=_hash_lookup(journal) if journal is not None else None,
+                batch_size=opts.batch_size,
+                quiet=opts.quiet,
+            )
+        finally:
+            if journal is not None:
+                journal.close()
         section.update(totals.figures())
-        section["reference"] = "journal" if plan.journal is not None else "source blobs"
+        section["reference"] = f"copy journal {plan.journal[0]}, else the source blobs" if journal is not None else "source blobs"
         if dst.features.listable:
             listed, found = unowned.audit(engine=src_engine, backend=dst, report=report, batch_size=opts.batch_size)
             section["objects_listed"] = listed

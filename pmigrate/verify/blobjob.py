@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import xxhash
 
@@ -23,6 +23,14 @@ from pmigrate.data.base import BlobRef, DataBackend
 from pmigrate.errors import BlobNotFound, ItemError
 
 BUFFER = 1 << 20
+_buffer: memoryview | None = None  # one per process, reused: a fresh 1 MiB buffer per blob costs page faults
+
+
+def _view() -> memoryview:
+    global _buffer
+    if _buffer is None:
+        _buffer = memoryview(bytearray(BUFFER))
+    return _buffer
 
 # Outcome kinds, as they appear in the report.
 OK = "ok"
@@ -35,17 +43,25 @@ UNVERIFIABLE = "unverifiable"  # by md5: files.md5 is empty
 ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VerifyJob:
-    """Plain and small: it crosses a process boundary."""
+    """Plain and small: it crosses a process boundary. The pool needs seq, attempt and size."""
 
+    seq: int
     ref: BlobRef
     expected_xxh3: str = ""  # from the journal; empty: hash the source
     md5: bool = False  # --checksum md5
+    attempt: int = 0
+    mode: str = "verify"  # the worker's handler dispatches on it (transfer/worker.py do_verify)
+
+    @property
+    def size(self) -> int:
+        return max(self.ref.size, 0)
 
 
 @dataclass(slots=True)
 class VerifyResult:
+    seq: int
     file_id: str
     bytes_read: int = 0  # target and source bytes read, for throughput
     target_bytes: int = 0
@@ -60,14 +76,17 @@ class VerifyResult:
         return not self.problems
 
 
-def _digest(stream: BinaryIO, *, md5: bool) -> tuple[int, str, str]:
+class Cancelled(Exception):
+    """The run is stopping: abandon this blob."""
+
+
+def _digest(stream: BinaryIO, *, md5: bool, stopped: Callable[[], bool] | None = None) -> tuple[int, str, str]:
     """(bytes, xxh3-128 hex, md5 hex or '') of a whole stream, through one reused buffer."""
     h = xxhash.xxh3_128()
     m = hashlib.md5() if md5 else None
     total = 0
     readinto = getattr(stream, "readinto", None)
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
+    view = _view()
     try:
         while True:
             if readinto is not None:
@@ -85,18 +104,22 @@ def _digest(stream: BinaryIO, *, md5: bool) -> tuple[int, str, str]:
             if m is not None:
                 m.update(chunk)
             total += n
+            if stopped is not None and stopped():
+                raise Cancelled
     finally:
         stream.close()
     return total, h.hexdigest(), m.hexdigest() if m is not None else ""
 
 
-def verify_blob(job: VerifyJob, *, src: DataBackend, dst: DataBackend) -> VerifyResult:
+def verify_blob(job: VerifyJob, *, src: DataBackend, dst: DataBackend, stopped: Callable[[], bool] | None = None) -> VerifyResult:
     """Check one blob of the target; per-item failures become problems, never exceptions."""
     ref = job.ref
-    res = VerifyResult(file_id=ref.file_id)
+    res = VerifyResult(seq=job.seq, file_id=ref.file_id)
     start = time.perf_counter()
     try:
-        _verify(job, res, src=src, dst=dst)
+        _verify(job, res, src=src, dst=dst, stopped=stopped)
+    except Cancelled:
+        res.problems = [(ERROR, "not verified: the run was stopping")]
     except ItemError as exc:
         res.problems.append((exc.kind if exc.kind != "missing" else ERROR, str(exc)))
     except OSError as exc:
@@ -107,7 +130,12 @@ def verify_blob(job: VerifyJob, *, src: DataBackend, dst: DataBackend) -> Verify
     return res
 
 
-def _verify(job: VerifyJob, res: VerifyResult, *, src: DataBackend, dst: DataBackend) -> None:
+def lost(job: VerifyJob, reason: str) -> VerifyResult:
+    """The result of a job whose worker processes kept dying."""
+    return VerifyResult(seq=job.seq, file_id=job.ref.file_id, problems=[(ERROR, reason)])
+
+
+def _verify(job: VerifyJob, res: VerifyResult, *, src: DataBackend, dst: DataBackend, stopped: Callable[[], bool] | None) -> None:
     ref = job.ref
     want_md5 = (ref.md5 or "").strip().lower()
     check_md5 = job.md5 and bool(want_md5)
@@ -129,7 +157,7 @@ def _verify(job: VerifyJob, res: VerifyResult, *, src: DataBackend, dst: DataBac
             return
 
     try:
-        size, xxh, md5 = _digest(dst.open_read(ref), md5=job.md5)
+        size, xxh, md5 = _digest(dst.open_read(ref), md5=job.md5, stopped=stopped)
     except BlobNotFound:
         res.problems.append((MISSING, f"absent from the target ({dst.describe()})"))
         return
@@ -144,7 +172,7 @@ def _verify(job: VerifyJob, res: VerifyResult, *, src: DataBackend, dst: DataBac
     source_md5 = ""
     if not expected or (check_md5 and not md5_ok):
         try:
-            ssize, expected_src, source_md5 = _digest(src.open_read(ref), md5=check_md5)
+            ssize, expected_src, source_md5 = _digest(src.open_read(ref), md5=check_md5, stopped=stopped)
         except BlobNotFound:
             if not expected:
                 res.problems.append((SOURCE_MISSING, "absent from the source: nothing to compare the target with"))

@@ -1,18 +1,14 @@
 """Blob audit: every blob the source metadata says exists, read and hashed from the target.
 
 The parent streams the source `files` rows (uploaded and removed: the only
-statuses with a blob) into small batches of jobs on a bounded queue; worker
-processes build their own backends, run blobjob.verify_blob on each job and
-send results back; only the parent writes the report. Memory stays flat: the
-parent holds at most the batches in flight.
+statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
+bounded, worker death detected, jobs handed out again); each worker builds its
+own backends and runs blobjob.verify_blob on each job; only the parent writes
+the report. Memory stays flat: the parent holds at most the chunks in flight.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -21,15 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pmigrate.data.base import BlobRef
-from pmigrate.data.registry import open_backend
-from pmigrate.errors import FatalError, ItemError
+from pmigrate.errors import ItemError
 from pmigrate.ids import check_id
 from pmigrate.verify import blobjob
 
 AREA = "verify-blobs"
 WITH_BLOB = ("uploaded", "removed")
-BATCH_FILES = 32  # jobs per queue item: fewer hand-offs for small blobs
-BATCH_BYTES = 16 << 20  # ... but no more than this much to read per item
 KINDS = (
     blobjob.OK,
     blobjob.MISSING,
@@ -121,64 +114,23 @@ def to_ref(row: Mapping[str, Any]) -> BlobRef:
     )
 
 
-# -- the workers -------------------------------------------------------------
-
-
-def _worker(jobs: Any, results: Any, src: BackendSpec, dst: BackendSpec) -> None:
-    """Worker process: build the backends, verify each job, send results back."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C
-    with open_backend(src.name, src.options) as s, open_backend(dst.name, dst.options) as d:
-        while True:
-            item = jobs.get()
-            if item is None:
-                return
-            batch_id, batch = item
-            results.put((batch_id, [blobjob.verify_blob(job, src=s, dst=d) for job in batch]))
-
-
-@dataclass
-class _Pool:
-    """N worker processes with a bounded job queue; a replacement starts when one dies."""
-
-    workers: int
-    src: BackendSpec
-    dst: BackendSpec
-    ctx: Any = field(default_factory=lambda: mp.get_context("spawn"))
-
-    def __post_init__(self) -> None:
-        self.jobs = self.ctx.Queue(maxsize=self.workers * 2)
-        self.results = self.ctx.Queue()
-        self.procs = [self._start() for _ in range(self.workers)]
-        self.deaths = 0
-
-    def _start(self) -> Any:
-        p = self.ctx.Process(target=_worker, args=(self.jobs, self.results, self.src, self.dst), daemon=True)
-        p.start()
-        return p
-
-    def check(self) -> None:
-        """Replace workers that died (killed, crashed) so the pool stays whole."""
-        for i, p in enumerate(self.procs):
-            if p.exitcode not in (None, 0):
-                self.deaths += 1
-                self.procs[i] = self._start()
-
-    def alive(self) -> bool:
-        return any(p.exitcode is None for p in self.procs)
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.exitcode is None:
-                p.join(timeout=5)
-            if p.exitcode is None:
-                p.terminate()
-                p.join()
-        self.jobs.cancel_join_thread()
-        self.jobs.close()
-        self.results.close()
-
-
 # -- the audit ---------------------------------------------------------------
+
+
+def _jobs(engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_size: int, invalid: list) -> Iterator[blobjob.VerifyJob]:
+    """One verify job per blob, streamed: the pool pulls them only as fast as workers finish."""
+    seq = 0
+    for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 500):
+        refs = []
+        for row in rows:
+            try:
+                refs.append(to_ref(row))
+            except ItemError as exc:
+                invalid.append((str(row.get("id"))[:64], exc))
+        hashes = expected([r.file_id for r in refs]) if expected is not None and refs else {}
+        for ref in refs:
+            yield blobjob.VerifyJob(seq=seq, ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5)
+            seq += 1
 
 
 def audit(
@@ -193,105 +145,44 @@ def audit(
     batch_size: int = 5000,
     quiet: bool = True,
 ) -> BlobTotals:
-    """Verify every blob of the source's uploaded and removed files on the target."""
-    from pmigrate.progress import bar
+    """Verify every blob of the source's uploaded and removed files on the target.
+
+    Runs in the blob engine's worker pool: the jobs have mode "verify", which
+    its worker hands to blobjob.verify_blob.
+    """
+    from pmigrate import progress
+    from pmigrate.data.registry import backend_class
+    from pmigrate.transfer import worker as worker_mod
+    from pmigrate.transfer.pool import Pool
 
     t = BlobTotals()
     t.files, t.bytes = totals(engine)
-    pending: dict[int, list[blobjob.VerifyJob]] = {}
-    lock = threading.Lock()
-    feed_error: list[BaseException] = []
-    stop = threading.Event()
-    pool = _Pool(workers=workers, src=src, dst=dst)
-    sent = [0, False]  # batches sent, feeding done
-
-    def put(batch_id: int, batch: list[blobjob.VerifyJob]) -> None:
-        with lock:
-            pending[batch_id] = batch
-        while not stop.is_set():
-            try:
-                pool.jobs.put((batch_id, batch), timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def feed() -> None:
-        n = 0
-        try:
-            batch: list[blobjob.VerifyJob] = []
-            batch_bytes = 0
-            for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 500):
-                refs = []
-                for row in rows:
-                    try:
-                        refs.append(to_ref(row))
-                    except ItemError as exc:
-                        invalid.append((str(row.get("id"))[:64], exc))
-                hashes = expected([r.file_id for r in refs]) if expected is not None else {}
-                for ref in refs:
-                    batch.append(blobjob.VerifyJob(ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5))
-                    batch_bytes += max(ref.size, 0)
-                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        put(n, batch)
-                        n += 1
-                        batch, batch_bytes = [], 0
-                    if stop.is_set():
-                        return
-            if batch:
-                put(n, batch)
-                n += 1
-        except BaseException as exc:  # noqa: BLE001 - handed to the parent's loop
-            feed_error.append(exc)
-        finally:
-            sent[0] = n
-            sent[1] = True
-            for _ in pool.procs:
-                while not stop.is_set():
-                    try:
-                        pool.jobs.put(None, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-
     invalid: list[tuple[str, ItemError]] = []
-    feeder = threading.Thread(target=feed, name="verify-feed", daemon=True)
+    context = worker_mod.WorkerContext(
+        src_backend=src.name,
+        src_options=dict(src.options),
+        dst_backend=dst.name,
+        dst_options=dict(dst.options),
+        checksum="md5" if md5 else "xxh3",
+    )
+    preload = ["pmigrate.transfer.worker", "pmigrate.verify.blobjob"] + sorted(
+        {backend_class(src.name).__module__, backend_class(dst.name).__module__}
+    )
+    pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload)
     start = time.perf_counter()
-    received = 0
-    try:
-        feeder.start()
-        with bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as progress:
-            while True:
-                try:
-                    batch_id, results = pool.results.get(timeout=0.5)
-                except queue.Empty:
-                    pool.check()
-                    if sent[1] and not pool.alive() and received < sent[0]:
-                        break  # workers gone with batches unanswered: reported below
-                    if sent[1] and received >= sent[0]:
-                        break
-                    continue
-                received += 1
-                with lock:
-                    pending.pop(batch_id, None)
-                for res in results:
-                    _record(res, t, report)
-                    progress.update(res.target_bytes)
-                if sent[1] and received >= sent[0]:
-                    break
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        t.seconds = time.perf_counter() - start
-        stop.set()
-        feeder.join(timeout=10)
-        pool.close()
-    if feed_error:
-        raise FatalError(f"reading the source's files table failed: {feed_error[0]}")
-    for batch in pending.values():
-        for job in batch:
-            t.counts[blobjob.ERROR] += 1
-            report.problem(area=AREA, kind=blobjob.ERROR, item=job.ref.file_id, message="worker process died while verifying it")
+    with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:
+
+        def on_results(results: list[blobjob.VerifyResult]) -> None:
+            for res in results:
+                _record(res, t, report)
+                bar.update(res.target_bytes)
+
+        try:
+            pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results)
+        finally:
+            t.seconds = time.perf_counter() - start
+    for line in pool.deaths:
+        report.warn(line)
     for fid, exc in invalid:
         t.counts[blobjob.ERROR] += 1
         report.problem(area=AREA, kind=exc.kind, item=fid, message=str(exc))

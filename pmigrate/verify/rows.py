@@ -386,8 +386,26 @@ def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_d
     return res
 
 
-def audit(src: Side, dst: Side, *, report: Any, batch_size: int = 5000, quiet: bool = True, tmp_dir: str | None = None) -> bool:
-    """Audit every table, recording figures, summary lines and problems; True when all match."""
+def _empty(side: Side, table: str) -> bool:
+    with side.engine.connect() as conn:
+        return conn.exec_driver_sql(f"SELECT 1 FROM {_quote(side.engine, table)} LIMIT 1").first() is None
+
+
+def audit(
+    src: Side,
+    dst: Side,
+    *,
+    report: Any,
+    batch_size: int = 5000,
+    quiet: bool = True,
+    with_sessions: bool = False,
+    tmp_dir: str | None = None,
+) -> bool:
+    """Audit every table, recording figures, summary lines and problems; True when all match.
+
+    cli_auth_sessions is copied only on request (--with-sessions): it is
+    compared then, or when the target holds any, and skipped otherwise.
+    """
     from pmigrate.progress import bar
 
     plans, schema_problems = plan_tables(src, dst)
@@ -400,6 +418,11 @@ def audit(src: Side, dst: Side, *, report: Any, batch_size: int = 5000, quiet: b
         report.line(AREA, f"{item}: {message}")
     with bar(quiet=quiet, desc="verify rows", total=len(plans), unit="table") as progress:
         for plan in plans:
+            if plan.name == SESSIONS and not with_sessions and _empty(dst, SESSIONS):
+                tables[plan.name] = {"skipped": "short-lived login handshakes, copied only with --with-sessions"}
+                report.line(AREA, f"{plan.name}: skipped (none in the target; copied only with --with-sessions)")
+                progress.update(1)
+                continue
             if plan.only_src or plan.only_dst:
                 clean = False
                 msg = f"columns only in the source: {plan.only_src or '-'}; only in the target: {plan.only_dst or '-'}"
