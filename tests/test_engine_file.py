@@ -362,3 +362,31 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
     got = bd.file_target_blobs(tmp_path / "dst" / "files")
     assert {k: v for k, v in got.items() if not k.startswith(".")} == {b.file_id: b.data for b in dep.blobs}
     assert len(_journal_rows(_journal(target))) == 400
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
+    dep = _slow_deployment(tmp_path)
+    target = bd.file_target(tmp_path / "dst")
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_journal(tmp_path / "dst", proc)
+        family = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)  # the parent owns Ctrl-C; workers ignore it and are stopped by it
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert _gone(family, timeout=5)
+    got = bd.file_target_blobs(tmp_path / "dst" / "files")
+    assert not [k for k in got if k.startswith(".")], "a stopped write left its temporary file"
+    by_id = {b.file_id: b.data for b in dep.blobs}
+    assert all(by_id[k] == v for k, v in got.items())
+    assert 0 < len(_journal_rows(_journal(target))) < 400
+
+    cp = _copy(run_cli, dep, target, "--workers", "2")
+    assert cp.returncode == 0, cp.stderr
+    assert bd.file_target_blobs(tmp_path / "dst" / "files") == by_id
