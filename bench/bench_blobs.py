@@ -157,7 +157,7 @@ def build(cases: list[str], root: Path, scale: float) -> list[Case]:
     for name in cases:
         src = root / f"src-{name}"
         if name == "a":
-            _fakedb(src, files=max(20, int(12_500 * scale)), sizes="mixed")
+            _fakedb(src, files=max(20, int(6_250 * scale)), sizes="mixed")
         elif name == "b":
             _fakedb(src, files=max(20, int(23_300 * scale)), sizes="small")
         elif name == "c":

@@ -102,6 +102,12 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
             conn.send(("fatal", f"worker could not start: {exc}"))
             return
         while True:
+            # Idle workers wake up every second: with the fork start method a
+            # sibling may hold the parent's end of this pipe open, so EOF alone
+            # would not tell that the parent is gone.
+            while not conn.poll(1.0):
+                if lifeline.stopped():
+                    return
             chunk = conn.recv()
             if chunk is None:
                 return
@@ -126,6 +132,18 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
     finally:
         if handler is not None:
             handler.close()
+
+
+def warm_up(*, preload: Sequence[str], start_method: str = "forkserver") -> None:
+    """Start the fork server now, preloading ``preload``, so that its start-up
+    overlaps the parent's own work (a second or so, mostly imports)."""
+    if start_method != "forkserver":
+        return
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 @dataclass(eq=False)
