@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from pmigrate import redact as secrets
 from pmigrate.errors import ConfigError
 from pmigrate.fake import tables
 from pmigrate.fake.rows import Generator, Shape, soft_deleted_count
-from pmigrate import redact as secrets
 from pmigrate.redact import redact
 
 SIZES = ("small", "mixed", "large")
@@ -232,7 +232,10 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
     from pmigrate.progress import bar
 
     blobs = NoBlobs(seed=args.seed) if args.metadata_only else FileBlobs(directory=files_dir, seed=args.seed)
-    gen = Generator(seed=args.seed, shape=shape, blobs=blobs, clock=clock_for(target.driver))
+    from pmigrate.metadata import db
+
+    clock = clock_for(target.driver, mysql_zone=db.time_zone(target.meta()))
+    gen = Generator(seed=args.seed, shape=shape, blobs=blobs, clock=clock)
     batch = max(args.batch_size, 1)
     raw = engine.raw_connection()
     try:

@@ -6,6 +6,7 @@ import hashlib
 import re
 import sqlite3
 import tomllib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,13 @@ def query(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def instant(sqlite_ts: str) -> datetime:
+    """gorm's sqlite text (nanoseconds) as an aware datetime, truncated to microseconds."""
+    m = re.fullmatch(r"(.{19})(?:\.(\d+))?(.{6})", sqlite_ts)
+    frac = (m.group(2) or "").ljust(9, "0")[:6]
+    return datetime.fromisoformat(f"{m.group(1)}.{frac}{m.group(3)}")
 
 
 def blob_tree(files_dir: Path) -> dict[str, bytes]:
@@ -183,6 +191,21 @@ def test_on_a_database_server(request, tmp_path, deployment, server):
     assert cfg["MetadataBackendConfig"]["Driver"] == db.driver
     assert not (out / "plik.db").exists()
     assert blob_tree(out / "files") == blob_tree(deployment / "files")
+    # The same rows, timestamps as native types holding the same instants.
+    engine = sqlalchemy.create_engine(db.url)
+    try:
+        with engine.connect() as conn:
+            served = conn.execute(sqlalchemy.text("SELECT id, name, md5, size, created_at FROM files ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    local = query(deployment / "plik.db", "SELECT id, name, md5, size, created_at FROM files ORDER BY id")
+    assert sorted(r[:4] for r in served) == sorted(r[:4] for r in local)
+    precision = timedelta(microseconds=1 if server == "pg_db" else 1000)
+    by_id = {r[0]: r[4] for r in local}
+    for file_id, *_, created in served:
+        expected = instant(by_id[file_id])
+        got = created if created.tzinfo else created.replace(tzinfo=timezone.utc)  # mysql: loc=UTC
+        assert timedelta(0) <= expected - got < precision, (file_id, expected, got)
 
 
 def test_into_the_database_a_plikd_cfg_names(tmp_path, pg_db, run_cli, deployment):
