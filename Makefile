@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 man: $(STAMP)
-	$(BIN)/argparse-manpage --pyfile pmigrate/cli.py --function build_parser \
+	$(BIN)/argparse-manpage --module pmigrate.cli --function build_parser \
 	  --prog pmigrate --project-name pmigrate --author "the pmigrate authors" \
 	  --url https://example.invalid/pmigrate --output pmigrate.1 \
 	  --manual-title "pmigrate manual" --version "$$($(BIN)/python -c 'import pmigrate;print(pmigrate.__version__)')"
