@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pmigrate import __version__
-from pmigrate.errors import EXIT_USAGE, PmigrateError
+from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.redact import redact
 
@@ -169,22 +169,40 @@ def options_from(args: argparse.Namespace) -> RunOptions:
     )
 
 
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = ()
-        return True
+class _RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "pmigrate: %(levelname)s: %(message)s"
+    handler.setFormatter(_RedactingFormatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # library warnings go through the same redaction
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Output paths checked before anything runs: a bad one is a usage error, not a lost report."""
+    for opt in ("json", "journal"):
+        path = getattr(args, opt, None)
+        if path is None:
+            continue
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise ConfigError(f"--{opt} {path}: folder {parent} does not exist: create it or choose another path")
+        if Path(path).is_dir():
+            raise ConfigError(f"--{opt} {path} is a directory: give a file name")
+
+
+def _one_line(text: str) -> str:
+    return redact(" ".join(str(text).split()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,17 +217,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pmigrate import fakedb
 
             return fakedb.run(args)
+        _check_paths(args)
         from pmigrate import migrate
 
         return migrate.run(args.command or "migrate", options_from(args), config_path=args.config, target_path=args.to, json_path=args.json)
     except PmigrateError as exc:
         if verbose:
             log.debug("details", exc_info=True)
-        sys.stderr.write(redact(f"pmigrate: error: {exc}") + "\n")
+        sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("pmigrate: interrupted; run the same command again to resume\n")
         return 130
+    except OSError as exc:
+        if verbose:
+            log.debug("details", exc_info=True)
+        sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the edge: no raw traceback, no secret, ever
+        if type(exc).__module__.startswith("sqlalchemy"):
+            if verbose:
+                log.debug("details", exc_info=True)
+            orig = getattr(exc, "orig", None) or exc
+            sys.stderr.write(_one_line(f"pmigrate: error: database error: {orig}") + "\n")
+            return EXIT_FAILED
+        if verbose:
+            log.error("unexpected failure", exc_info=True)
+        hint = "" if verbose else "; run again with -v for details"
+        sys.stderr.write(_one_line(f"pmigrate: error: unexpected {type(exc).__name__}: {exc}{hint}") + "\n")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

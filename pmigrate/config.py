@@ -1,28 +1,97 @@
-"""plikd.cfg: lookup, TOML, PLIKD_* overrides (source only), plikd's defaults, validation."""
+"""plikd.cfg: lookup, TOML, PLIKD_* overrides (source only), plikd's defaults, validation.
+
+The rules mirror plikd (server/common/config.go and each backend's NewConfig):
+- top-level keys match case-insensitively (BurntSushi/toml), keys inside the
+  backend tables are case-sensitive (plikd assigns them with FieldByName and
+  silently ignores the rest: pmigrate warns instead);
+- ``PLIKD_<FIELD>`` overrides a top-level field; a table-valued field takes a
+  JSON object whose keys are MERGED into the table (plikd's AssignMapValues),
+  not substituted for it;
+- relative paths (file ``Directory``, sqlite3 path) resolve against the
+  working directory, as plikd resolves them against its own.
+pmigrate applies the overrides to the source only; plikd's own migrate applies
+them to both sides.
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pmigrate import dsn, redact
 from pmigrate.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LOCATIONS = ("./plikd.cfg", "/etc/plikd.cfg")
+ENV_PREFIX = "PLIKD_"
+MIB = 1024 * 1024
+
+# plikd's defaults, per backend (each backend's NewConfig).
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "file": {"Directory": "files"},
+    "s3": {
+        "Endpoint": "",
+        "AccessKeyID": "",
+        "SecretAccessKey": "",
+        "Bucket": "plik",
+        "Location": "us-east-1",
+        "Prefix": "",
+        "PartSize": 16 * MIB,
+        "UseSSL": False,
+        "SSE": "",
+    },
+    "gcs": {"Bucket": "", "Folder": ""},
+    "swift": {"Container": "plik"},
+    "stream": {},
+}
+# Field types plikd's structs have: a wrong type makes plikd panic at start.
+_STR, _INT, _BOOL = str, int, bool
+DATA_TYPES: dict[str, dict[str, type]] = {
+    "file": {"Directory": _STR},
+    "s3": {
+        "Endpoint": _STR, "AccessKeyID": _STR, "SecretAccessKey": _STR, "Bucket": _STR, "Location": _STR,
+        "Prefix": _STR, "PartSize": _INT, "UseSSL": _BOOL, "SSE": _STR,
+    },
+    "gcs": {"Bucket": _STR, "Folder": _STR},
+    "swift": {
+        "Container": _STR, "Domain": _STR, "DomainId": _STR, "UserName": _STR, "UserId": _STR, "ApiKey": _STR,
+        "ApplicationCredentialId": _STR, "ApplicationCredentialName": _STR, "ApplicationCredentialSecret": _STR,
+        "AuthUrl": _STR, "Retries": _INT, "UserAgent": _STR, "ConnectTimeout": _INT, "Timeout": _INT,
+        "Region": _STR, "AuthVersion": _INT, "Internal": _BOOL, "Tenant": _STR, "TenantId": _STR,
+        "EndpointType": _STR, "TenantDomain": _STR, "TenantDomainId": _STR, "TrustId": _STR,
+        "StorageUrl": _STR, "AuthToken": _STR,
+    },
+    "stream": {},
+}  # fmt: skip
+METADATA_DEFAULTS: dict[str, Any] = {"Driver": "sqlite3", "ConnectionString": "plik.db"}
+METADATA_TYPES: dict[str, type] = {
+    "Driver": _STR, "ConnectionString": _STR, "EraseFirst": _BOOL, "MaxOpenConns": _INT, "MaxIdleConns": _INT,
+    "Debug": _BOOL, "SlowQueryThreshold": _STR,
+}  # fmt: skip
+SSE_VALUES = ("", "S3", "SSE-C")
+TOP_FIELDS = ("DataBackend", "DataBackendConfig", "MetadataBackendConfig")
 
 
 @dataclass(frozen=True)
 class MetadataConfig:
     driver: str  # sqlite3 | postgres | mysql
     connection_string: str
-    base_dir: Path = Path(".")  # relative sqlite paths resolve against the config's folder? see config helper
+    # Where a relative sqlite3 path resolves: the working directory, as plikd does.
+    base_dir: Path = field(default_factory=Path.cwd)
+    options: dict[str, Any] = field(default_factory=dict)  # the whole MetadataBackendConfig table
+
+    def translation(self) -> dsn.Translation:
+        return dsn.translate(self.driver, self.connection_string, base_dir=self.base_dir)
 
     def describe(self) -> str:
-        from pmigrate.dsn import describe
-
-        return describe(self.driver, self.connection_string)
+        return dsn.describe(self.driver, self.connection_string, base_dir=self.base_dir)
 
 
 @dataclass(frozen=True)
@@ -31,9 +100,34 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # DataBackendConfig with plikd's defaults
 
     def describe(self) -> str:
-        from pmigrate.data.registry import backend_class
+        """Where blobs live, without secrets and without importing any SDK."""
+        o = self.options
+        if self.backend == "file":
+            return f"file {o.get('Directory')}"
+        if self.backend == "s3":
+            scheme = "https" if o.get("UseSSL") else "http"
+            prefix = f"/{o['Prefix'].strip('/')}" if o.get("Prefix") else ""
+            sse = f" (SSE {o['SSE']})" if o.get("SSE") else ""
+            return f"s3 {scheme}://{o.get('Endpoint')}/{o.get('Bucket')}{prefix}{sse}"
+        if self.backend == "gcs":
+            folder = f"/{o['Folder']}" if o.get("Folder") else ""
+            return f"gcs gs://{o.get('Bucket')}{folder}"
+        if self.backend == "swift":
+            return f"swift {o.get('AuthUrl')} container {o.get('Container')}"
+        return self.backend
 
-        return backend_class(self.backend)(self.options).describe()
+    def location(self) -> tuple | None:
+        """What names the place blobs are stored: equal locations are the same store."""
+        o = self.options
+        if self.backend == "file":
+            return ("file", os.path.realpath(o["Directory"]))
+        if self.backend == "s3":
+            return ("s3", str(o["Endpoint"]).lower().rstrip("/"), o["Bucket"], str(o["Prefix"]).strip("/"))
+        if self.backend == "gcs":
+            return ("gcs", o["Bucket"], str(o["Folder"]).strip("/"))
+        if self.backend == "swift":
+            return ("swift", str(o.get("AuthUrl", "")).rstrip("/"), o["Container"])
+        return None  # stream: nothing stored
 
 
 @dataclass(frozen=True)
@@ -41,6 +135,10 @@ class PlikConfig:
     path: Path
     data: DataConfig
     metadata: MetadataConfig
+    # Whether the file (or an override) named these sections; else plikd's defaults apply.
+    has_data: bool = True
+    has_metadata: bool = True
+    warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.path}: metadata {self.metadata.describe()}, data {self.data.describe()}"
@@ -60,13 +158,243 @@ def find_source(cli_path: str | None, env: Mapping[str, str]) -> Path:
     )
 
 
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path {path} is a directory: give the plikd.cfg file inside it") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied): run as a user who can read it") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror}): check the path") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text: save the config as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries "(at line L, column C)"; it never quotes the text.
+        raise ConfigError(f"{path}: TOML syntax error: {exc}: fix that line") from None
+
+
+def _top(doc: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """A top-level field the way BurntSushi/toml finds it: exact name, else any case."""
+    if name in doc:
+        return True, doc[name]
+    for k, v in doc.items():
+        if k.lower() == name.lower():
+            return True, v
+    return False, None
+
+
+def _screaming_snake(name: str) -> str:
+    out = []
+    for i, c in enumerate(name):
+        if c.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(c.upper())
+    return "".join(out)
+
+
+def env_name(field_name: str) -> str:
+    """PLIKD_ + the field in SCREAMING_SNAKE_CASE, e.g. DataBackendConfig -> PLIKD_DATA_BACKEND_CONFIG."""
+    return ENV_PREFIX + _screaming_snake(field_name)
+
+
+def _apply_env(fields: dict[str, Any], given: dict[str, bool], env: Mapping[str, str]) -> list[str]:
+    applied = []
+    for name in TOP_FIELDS:
+        var = env_name(name)
+        if var not in env:
+            continue
+        value = env[var]
+        applied.append(var)
+        if name == "DataBackend":
+            fields[name] = value
+        else:
+            redact.register(value)  # until parsed, the whole value may hold secrets
+            try:
+                obj = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{var} is not valid JSON ({exc.msg}): give a JSON object such as '{{\"Key\":\"value\"}}'") from None
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{var} must be a JSON object: give '{{\"Key\":\"value\"}}'")
+            # plikd merges the object's keys into the table read from the file.
+            merged = dict(fields.get(name) or {})
+            merged.update(obj)
+            fields[name] = merged
+        given[name] = True
+    return applied
+
+
+def _register_secrets(value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and k.lower() in redact.SECRET_KEYS and isinstance(v, str):
+                redact.register(v)
+            else:
+                _register_secrets(v)
+    elif isinstance(value, list):
+        for v in value:
+            _register_secrets(v)
+
+
+def _check_types(table: Mapping[str, Any], types: Mapping[str, type], where: str, path: Path, warnings: list[str]) -> None:
+    for key, value in table.items():
+        want = types.get(key)
+        if want is None:
+            near = [k for k in types if k.lower() == key.lower()]
+            hint = f" (plikd reads {near[0]!r}, case matters)" if near else ""
+            warnings.append(f"{path}: {where}.{key} is not a setting plikd reads{hint}; ignored")
+            continue
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is int and isinstance(value, float) and value.is_integer():
+            ok = True  # JSON numbers from PLIKD_* overrides
+        if not ok:
+            raise ConfigError(
+                f"{path}: {where}.{key} must be a {want.__name__} (plikd would not start), not {type(value).__name__}: fix its value"
+            )
+
+
+def _relative_note(path: Path, what: str, value: str, resolved: Path, warnings: list[str]) -> None:
+    if os.path.isabs(value):
+        return
+    if path.parent.resolve() != Path.cwd().resolve():
+        warnings.append(
+            f"{path}: {what} {value!r} is relative: read as {resolved} (from the current directory, as plikd "
+            "resolves it from its own); run pmigrate from plikd's working directory or write an absolute path"
+        )
+
+
+def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str]) -> DataConfig:
+    if not isinstance(backend, str) or backend not in DATA_DEFAULTS:
+        raise ConfigError(f"{path}: unknown DataBackend {backend!r}: use one of {', '.join(sorted(DATA_DEFAULTS))}")
+    _check_types(table, DATA_TYPES[backend], "DataBackendConfig", path, warnings)
+    o = {**DATA_DEFAULTS[backend], **table}
+    for k, v in list(o.items()):
+        if DATA_TYPES[backend].get(k) is int and isinstance(v, float):
+            o[k] = int(v)
+    where = f"{path}: DataBackendConfig"
+    if backend == "file":
+        if not o["Directory"]:
+            raise ConfigError(f"{where}.Directory is empty: name the folder that holds the blobs")
+        resolved = Path(os.path.abspath(o["Directory"]))
+        _relative_note(path, "DataBackendConfig.Directory", o["Directory"], resolved, warnings)
+        o["Directory"] = str(resolved)
+    elif backend == "s3":
+        for key, what in (("Endpoint", "the S3 host:port"), ("AccessKeyID", "the access key id"),
+                          ("SecretAccessKey", "the secret key"), ("Bucket", "the bucket name"),
+                          ("Location", "the region")):  # fmt: skip
+            if not o[key]:
+                raise ConfigError(f"{where}.{key} is missing (plikd refuses to start without it): set {what}")
+        if "://" in o["Endpoint"] or "/" in o["Endpoint"]:
+            raise ConfigError(
+                f"{where}.Endpoint {o['Endpoint']!r} must be host[:port] without scheme or path: use UseSSL for https"
+            )
+        if o["PartSize"] < 5 * MIB:
+            raise ConfigError(f"{where}.PartSize {o['PartSize']} is under 5 MiB, which S3 refuses: set at least 5242880")
+        if o["SSE"] == "KMS":
+            raise ConfigError(f"{where}.SSE 'KMS' is not implemented by plikd: use '', 'S3' or 'SSE-C'")
+        if o["SSE"] not in SSE_VALUES:
+            raise ConfigError(f"{where}.SSE {o['SSE']!r} is not valid: use '', 'S3' or 'SSE-C'")
+    elif backend == "gcs":
+        if not o["Bucket"]:
+            raise ConfigError(f"{where}.Bucket is missing: name the GCS bucket (plikd does not create it)")
+    elif backend == "swift":
+        if not o["Container"]:
+            raise ConfigError(f"{where}.Container is empty: name the Swift container")
+        if not o.get("AuthUrl") and not (o.get("StorageUrl") and o.get("AuthToken")):
+            raise ConfigError(f"{where}.AuthUrl is missing: set the Swift authentication URL")
+    return DataConfig(backend, o)
+
+
+def _metadata(table: dict[str, Any], path: Path, warnings: list[str]) -> MetadataConfig:
+    _check_types(table, METADATA_TYPES, "MetadataBackendConfig", path, warnings)
+    o = {**METADATA_DEFAULTS, **table}
+    driver, cs = o["Driver"], o["ConnectionString"]
+    if driver not in dsn.DRIVERS:
+        raise ConfigError(f"{path}: unknown MetadataBackendConfig.Driver {driver!r}: use one of {', '.join(dsn.DRIVERS)}")
+    for secret in dsn.secrets_of(driver, cs):
+        redact.register(secret)
+    if o.get("EraseFirst"):
+        warnings.append(f"{path}: MetadataBackendConfig.EraseFirst is true: plikd drops every table when it starts with this config")
+    meta = MetadataConfig(driver, cs, Path.cwd(), o)
+    t = meta.translation()  # ConfigError when malformed
+    if t.ignored:
+        log.debug("%s: connection string parameters with no meaning here: %s", path, ", ".join(t.ignored))
+    if driver == "mysql" and t.time_zone == "Local":
+        local = datetime.datetime.now().astimezone()
+        if local.utcoffset():
+            warnings.append(
+                f"{path}: the mysql ConnectionString says loc=Local: DATETIME values are read in this machine's "
+                f"zone ({local.tzname()}); if plikd runs in another zone, run pmigrate with TZ set to plikd's"
+            )
+    if driver == "sqlite3":
+        path_part = cs.partition("?")[0]
+        if not path_part.startswith("file:"):
+            _relative_note(path, "sqlite3 ConnectionString", path_part, dsn.sqlite_path(t), warnings)
+    return meta
+
+
 def load(path: Path, *, env: Mapping[str, str] | None = None) -> PlikConfig:
     """Read one plikd.cfg; env (source only) applies PLIKD_* overrides."""
-    raise NotImplementedError
+    path = Path(path)
+    doc = _read(path)
+    fields: dict[str, Any] = {}
+    given: dict[str, bool] = {}
+    for name in TOP_FIELDS:
+        found, value = _top(doc, name)
+        given[name] = found
+        if found:
+            fields[name] = value
+    _register_secrets(fields)
+    if env is not None:
+        applied = _apply_env(fields, given, env)
+        if applied:
+            log.info("%s: overridden by %s", path, ", ".join(applied))
+    _register_secrets(fields)
+    for name in ("DataBackendConfig", "MetadataBackendConfig"):
+        if name in fields and not isinstance(fields[name], dict):
+            raise ConfigError(f"{path}: {name} must be a table ([{name}]), not {type(fields[name]).__name__}: fix the config")
+    warnings: list[str] = []
+    data = _data(fields.get("DataBackend", "file"), dict(fields.get("DataBackendConfig") or {}), path, warnings)
+    meta = _metadata(dict(fields.get("MetadataBackendConfig") or {}), path, warnings)
+    for w in warnings:
+        log.warning("%s", w)
+    return PlikConfig(
+        path=path,
+        data=data,
+        metadata=meta,
+        has_data=given["DataBackend"] or given["DataBackendConfig"],
+        has_metadata=given["MetadataBackendConfig"],
+        warnings=tuple(warnings),
+    )
 
 
 def load_pair(config_path: str | None, target_path: str, *, env: Mapping[str, str]) -> tuple[PlikConfig, PlikConfig]:
-    """Source (with overrides) and target (without), refusing the same database or data location."""
-    src = load(find_source(config_path, env), env=env)
+    """Source (with overrides) and target (without), refusing the same database or data location.
+
+    A target section left to plikd's defaults is not compared: a data-only
+    target need not name a database, and the stage that would write there
+    refuses a missing section itself.
+    """
+    src_path = find_source(config_path, env)
+    if not config_path and env.get("PLIKD_CONFIG") is None:
+        log.info("source config: %s (found in the default locations)", src_path)
+    src = load(src_path, env=env)
     dst = load(Path(target_path), env=None)
+    if dst.has_metadata and dsn.same_database(src.metadata.translation(), dst.metadata.translation()):
+        raise ConfigError(
+            f"source and target name the same database ({dst.metadata.describe()}): point --to at another database"
+        )
+    if dst.has_data:
+        a, b = src.data.location(), dst.data.location()
+        if a is not None and a == b:
+            raise ConfigError(
+                f"source and target name the same data location ({dst.data.describe()}): point --to at another one"
+            )
     return src, dst

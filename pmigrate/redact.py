@@ -7,6 +7,8 @@ leaves the process (stdout, stderr, logs, JSON report) goes through redact().
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from urllib.parse import quote, quote_plus
 
@@ -38,9 +40,51 @@ def register(secret: str | None) -> None:
         # A secret this short would mask ordinary text; it is never printed by
         # pmigrate on purpose, so the remaining risk is accepted.
         return
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote(secret, safe=" "),  # SQLAlchemy's URL rendering keeps spaces
+        quote_plus(secret),
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    try:
+        from sqlalchemy.engine.url import _sqla_url_quote
+
+        forms.add(_sqla_url_quote(secret))
+    except ImportError:  # pragma: no cover - older or newer SQLAlchemy
+        pass
     with _lock:
-        for form in {secret, quote(secret, safe=""), quote_plus(secret), repr(secret)[1:-1]}:
-            _secrets.add(form)
+        _secrets.update(f for f in forms if len(f) >= 3)
+
+
+# Secrets that were never registered (SSE-C keys in files.backend_details,
+# credentials in a URL or DSN met in a driver's message): masked by shape.
+_KEY_NAMES = (
+    r"SSEKey|SSECustomerKey|sse_?customer_?key|x-amz-server-side-encryption-customer-key(?:-md5)?"
+    r"|x-amz-copy-source-server-side-encryption-customer-key(?:-md5)?"
+    r"|SecretAccessKey|secret_?access_?key|aws_secret_access_key|ApiKey|api_?key|AuthToken|X-Auth-Token"
+    r"|ApplicationCredentialSecret|password|passwd|pwd|sslpassword|_auth_pass"
+)
+_QUOTED_VALUE = re.compile(
+    rf"""(?i)(["']?\b(?:{_KEY_NAMES})["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')"""
+)
+_BARE_VALUE = re.compile(rf"""(?i)(\b(?:{_KEY_NAMES})\s*=\s*)([^\s,;&'")}}\]]+)""")
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)(@)")
+_GO_MYSQL_DSN = re.compile(r"([^\s:/@()]+:)([^@\s]+)(@(?:tcp|unix)?\()")
+
+
+def _mask_quoted(m: re.Match[str]) -> str:
+    q = m.group(2)[0]
+    return f"{m.group(1)}{q}{MASK}{q}"
+
+
+def _by_shape(text: str) -> str:
+    text = _QUOTED_VALUE.sub(_mask_quoted, text)
+    text = _BARE_VALUE.sub(lambda m: m.group(1) + MASK, text)
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    return _GO_MYSQL_DSN.sub(lambda m: m.group(1) + MASK + m.group(3), text)
 
 
 def redact(text: str) -> str:
@@ -52,7 +96,7 @@ def redact(text: str) -> str:
     for s in secrets:
         if s in text:
             text = text.replace(s, MASK)
-    return text
+    return _by_shape(text)
 
 
 def redact_mapping(value: object) -> object:
@@ -67,3 +111,45 @@ def redact_mapping(value: object) -> object:
     if isinstance(value, str):
         return redact(value)
     return value
+
+
+def registered() -> tuple[str, ...]:
+    """Every registered form, to hand to a worker process (spawned children start empty)."""
+    with _lock:
+        return tuple(_secrets)
+
+
+class _RedactingStream:
+    """A text stream that redacts what is written through it (a child's stderr)."""
+
+    def __init__(self, raw) -> None:  # noqa: ANN001 - any text stream
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        self._raw.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - delegate flush, fileno, ...
+        return getattr(self._raw, name)
+
+
+def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
+    """In a worker process: know the parent's secrets, and redact its logs and stderr.
+
+    A spawned or forkserver child starts with no registered secret and no log
+    handler, and multiprocessing prints an uncaught exception's traceback to
+    stderr: both must be redacted as in the parent.
+    """
+    import logging
+    import sys
+
+    with _lock:
+        _secrets.update(secrets)
+    if not isinstance(sys.stderr, _RedactingStream):
+        sys.stderr = _RedactingStream(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # already redacting
+    handler.setFormatter(logging.Formatter("pmigrate worker: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.captureWarnings(True)

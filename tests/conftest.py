@@ -121,3 +121,47 @@ def run_cli(tmp_path):
         )
 
     return _run
+
+
+# -- GCS and Swift -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """gcp-storage-emulator on a free loopback port; STORAGE_EMULATOR_HOST set for this process."""
+    from tests.gcs_server import start_gcs
+
+    try:
+        server = start_gcs()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"gcp-storage-emulator could not start: {exc}")
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server) -> str:
+    return gcs_server.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory):
+    """A single-node Swift (tempauth, memcached, four servers) under a temporary base."""
+    from tests.swift_server import missing_packages, start_swift
+
+    reason = missing_packages()
+    if reason:
+        unavailable(reason)
+    try:
+        server = start_swift(tmp_path_factory.mktemp("swift"))
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"Swift could not start: {exc}")
+    yield server
+    server.stop()

@@ -35,7 +35,7 @@ def dump_driver(path: Path) -> str:
 
 def dump_level(path: Path) -> str:
     """'0011-stats', 'gorm-v2-1.3.5', ... from the file name."""
-    return path.name.split(".")[0]
+    return path.name.rsplit(".", 2)[0]
 
 
 def clean_postgres(sql: str) -> str:

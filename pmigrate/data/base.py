@@ -72,6 +72,9 @@ class DataBackend(abc.ABC):
         itself would.
         """
 
+    def check_source(self, source: "DataBackend") -> None:
+        """Fail with ConfigError when blobs from source cannot be stored here (e.g. SSE-C keys missing)."""
+
     def close(self) -> None:
         """Release clients and connections."""
 
@@ -86,7 +89,9 @@ class DataBackend(abc.ABC):
 
         Nothing may be visible under the final name or key until every byte is
         in; on failure nothing is left behind (no partial file, no open
-        multipart upload).
+        multipart upload). When ref.size >= 0 and src yields another number
+        of bytes, raise ItemError(kind="size") and store nothing. Durability
+        may wait for sync().
         """
 
     @abc.abstractmethod
@@ -96,6 +101,21 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def delete(self, ref: BlobRef) -> None:
         """Remove a blob; absent is not an error."""
+
+    def candidate_keys(self, ref: BlobRef) -> tuple[str, ...]:
+        """Every key under which this backend may hold ref's blob, current layout first.
+
+        More than one where plikd still reads an older layout (file before 1.3),
+        so that an unowned-object audit does not flag those blobs.
+        """
+        return (self.key(ref),)
+
+    def sync(self) -> None:
+        """Make every blob written so far durable; the engine calls it once per batch.
+
+        A no-op for object stores, whose PUT is durable when it returns. The
+        file backend flushes its filesystem here rather than fsyncing each file.
+        """
 
     def list_blobs(self) -> Iterator[tuple[str, int]]:
         """(key, size) of everything this backend stores, for unowned-object audits."""

@@ -1,0 +1,188 @@
+"""Blob verification throughput against a plain read of the same blobs, local and S3.
+
+    .venv/bin/python bench/bench_verify.py [--files 300] [--mib 256] [--workers 2] [--rounds 3] [--no-s3]
+
+Builds one source deployment (a Plik 0011 sqlite database plus blobs of mixed
+sizes in a file directory) and faithful targets (a copied directory; a bucket
+on a moto S3 server started here and stopped by its PID). Then, alternating A
+and B in each round, it times:
+
+- A: `pmigrate verify --data-only --workers W` on the target. Without a copy
+  journal verify reads every blob twice (target and source) and hashes both
+  with xxh3-128; the rate is the bytes it read over its blob phase (from the
+  JSON report) and over the whole command (process start included).
+- B: the plain read of the same bytes with the same concurrency, hashing
+  nothing: `xargs -P W cat > /dev/null` over the same files (local), or W
+  processes streaming boto3 get_object bodies in 1 MiB reads (S3), plus the
+  local source files with cat.
+
+Both read from the page cache for local files (the same files, read again
+every round), so the figures compare CPU work per byte, not the disk. The
+ratio A/B is the figure to watch: the target is at least 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests import dumps as dumps_mod  # noqa: E402
+from tests import verifykit as vk  # noqa: E402
+from tests.servers import start_moto, stop_process  # noqa: E402
+
+
+def make_blobs(n: int, total: int, seed: int = 11) -> list[vk.Blob]:
+    """Mixed sizes summing to about `total`: many small, some large."""
+    import hashlib
+
+    rng = random.Random(seed)
+    weights = [rng.paretovariate(1.2) for _ in range(n)]
+    scale = total / sum(weights)
+    out = []
+    chunk = rng.randbytes(1 << 20)
+    for i, w in enumerate(weights):
+        size = max(1, int(w * scale))
+        data = (chunk * (size // len(chunk) + 1))[:size] if size > len(chunk) else chunk[:size]
+        data = i.to_bytes(8, "big") + data[8:]  # distinct blobs
+        out.append(vk.Blob(file_id=f"BV{i:014d}", data=data, md5=hashlib.md5(data).hexdigest()))
+    return out
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO)
+    for k in list(e):
+        if k.startswith("PLIKD_"):
+            del e[k]
+    return e
+
+
+def run_verify(src_cfg: Path, dst_cfg: Path, workers: int, out: Path, *extra: str) -> tuple[float, dict]:
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmigrate", "verify", "--config", str(src_cfg), "--to", str(dst_cfg), "--data-only",
+         "--workers", str(workers), "-q", "--json", str(out), *extra],
+        env=env(), capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"verify failed:\n{proc.stdout}\n{proc.stderr}")
+    return wall, json.loads(out.read_text())["sections"]["verify-blobs"]
+
+
+def cat_files(paths: list[Path], workers: int) -> float:
+    t = time.perf_counter()
+    subprocess.run(
+        ["xargs", "-0", "-P", str(workers), "-n", "64", "cat"],
+        input=b"\0".join(str(p).encode() for p in paths), stdout=subprocess.DEVNULL, check=True,
+    )  # fmt: skip
+    return time.perf_counter() - t
+
+
+def _s3_read(args: tuple[str, str, str, str, list[str]]) -> int:
+    import boto3
+
+    url, ak, sk, bucket, keys = args
+    c = boto3.client("s3", endpoint_url=url, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1")
+    n = 0
+    for k in keys:
+        body = c.get_object(Bucket=bucket, Key=k)["Body"]
+        while True:
+            b = body.read(1 << 20)
+            if not b:
+                break
+            n += len(b)
+    return n
+
+
+def s3_read(s3, bucket: str, keys: list[str], workers: int, pool: ProcessPoolExecutor) -> float:
+    parts = [keys[i::workers] for i in range(workers)]
+    t = time.perf_counter()
+    list(pool.map(_s3_read, [(s3.url, s3.access_key, s3.secret_key, bucket, p) for p in parts]))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=300)
+    ap.add_argument("--mib", type=int, default=256, help="total size of the blobs")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-s3", action="store_true")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    items = make_blobs(args.files, args.mib << 20)
+    total = sum(len(b.data) for b in items)
+    dump = dumps_mod.dumps_dir() / "sqlite3" / "0011-stats.sqlite3.dump"
+    dbs = {}
+    for side in ("src", "dst"):
+        (work / f"{side}-db").mkdir()
+        dbs[side] = dumps_mod.load_dump(dump, tmp_dir=work / f"{side}-db")
+        vk.add_file_rows(dbs[side].url, items)
+    vk.write_file_blobs(work / "src-files", items)
+    vk.write_file_blobs(work / "dst-files", items)
+    src_cfg = vk.file_cfg(work / "src.cfg", db=dbs["src"], directory=work / "src-files")
+    dst_cfg = vk.file_cfg(work / "dst.cfg", db=dbs["dst"], directory=work / "dst-files")
+    src_paths = [work / "src-files" / b.file_id[:2] / b.file_id for b in items]
+    dst_paths = [work / "dst-files" / b.file_id[:2] / b.file_id for b in items]
+    print(f"{len(items)} blobs, {total / 2**20:.0f} MiB, workers {args.workers}, rounds {args.rounds}; work dir {work}")
+
+    rows: list[tuple[str, float, float, float]] = []  # case, verify blob phase MB/s, verify wall MB/s, plain MB/s
+    res: dict[str, list[tuple[float, float, float]]] = {}
+
+    def record(case: str, phase_s: float, wall_s: float, plain_s: float, nbytes: int) -> None:
+        res.setdefault(case, []).append((nbytes / phase_s / 1e6, nbytes / wall_s / 1e6, nbytes / plain_s / 1e6))
+
+    out = work / "report.json"
+    for r in range(args.rounds):
+        plain = cat_files(src_paths + dst_paths, args.workers)
+        wall, s = run_verify(src_cfg, dst_cfg, args.workers, out)
+        assert s["ok"] == len(items) and s["bytes_read"] == 2 * total, s
+        record("local -> local (target + source read)", s["seconds"], wall, plain, 2 * total)
+        plain_seq = cat_files(src_paths + dst_paths, 1)
+        record("  same, plain read sequential (1 cat)", s["seconds"], wall, plain_seq, 2 * total)
+
+    moto = None
+    if not args.no_s3:
+        moto, s3 = start_moto()
+        try:
+            bucket = s3.new_bucket("bench")
+            vk.write_s3_blobs(s3.client(), bucket, items)
+            s3_cfg = vk.s3_cfg(work / "s3.cfg", db=dbs["dst"], s3=s3, bucket=bucket)
+            keys = [b.file_id for b in items]
+            with ProcessPoolExecutor(args.workers) as pool:
+                for r in range(args.rounds):
+                    wall, s = run_verify(src_cfg, s3_cfg, args.workers, out)
+                    assert s["ok"] == len(items), s
+                    plain = s3_read(s3, bucket, keys, args.workers, pool) + cat_files(src_paths, args.workers)
+                    record("local -> s3 (target + source read)", s["seconds"], wall, plain, 2 * total)
+                    t = time.perf_counter()
+                    wall, s = run_verify(src_cfg, s3_cfg, args.workers, out, "--checksum", "md5")
+                    assert s["verified_by_etag"] == len(items), s
+                    res.setdefault("s3 --checksum md5 by ETag (files/s)", []).append((len(items) / s["seconds"], len(items) / wall, float("nan")))
+        finally:
+            stop_process(moto)
+
+    print(f"\n{'case':44} {'verify MB/s':>12} {'(whole cmd)':>12} {'plain MB/s':>11} {'ratio':>6}")
+    for case, vals in res.items():
+        n = len(vals)
+        a, w, b = (sorted(v[i] for v in vals)[n // 2] for i in range(3))
+        ratio = f"{a / b:6.2f}" if b == b else "     -"
+        print(f"{case:44} {a:12.1f} {w:12.1f} {b:11.1f} {ratio}")
+    print("(medians of the rounds; ratio = verify blob phase / plain read)")
+
+
+if __name__ == "__main__":
+    main()

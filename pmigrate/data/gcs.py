@@ -1,0 +1,258 @@
+"""Google Cloud Storage, as plikd's gcs backend lays it out.
+
+Object of file F in upload U: ``{Folder}/{U.id}.{F.id}``, or ``{U.id}.{F.id}``
+when Folder is empty (plikd joins them literally, so this does too).
+Credentials come from Google's default lookup, as in plikd:
+GOOGLE_APPLICATION_CREDENTIALS, the metadata server, gcloud's user
+credentials, or STORAGE_EMULATOR_HOST (anonymous, for an emulator).
+plikd never creates the bucket, and neither does this backend.
+
+Atomicity: a GCS object becomes visible only when the request that creates
+it completes. Small blobs go in one multipart request; larger ones in a
+resumable upload, whose data stays invisible until the last chunk finalises
+it. A failed upload therefore leaves the final name untouched (the abandoned
+session expires on its own after a week).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from typing import Any, BinaryIO, Iterator, Mapping
+
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.cloud import storage
+
+from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.cloudio import ChunkReader, Prefixed, SizeChecked, read_up_to
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.ids import check_id
+
+MIB = 1024 * 1024
+GCS_CHUNK_UNIT = 256 * 1024  # resumable chunks must be multiples of this
+DEFAULT_CHUNK_SIZE = 16 * MIB  # also the largest blob sent in a single request
+READ_CHUNK_SIZE = 8 * MIB
+
+
+def _hex_md5(b64: str | None) -> str | None:
+    return base64.b64decode(b64).hex() if b64 else None
+
+
+def translate(exc: BaseException, *, item: str) -> BaseException:
+    """A google-cloud exception as pmigrate's error class (for one blob)."""
+    if isinstance(exc, (BlobNotFound, ItemError, FatalError, ConfigError)):
+        return exc
+    if isinstance(exc, gexc.NotFound):
+        return BlobNotFound(f"gcs object {item} not found", item=item)
+    if isinstance(exc, gexc.Unauthorized) or isinstance(exc, auth_exc.RefreshError):
+        return FatalError(f"gcs refused the credentials while handling {item}: {exc}")
+    if isinstance(
+        exc,
+        (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable, gexc.GatewayTimeout),
+    ):
+        return RetryableError(f"gcs {item}: {exc}", item=item, kind="transient")
+    if isinstance(exc, (ConnectionError, TimeoutError, auth_exc.TransportError)) or type(exc).__module__.startswith(
+        ("requests", "urllib3")
+    ):
+        return RetryableError(f"gcs {item}: {exc}", item=item, kind="transient")
+    return ItemError(f"gcs {item}: {exc}", item=item)
+
+
+class GCSBackend(DataBackend):
+    """plikd's gcs backend: one bucket, optional folder, Google default credentials."""
+
+    name = "gcs"
+    features = Features(server_side_copy=True, md5_without_read=True, listable=True)
+
+    def __init__(self, options: Mapping[str, Any], *, chunk_size: int | None = None) -> None:
+        super().__init__(options)
+        opts = self.options  # keys are case-sensitive, as plikd assigns them by field name
+        self.bucket_name = str(opts.get("Bucket") or "")
+        self.folder = str(opts.get("Folder") or "")
+        if not self.bucket_name:
+            raise ConfigError("gcs DataBackendConfig has no Bucket: set Bucket to the bucket plikd uses")
+        # ChunkSize is pmigrate's own key (plikd ignores it): the resumable
+        # upload chunk, and the size above which a blob is sent resumably.
+        size = chunk_size if chunk_size is not None else opts.get("ChunkSize", DEFAULT_CHUNK_SIZE)
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % GCS_CHUNK_UNIT:
+            raise ConfigError(f"gcs ChunkSize must be a positive multiple of 262144 bytes, not {size!r}")
+        self.chunk_size = size
+        self._client_obj: storage.Client | None = None
+        self._bucket_obj: storage.Bucket | None = None
+
+    # -- clients -----------------------------------------------------------
+    @property
+    def _client(self) -> storage.Client:
+        if self._client_obj is None:
+            try:
+                self._client_obj = storage.Client()
+            except auth_exc.DefaultCredentialsError as exc:
+                raise ConfigError(
+                    "no Google credentials for gcs: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file "
+                    f"(or STORAGE_EMULATOR_HOST for an emulator) ({exc})"
+                ) from None
+        return self._client_obj
+
+    @property
+    def _bucket(self) -> storage.Bucket:
+        if self._bucket_obj is None:
+            self._bucket_obj = self._client.bucket(self.bucket_name)
+        return self._bucket_obj
+
+    def _endpoint(self) -> str:
+        return os.environ.get("STORAGE_EMULATOR_HOST") or os.environ.get("API_ENDPOINT_OVERRIDE") or "storage.googleapis.com"
+
+    def close(self) -> None:
+        if self._client_obj is not None:
+            self._client_obj.close()
+        self._client_obj = None
+        self._bucket_obj = None
+
+    # -- locations ---------------------------------------------------------
+    def key(self, ref: BlobRef) -> str:
+        name = f"{check_id(ref.upload_id, what='upload id')}.{check_id(ref.file_id, what='file id')}"
+        return f"{self.folder}/{name}" if self.folder else name
+
+    def describe(self) -> str:
+        where = f"gs://{self.bucket_name}/{self.folder + '/' if self.folder else ''}"
+        endpoint = self._endpoint()
+        return f"gcs {where}" + ("" if endpoint == "storage.googleapis.com" else f" at {endpoint}")
+
+    def same_location(self, other: DataBackend) -> bool:
+        return (
+            isinstance(other, GCSBackend)
+            and other.bucket_name == self.bucket_name
+            and other.folder == self.folder
+            and other._endpoint() == self._endpoint()
+        )
+
+    def check(self, *, create: bool = False) -> None:
+        """The bucket must exist and be readable; plikd never creates it, so neither does create=True."""
+        try:
+            if not self._bucket.exists():
+                raise ConfigError(
+                    f"gcs bucket {self.bucket_name!r} does not exist at {self._endpoint()}: create it first "
+                    "(plikd does not create it either)"
+                )
+        except ConfigError:
+            raise
+        except gexc.Forbidden:
+            # buckets.get may be denied to an account that can still use objects.
+            try:
+                next(iter(self._client.list_blobs(self.bucket_name, max_results=1)), None)
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"gcs bucket {self.bucket_name!r} is not usable with these credentials: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - anything here means: cannot use the store
+            raise ConfigError(f"gcs bucket {self.bucket_name!r} cannot be reached at {self._endpoint()}: {exc}") from None
+
+    # -- blobs -------------------------------------------------------------
+    def open_read(self, ref: BlobRef) -> BinaryIO:
+        """Stream the object with ranged reads, pinned to the generation seen first."""
+        key = self.key(ref)
+        blob = self._bucket.blob(key)
+        try:
+            blob.reload()
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+        if not blob.size:
+            return io.BytesIO(b"")  # nothing to fetch (and a range request on it would be refused)
+        reader = blob.open("rb", chunk_size=READ_CHUNK_SIZE, if_generation_match=blob.generation)
+        left = blob.size
+
+        def read(n: int) -> bytes:
+            # Never ask past the end: it costs a request (and emulators mishandle it).
+            nonlocal left
+            if left <= 0:
+                return b""
+            data = reader.read(min(n, left))
+            if not data:
+                raise RetryableError(f"gcs object {key} ended {left} bytes early", item=key, kind="transient")
+            left -= len(data)
+            return data
+
+        return ChunkReader(read, translate=lambda e: translate(e, item=key), on_close=reader.close)
+
+    def write(self, ref: BlobRef, src: BinaryIO) -> None:
+        """One request up to chunk_size bytes, else a resumable upload; visible only once complete."""
+        key = self.key(ref)
+        content_type = ref.content_type or "application/octet-stream"
+        # The object resource (JSON, UTF-8) carries the real type; HTTP headers
+        # cannot carry non-ASCII, so the media part gets a neutral one then.
+        header_type = content_type if content_type.isascii() else "application/octet-stream"
+        src = SizeChecked(src, ref.size, item=key)
+        try:
+            head = read_up_to(src, self.chunk_size + 1)
+            if len(head) <= self.chunk_size:
+                blob = self._bucket.blob(key)
+                blob.content_type = content_type
+                blob.upload_from_string(head, content_type=header_type)
+                return
+            blob = self._bucket.blob(key, chunk_size=self.chunk_size)
+            blob.content_type = content_type
+            blob.upload_from_file(Prefixed(head, src), content_type=header_type, size=None)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+
+    def stat(self, ref: BlobRef) -> BlobStat | None:
+        """Size, and the MD5 GCS keeps for every non-composite object."""
+        key = self.key(ref)
+        try:
+            blob = self._bucket.get_blob(key)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+        if blob is None:
+            return None
+        md5 = _hex_md5(blob.md5_hash) if not blob.component_count else None
+        return BlobStat(size=int(blob.size or 0), md5=md5)
+
+    def delete(self, ref: BlobRef) -> None:
+        key = self.key(ref)
+        try:
+            self._bucket.blob(key).delete()
+        except gexc.NotFound:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+
+    def list_blobs(self) -> Iterator[tuple[str, int]]:
+        """Every object under Folder/ (the whole bucket when Folder is empty)."""
+        prefix = f"{self.folder}/" if self.folder else None
+        try:
+            for blob in self._client.list_blobs(self.bucket_name, prefix=prefix):
+                yield blob.name, int(blob.size or 0)
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot list gcs bucket {self.bucket_name!r}: {translate(exc, item=self.bucket_name)}") from exc
+
+    def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
+        """Rewrite server-side when source is gcs at the same endpoint (same process credentials).
+
+        A rewrite is atomic like an upload. Access denied to the source means:
+        stream it instead.
+        """
+        if not isinstance(source, GCSBackend) or source._endpoint() != self._endpoint():
+            return False
+        src_key, dst_key = source.key(ref), self.key(ref)
+        src_blob = self._client.bucket(source.bucket_name).blob(src_key)
+        dst_blob = self._bucket.blob(dst_key)
+        if ref.content_type:
+            dst_blob.content_type = ref.content_type
+        try:
+            src_blob.reload()
+            if ref.size >= 0 and src_blob.size != ref.size:
+                raise ItemError(
+                    f"{src_key}: stored size {src_blob.size} but files.size says {ref.size}", item=src_key, kind="size"
+                )
+            token, _done, _total = dst_blob.rewrite(src_blob, if_source_generation_match=src_blob.generation)
+            while token is not None:
+                token, _done, _total = dst_blob.rewrite(
+                    src_blob, token=token, if_source_generation_match=src_blob.generation
+                )
+        except gexc.Forbidden:
+            return False
+        except gexc.NotFound as exc:
+            raise BlobNotFound(f"gcs object {src_key} not found in {source.bucket_name}", item=src_key) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=dst_key) from exc
+        return True

@@ -1,0 +1,448 @@
+"""plikd's "s3" data backend, through boto3 and s3transfer.
+
+Object key `{Prefix}/{F.id}` (or `{F.id}`), content type from files.type,
+options and defaults as plikd's server/data/s3. Uploads go through
+s3transfer: one PutObject below PartSize, a multipart upload of PartSize
+parts above it, aborted by s3transfer on any failure so no part is left
+behind. Sources are non-seekable streams (the engine hashes them), which
+s3transfer reads into memory a part at a time: one part uploading while the
+next one is read (MEMORY_PARTS = 1 in flight, plus the one read ahead), so a
+worker holds about 2 x PartSize, and reading overlaps sending.
+
+SSE-C: plikd keeps a 32-character key per file in files.backend_details
+(JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
+Blobs are read with that key and written with it again, since the metadata
+copy keeps backend_details. A source whose files have no such key cannot go
+to an SSE-C target: plikd would need a key it never generated, so
+check_source() refuses that pairing up front (generating keys would mean
+rewriting backend_details during the metadata copy, which pmigrate does not
+do).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import threading
+from typing import Any, BinaryIO, Iterator, Mapping
+
+from pmigrate import redact
+from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.sizing import SizedReader, size_error
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.ids import check_id
+
+MiB = 1 << 20
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB
+MEMORY_PARTS = 1  # parts in flight per streamed upload; s3transfer reads one more ahead: 2 x PartSize
+CONCURRENCY = 4  # threads per worker for parts and server-side part copies
+SSE_MODES = ("", "S3", "SSE-C")
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
+_RETRY = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "Throttling"}
+
+
+def _bool(value: Any, *, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"s3 backend: {name} must be true or false, not {value!r}")
+
+
+class S3Backend(DataBackend):
+    name = "s3"
+    attempts = 5  # botocore's tries per request before an error reaches the engine
+    features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True)
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        o = self.options
+        self.endpoint = str(o.get("Endpoint") or "")
+        self.access_key = str(o.get("AccessKeyID") or "")
+        self.secret_key = str(o.get("SecretAccessKey") or "")
+        self.bucket = str(o.get("Bucket") or "plik")
+        self.location = str(o.get("Location") or "us-east-1")
+        self.prefix = str(o.get("Prefix") or "")
+        self.use_ssl = _bool(o.get("UseSSL", False), name="UseSSL")
+        self.sse = str(o.get("SSE") or "")
+        try:
+            self.part_size = int(o.get("PartSize") or DEFAULT_PART_SIZE)
+        except (TypeError, ValueError):
+            raise ConfigError(f"s3 backend: PartSize must be a number of bytes, not {o.get('PartSize')!r}") from None
+        redact.register(self.secret_key)
+        self._validate()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._manager: Any = None
+        self._pid = 0
+
+    def _validate(self) -> None:
+        """plikd's own Config.Validate, so that pmigrate accepts no config plikd would refuse."""
+        for value, field in ((self.endpoint, "Endpoint"), (self.access_key, "AccessKeyID"), (self.secret_key, "SecretAccessKey")):
+            if not value:
+                raise ConfigError(f"s3 backend: {field} is missing from DataBackendConfig")
+        if "://" in self.endpoint or "/" in self.endpoint:
+            raise ConfigError(
+                f"s3 backend: Endpoint {self.endpoint!r} must be host[:port] without scheme or path; set UseSSL for https"
+            )
+        if self.part_size < MIN_PART_SIZE:
+            raise ConfigError(f"s3 backend: PartSize {self.part_size} is below S3's minimum of 5 MiB ({MIN_PART_SIZE})")
+        if self.sse == "KMS":
+            raise ConfigError("s3 backend: SSE = \"KMS\" is not implemented by plikd; use \"\", \"S3\" or \"SSE-C\"")
+        if self.sse not in SSE_MODES:
+            raise ConfigError(f"s3 backend: unknown SSE {self.sse!r}; use \"\", \"S3\" or \"SSE-C\"")
+
+    # -- clients, built in the process that uses them ----------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._build()
+        return self._client
+
+    @property
+    def manager(self) -> Any:
+        self.client
+        return self._manager
+
+    def _build(self) -> None:
+        import boto3
+        from botocore.config import Config
+        from s3transfer.manager import TransferConfig, TransferManager
+
+        config = Config(
+            region_name=self.location,
+            max_pool_connections=CONCURRENCY + 4,
+            retries={"mode": "standard", "max_attempts": self.attempts},
+            connect_timeout=20,
+            read_timeout=120,
+            s3={"addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path"},
+            # the checksums botocore adds by default are refused by many S3 servers plikd runs against
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        scheme = "https" if self.use_ssl else "http"
+        session = boto3.session.Session()
+        self._client = session.client(
+            "s3",
+            endpoint_url=f"{scheme}://{self.endpoint}",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=config,
+        )
+        tconfig = TransferConfig(
+            multipart_threshold=self.part_size,
+            multipart_chunksize=self.part_size,
+            max_request_concurrency=CONCURRENCY,
+            max_in_memory_upload_chunks=MEMORY_PARTS,
+            max_request_queue_size=CONCURRENCY * 2,
+            max_submission_queue_size=CONCURRENCY * 2,
+        )
+        self._manager = TransferManager(self._client, tconfig)
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if self._manager is not None and self._pid == os.getpid():
+            self._manager.shutdown()
+        self._manager = None
+        self._client = None
+
+    # -- locations ---------------------------------------------------------------
+    def key(self, ref: BlobRef) -> str:
+        fid = check_id(ref.file_id, what="file id")
+        return f"{self.prefix}/{fid}" if self.prefix else fid  # plikd joins with "/" verbatim
+
+    def describe(self) -> str:
+        where = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return f"s3://{where} at {self.endpoint}"
+
+    def same_location(self, other: DataBackend) -> bool:
+        return (
+            isinstance(other, S3Backend)
+            and other.endpoint.lower() == self.endpoint.lower()
+            and other.bucket == self.bucket
+            and other.prefix == self.prefix
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+    def check(self, *, create: bool = False) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _AUTH or code == "403":
+                raise ConfigError(
+                    f"s3 backend: {self.describe()} refused the credentials ({code}): check AccessKeyID and SecretAccessKey"
+                ) from None
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise ConfigError(f"s3 backend: cannot use bucket {self.bucket!r} at {self.endpoint}: {_message(exc)}") from None
+        except BotoCoreError as exc:
+            raise ConfigError(
+                f"s3 backend: cannot reach {self.endpoint} ({redact.redact(str(exc))}): check Endpoint and UseSSL"
+            ) from None
+        if not create:
+            raise ConfigError(f"s3 backend: bucket {self.bucket!r} does not exist at {self.endpoint}")
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.location != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.location}
+        try:
+            self.client.create_bucket(**kwargs)
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou",):
+                raise ConfigError(f"s3 backend: cannot create bucket {self.bucket!r}: {_message(exc)}") from None
+
+    def check_source(self, source: DataBackend) -> None:
+        if self.sse == "SSE-C" and not (isinstance(source, S3Backend) and source.sse == "SSE-C"):
+            raise ConfigError(
+                "s3 backend: the target uses SSE = \"SSE-C\" but the source's files have no SSE-C keys "
+                "(plikd keeps one per file in backend_details); migrate to a target with SSE = \"\" or \"S3\""
+            )
+
+    # -- blobs -------------------------------------------------------------------
+    def _sse_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
+        """Request arguments for this backend's SSE setting and ref's SSE-C key."""
+        if self.sse == "S3" and not prefix:
+            return {"ServerSideEncryption": "AES256"}
+        if self.sse != "SSE-C":
+            return {}
+        key = sse_key(ref)
+        return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
+
+    def open_read(self, ref: BlobRef) -> BinaryIO:
+        key = self.key(ref)
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
+        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), 1 << 20)
+
+    def stat(self, ref: BlobRef) -> BlobStat | None:
+        key = self.key(ref)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+        except Exception as exc:  # noqa: BLE001
+            err = _classify(exc, ref=ref, what=f"stat {self.bucket}/{key}")
+            if isinstance(err, BlobNotFound):
+                return None
+            raise err from None
+        return BlobStat(size=int(head["ContentLength"]), md5=None if self.sse == "SSE-C" else _etag_md5(head))
+
+    def write(self, ref: BlobRef, src: BinaryIO) -> None:
+        key = self.key(ref)
+        extra = dict(self._sse_args(ref))
+        if ref.content_type:
+            extra["ContentType"] = _header(ref.content_type)
+        reader = SizedReader(src, expected=ref.size, item=ref.file_id)
+        subscribers = [_KnownSize(ref.size)] if ref.size >= 0 else None
+        try:
+            future = self.manager.upload(reader, self.bucket, key, extra_args=extra, subscribers=subscribers)
+            future.result()
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}") from None
+
+    def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
+        """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same."""
+        if not (
+            isinstance(source, S3Backend)
+            and source.endpoint.lower() == self.endpoint.lower()
+            and source.use_ssl == self.use_ssl
+            and source.access_key == self.access_key
+            and (source.sse == "SSE-C") == (self.sse == "SSE-C")
+            and not source.same_location(self)
+        ):
+            return False
+        src_key, key = source.key(ref), self.key(ref)
+        try:
+            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._sse_args(ref))
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}") from None
+        size = int(head["ContentLength"])
+        if ref.size >= 0 and size != ref.size:
+            raise size_error(item=ref.file_id, expected=ref.size, got=size)
+        extra = dict(self._sse_args(ref))
+        extra.update(source._sse_args(ref, prefix="CopySource"))
+        extra["MetadataDirective"] = "REPLACE"
+        if ref.content_type:
+            extra["ContentType"] = _header(ref.content_type)
+        try:
+            future = self.manager.copy(
+                {"Bucket": source.bucket, "Key": src_key},
+                self.bucket,
+                key,
+                extra_args=extra,
+                subscribers=[_KnownSize(size)],
+            )
+            future.result()
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}") from None
+        return True
+
+    def delete(self, ref: BlobRef) -> None:
+        key = self.key(ref)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            err = _classify(exc, ref=ref, what=f"delete {self.bucket}/{key}")
+            if not isinstance(err, BlobNotFound):
+                raise err from None
+
+    def list_blobs(self) -> Iterator[tuple[str, int]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"], int(obj["Size"])
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot list {self.describe()}: {_message(exc)}") from None
+
+    def open_multipart_uploads(self) -> list[str]:
+        """Keys of multipart uploads begun and never completed or aborted under this backend's prefix."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        return [u["Key"] for u in resp.get("Uploads", ())]
+
+
+def sse_key(ref: BlobRef) -> str:
+    """The file's SSE-C key from backend_details, as plikd stores it."""
+    try:
+        details = json.loads(ref.backend_details) if ref.backend_details else {}
+    except ValueError:
+        raise ItemError(f"file {ref.file_id}: backend_details is not JSON", item=ref.file_id, kind="sse-key") from None
+    key = details.get("SSEKey") if isinstance(details, dict) else None
+    if not key or not isinstance(key, str):
+        raise ItemError(f"file {ref.file_id}: no SSEKey in backend_details for an SSE-C store", item=ref.file_id, kind="sse-key")
+    if len(key.encode()) != 32:
+        raise ItemError(f"file {ref.file_id}: SSEKey is not 32 bytes long", item=ref.file_id, kind="sse-key")
+    return key
+
+
+def _header(value: str) -> str:
+    """files.type as an ASCII header value: non-ASCII text as an RFC 2047 encoded word.
+
+    HTTP headers carry ASCII reliably and SigV4 signs them; plikd serves the
+    content type from the metadata, not from the object, so this encoding
+    loses nothing and content_type_of() gives the original back.
+    """
+    value = " ".join(value.splitlines())
+    try:
+        value.encode("ascii")
+        return value
+    except UnicodeEncodeError:
+        return "=?utf-8?b?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
+
+
+def content_type_of(head: Mapping[str, Any]) -> str:
+    """The content type from a HeadObject answer, decoded back to files.type (see _header)."""
+    value = str(head.get("ContentType", ""))
+    if value.startswith("=?utf-8?b?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[10:-2], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return value
+    return value
+
+
+def _etag_md5(head: Mapping[str, Any]) -> str | None:
+    """The ETag is the MD5 only for a single-part object not encrypted with SSE-C or KMS."""
+    etag = str(head.get("ETag", "")).strip('"')
+    if not etag or "-" in etag or len(etag) != 32:
+        return None
+    if head.get("SSECustomerAlgorithm") or head.get("ServerSideEncryption") == "aws:kms":
+        return None
+    return etag.lower()
+
+
+class _KnownSize:
+    """s3transfer subscriber giving the size up front: no HeadObject, and the right single/multipart choice."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self.size)
+
+    def on_progress(self, **kwargs: Any) -> None:
+        pass
+
+    def on_done(self, **kwargs: Any) -> None:
+        pass
+
+
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a raw stream; transport failures become RetryableError."""
+
+    def __init__(self, body: Any, *, ref: BlobRef, where: str) -> None:
+        self._body = body
+        self._ref = ref
+        self._where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        try:
+            data = self._body.read(len(buf))
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, ref=self._ref, what=f"read {self._where}") from None
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
+
+
+def _code(exc: Exception) -> str:
+    resp = getattr(exc, "response", None) or {}
+    code = str(resp.get("Error", {}).get("Code", ""))
+    return code or str(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def _message(exc: Exception) -> str:
+    return redact.redact(str(exc))
+
+
+def _classify(exc: Exception, *, ref: BlobRef, what: str) -> Exception:
+    """One of pmigrate's errors for a failure of boto3/s3transfer (or our own, passed through)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectionError as BotoConnectionError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(exc, (ItemError, FatalError, ConfigError)):
+        return exc
+    item = ref.file_id
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _NOT_FOUND:
+            return BlobNotFound(f"{what}: no such object", item=item)
+        if code == "NoSuchBucket":
+            return FatalError(f"{what}: the bucket does not exist")
+        if code in _AUTH:
+            return FatalError(f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
+        if code in _RETRY or status >= 500:
+            return RetryableError(f"{what}: {_message(exc)}", item=item)
+        return ItemError(f"{what}: {_message(exc)}", item=item)
+    if isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError, IncompleteReadError, ResponseStreamingError)):
+        return RetryableError(f"{what}: {_message(exc)}", item=item)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return RetryableError(f"{what}: {_message(exc)}", item=item)
+    return ItemError(f"{what}: {type(exc).__name__}: {_message(exc)}", item=item)

@@ -1,0 +1,44 @@
+"""plikd's "stream" backend: file data passes through plikd and never persists.
+
+There is nothing to copy from it, and nothing can be stored into it: the
+engine skips every file by the stores_data feature; reading or writing here
+anyway is a per-item error of kind "stream".
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Iterator
+
+from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.errors import ItemError
+from pmigrate.ids import check_id
+
+
+class StreamBackend(DataBackend):
+    name = "stream"
+    features = Features(stores_data=False, server_side_copy=False, md5_without_read=False, listable=True)
+
+    def key(self, ref: BlobRef) -> str:
+        return check_id(ref.file_id, what="file id")
+
+    def describe(self) -> str:
+        return "stream (stores nothing)"
+
+    def same_location(self, other: DataBackend) -> bool:
+        return isinstance(other, StreamBackend)
+
+    def open_read(self, ref: BlobRef) -> BinaryIO:
+        raise ItemError(f"file {self.key(ref)}: the stream backend keeps no data to read", item=ref.file_id, kind="stream")
+
+    def write(self, ref: BlobRef, src: BinaryIO) -> None:
+        raise ItemError(f"file {self.key(ref)}: the stream backend cannot store data", item=ref.file_id, kind="stream")
+
+    def stat(self, ref: BlobRef) -> BlobStat | None:
+        self.key(ref)
+        return None
+
+    def delete(self, ref: BlobRef) -> None:
+        self.key(ref)
+
+    def list_blobs(self) -> Iterator[tuple[str, int]]:
+        return iter(())

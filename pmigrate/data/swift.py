@@ -1,0 +1,416 @@
+"""OpenStack Swift, as plikd's swift backend lays it out.
+
+Object of file F in upload U: ``{U.id}.{F.id}`` in ``Container`` (default
+``plik``), which plikd creates when missing, and so does check(create=True).
+The connection keys are those of plikd's Go client (ncw/swift Connection),
+mapped onto python-swiftclient: v1 (tempauth and the like) works as is; v2 and
+v3 Keystone need python-keystoneclient, as swiftclient does.
+
+Atomicity: Swift makes an object visible only when its PUT completes; a PUT
+whose body breaks off stores nothing. A blob larger than SegmentSize
+(pmigrate's own key, default 5 GiB, Swift's single-object limit) is stored
+as a static large object: segments in ``<Container>_segments``, then a
+manifest under the final name, so the blob appears only with its manifest.
+A failed large upload deletes the segments it wrote.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import uuid
+from typing import Any, BinaryIO, Iterator, Mapping
+
+import swiftclient
+from swiftclient.exceptions import ClientException
+
+from pmigrate import redact
+from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, SizeChecked
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.ids import check_id
+
+GIB = 1024 * 1024 * 1024
+MAX_SINGLE_OBJECT = 5 * GIB  # Swift's default max_file_size
+IO_CHUNK = 1024 * 1024
+DEFAULT_RETRIES = 3  # ncw/swift's default
+DEFAULT_TIMEOUT_NS = 60 * 10**9  # ncw/swift's data channel timeout
+
+
+class _SourceFailure(Exception):
+    """A source stream error carried through swiftclient, which would retry an OSError."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+class _Shielded:
+    """A reader whose errors swiftclient must not mistake for its own connection's."""
+
+    def __init__(self, src: Any) -> None:
+        self._src = src
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._src.read(n)
+        except Exception as exc:  # noqa: BLE001 - unwrapped again by write()
+            raise _SourceFailure(exc) from exc
+
+
+def translate(exc: BaseException, *, item: str) -> BaseException:
+    """A swiftclient or transport exception as pmigrate's error class (for one blob)."""
+    if isinstance(exc, _SourceFailure):
+        return exc.exc
+    if isinstance(exc, (ItemError, FatalError, ConfigError)):
+        return exc
+    if isinstance(exc, ClientException):
+        status = exc.http_status
+        if status == 404:
+            return BlobNotFound(f"swift object {item} not found", item=item)
+        if status == 401:
+            return FatalError(f"swift refused the credentials while handling {item}: {exc.msg}")
+        if status is None or status >= 500 or status in (408, 429, 499):
+            return RetryableError(f"swift {item}: {exc}", item=item, kind="transient")
+        return ItemError(f"swift {item}: {exc}", item=item)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__module__.startswith(("requests", "urllib3")):
+        return RetryableError(f"swift {item}: {exc}", item=item, kind="transient")
+    return ItemError(f"swift {item}: {exc}", item=item)
+
+
+def _auth_version(options: Mapping[str, Any]) -> int | None:
+    """AuthVersion, or guessed from AuthUrl as ncw/swift does; None when pre-authenticated only."""
+    version = options.get("AuthVersion") or 0
+    url = str(options.get("AuthUrl") or "")
+    if not url:
+        return None
+    if not version:
+        for v in (3, 2, 1):
+            if f"v{v}" in url:
+                version = v
+                break
+    if version not in (1, 2, 3):
+        raise ConfigError(
+            f"swift AuthVersion cannot be told from AuthUrl {url!r}: set AuthVersion to 1, 2 or 3"
+        )
+    return version
+
+
+def connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """swiftclient.Connection arguments for plikd's (ncw/swift) connection settings."""
+    o = options
+    for unsupported in ("TrustId",):
+        if o.get(unsupported):
+            raise ConfigError(f"swift {unsupported} is not supported by python-swiftclient: authenticate without it")
+    kw: dict[str, Any] = {
+        "retries": int(o.get("Retries") or DEFAULT_RETRIES),
+        "timeout": int(o.get("Timeout") or DEFAULT_TIMEOUT_NS) / 1e9,  # a Go time.Duration, in ns
+        "starting_backoff": 1,
+        "max_backoff": 16,
+    }
+    if o.get("StorageUrl") and o.get("AuthToken"):
+        kw["preauthurl"], kw["preauthtoken"] = o["StorageUrl"], o["AuthToken"]
+    version = _auth_version(o)
+    if version is None:
+        if "preauthurl" not in kw:
+            raise ConfigError("swift AuthUrl is missing: set the Swift authentication URL")
+        return kw
+    kw.update(authurl=o["AuthUrl"], user=o.get("UserName") or None, key=o.get("ApiKey") or None)
+    kw["auth_version"] = {1: "1", 2: "2.0", 3: "3"}[version]
+    if version == 1:
+        if o.get("Internal"):
+            raise ConfigError("swift Internal with v1 auth is not supported: set StorageUrl to the internal URL instead")
+        return kw
+    if importlib.util.find_spec("keystoneclient") is None:
+        raise ConfigError(f"swift auth v{version} needs python-keystoneclient: pip install python-keystoneclient")
+    os_options: dict[str, Any] = {"region_name": o.get("Region") or None}
+    endpoint = o.get("EndpointType") or ("internal" if o.get("Internal") else "public")
+    os_options["endpoint_type"] = endpoint
+    if version == 2:
+        os_options.update(tenant_name=o.get("Tenant") or None, tenant_id=o.get("TenantId") or None)
+    else:
+        os_options.update(
+            user_id=o.get("UserId") or None,
+            user_domain_name=o.get("Domain") or None,
+            user_domain_id=o.get("DomainId") or None,
+            project_name=o.get("Tenant") or None,
+            project_id=o.get("TenantId") or None,
+        )
+        if o.get("Tenant") and not o.get("TenantId"):
+            # ncw/swift scopes a named project to TenantDomain, else the user's domain, else "Default".
+            if o.get("TenantDomain") or o.get("TenantDomainId"):
+                os_options.update(
+                    project_domain_name=o.get("TenantDomain") or None, project_domain_id=o.get("TenantDomainId") or None
+                )
+            elif o.get("Domain") or o.get("DomainId"):
+                os_options.update(project_domain_name=o.get("Domain") or None, project_domain_id=o.get("DomainId") or None)
+            else:
+                os_options["project_domain_name"] = "Default"
+        if o.get("ApplicationCredentialSecret"):
+            if not o.get("ApplicationCredentialId"):
+                raise ConfigError("swift ApplicationCredentialName is not supported by python-swiftclient: use ApplicationCredentialId")
+            os_options.update(
+                auth_type="v3applicationcredential",
+                application_credential_id=o["ApplicationCredentialId"],
+                application_credential_secret=o["ApplicationCredentialSecret"],
+            )
+    kw["os_options"] = {k: v for k, v in os_options.items() if v is not None}
+    return kw
+
+
+class SwiftBackend(DataBackend):
+    """plikd's swift backend: one container, objects named {upload id}.{file id}."""
+
+    name = "swift"
+    features = Features(server_side_copy=True, md5_without_read=True, listable=True)
+
+    def __init__(self, options: Mapping[str, Any], *, segment_size: int | None = None) -> None:
+        super().__init__(options)
+        o = self.options  # keys are case-sensitive, as plikd assigns them by field name
+        self.container = str(o.get("Container") or "plik")
+        self.segment_container = f"{self.container}_segments"
+        size = segment_size if segment_size is not None else o.get("SegmentSize", MAX_SINGLE_OBJECT)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_SINGLE_OBJECT:
+            raise ConfigError(f"swift SegmentSize must be 1 to {MAX_SINGLE_OBJECT} bytes, not {size!r}")
+        self.segment_size = size
+        for secret in ("ApiKey", "AuthToken", "ApplicationCredentialSecret"):
+            redact.register(o.get(secret))
+        self._kwargs = connection_kwargs(o)
+        self._conn_obj: swiftclient.Connection | None = None
+
+    # -- connection --------------------------------------------------------
+    def _conn(self) -> swiftclient.Connection:
+        if self._conn_obj is None:
+            self._conn_obj = swiftclient.Connection(**self._kwargs)
+        return self._conn_obj
+
+    def storage_url(self) -> str:
+        """The account URL this backend's credentials lead to (authenticates if needed)."""
+        conn = self._conn()
+        if not conn.url or not conn.token:
+            conn.get_auth()
+        return str(conn.url).rstrip("/")
+
+    def close(self) -> None:
+        if self._conn_obj is not None:
+            self._conn_obj.close()
+        self._conn_obj = None
+
+    # -- locations ---------------------------------------------------------
+    def key(self, ref: BlobRef) -> str:
+        return f"{check_id(ref.upload_id, what='upload id')}.{check_id(ref.file_id, what='file id')}"
+
+    def describe(self) -> str:
+        where = self.options.get("AuthUrl") or self.options.get("StorageUrl")
+        user = self.options.get("UserName")
+        return f"swift container {self.container} at {where}" + (f" as {user}" if user else "")
+
+    def _identity(self) -> tuple:
+        o = self.options
+        return (
+            str(o.get("AuthUrl") or "").rstrip("/"),
+            str(o.get("StorageUrl") or "").rstrip("/"),
+            o.get("Tenant") or "",
+            o.get("TenantId") or "",
+            # with v1 auth the account follows from the user name
+            o.get("UserName") if _auth_version(o) == 1 else "",
+        )
+
+    def same_location(self, other: DataBackend) -> bool:
+        return isinstance(other, SwiftBackend) and other.container == self.container and other._identity() == self._identity()
+
+    def check(self, *, create: bool = False) -> None:
+        """Authenticate and find the container; create it when asked, as plikd does on first use."""
+        where = self.describe()
+        conn = swiftclient.Connection(**{**self._kwargs, "retries": 1, "starting_backoff": 0.5})
+        try:
+            try:
+                conn.head_container(self.container)
+            except ClientException as exc:
+                if exc.http_status != 404:
+                    raise
+                if not create:
+                    raise ConfigError(f"{where}: the container does not exist (plikd creates it on first use)") from None
+                conn.put_container(self.container)
+        except ConfigError:
+            raise
+        except ClientException as exc:
+            if exc.http_status in (401, 403):
+                raise ConfigError(f"{where}: Swift refused the credentials ({exc.http_status}): check UserName and ApiKey") from None
+            raise ConfigError(f"{where}: Swift answered {exc.http_status or ''} {exc.msg}: check AuthUrl and Container") from None
+        except Exception as exc:  # noqa: BLE001 - anything else: the store cannot be reached
+            raise ConfigError(f"{where}: cannot reach Swift ({exc}): check AuthUrl") from None
+        finally:
+            conn.close()
+
+    # -- blobs -------------------------------------------------------------
+    def open_read(self, ref: BlobRef) -> BinaryIO:
+        """A streamed GET (swiftclient resumes it with a Range request if the connection drops)."""
+        key = self.key(ref)
+        try:
+            _headers, body = self._conn().get_object(self.container, key, resp_chunk_size=IO_CHUNK)
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+        return ChunkReader(body.read, translate=lambda e: translate(e, item=key), on_close=body.close)
+
+    def write(self, ref: BlobRef, src: BinaryIO) -> None:
+        """One chunked PUT, or segments and a manifest above segment_size; visible only once complete."""
+        key = self.key(ref)
+        content_type = ref.content_type or "application/octet-stream"
+        checked = SizeChecked(src, ref.size, item=key)
+        try:
+            if ref.size > self.segment_size:
+                self._write_large(key, checked, content_type)
+            else:
+                self._conn().put_object(
+                    self.container, key, contents=_Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
+                )
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+
+    def _write_large(self, key: str, src: SizeChecked, content_type: str) -> None:
+        """A static large object; segments of a failed upload are deleted again."""
+        conn = self._conn()
+        conn.put_container(self.segment_container)
+        previous = self._segments_of(key)
+        prefix = f"{key}/{uuid.uuid4().hex}/"
+        stream = Prefixed(b"", src)  # type: ignore[arg-type]
+        attempted: list[str] = []
+        manifest: list[dict[str, Any]] = []
+        try:
+            while True:
+                name = f"{prefix}{len(attempted):08d}"
+                part = Limited(stream, self.segment_size)
+                attempted.append(name)
+                etag = conn.put_object(
+                    self.segment_container, name, contents=_Shielded(part), chunk_size=IO_CHUNK,
+                    content_type="application/octet-stream",
+                )  # fmt: skip
+                manifest.append({"path": f"/{self.segment_container}/{name}", "etag": etag, "size_bytes": part.count})
+                if part.count < self.segment_size or stream.peek_eof():
+                    break
+            conn.put_object(
+                self.container, key, contents=json.dumps(manifest), content_type=content_type,
+                query_string="multipart-manifest=put",
+            )  # fmt: skip
+        except BaseException:
+            self._delete_segments(attempted)
+            raise
+        mine = {m["path"] for m in manifest}
+        self._delete_segments([p.split("/", 2)[2] for p in previous if p not in mine and p.startswith(f"/{self.segment_container}/")])
+
+    def _segments_of(self, key: str) -> list[str]:
+        """Segment paths of the static large object now stored under key (none if plain or absent)."""
+        conn = self._conn()
+        try:
+            headers = conn.head_object(self.container, key)
+            if headers.get("x-static-large-object", "").lower() != "true":
+                return []
+            _h, body = conn.get_object(self.container, key, query_string="multipart-manifest=get")
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return []
+            raise
+        return ["/" + str(seg.get("name", "")).lstrip("/") for seg in json.loads(body)]
+
+    def _delete_segments(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self._conn().delete_object(self.segment_container, name)
+            except Exception:  # noqa: BLE001 - best effort; an absent segment is fine
+                pass
+
+    def stat(self, ref: BlobRef) -> BlobStat | None:
+        """Size, and the ETag as MD5 unless the object is a large-object manifest."""
+        key = self.key(ref)
+        try:
+            h = self._conn().head_object(self.container, key)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return None
+            raise translate(exc, item=key) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+        manifest = h.get("x-static-large-object", "").lower() == "true" or "x-object-manifest" in h
+        etag = h.get("etag", "").strip('"')
+        return BlobStat(size=int(h.get("content-length", 0)), md5=None if manifest or len(etag) != 32 else etag)
+
+    def delete(self, ref: BlobRef) -> None:
+        """Delete the object, and its segments when it is a static large object."""
+        key = self.key(ref)
+        try:
+            h = self._conn().head_object(self.container, key)
+            slo = h.get("x-static-large-object", "").lower() == "true"
+            self._conn().delete_object(self.container, key, query_string="multipart-manifest=delete" if slo else None)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return
+            raise translate(exc, item=key) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+
+    def list_blobs(self) -> Iterator[tuple[str, int]]:
+        """Every object in Container (segments live apart, in <Container>_segments)."""
+        try:
+            _h, objects = self._conn().get_container(self.container, full_listing=True)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return
+            raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
+        for obj in objects:
+            yield obj["name"], int(obj.get("bytes", 0))
+
+    def segments(self) -> list[str]:
+        """Every object in the segments container."""
+        try:
+            _h, objects = self._conn().get_container(self.segment_container, full_listing=True)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return []
+            raise
+        return [o["name"] for o in objects]
+
+    def orphan_segments(self) -> list[str]:
+        """Segments no stored manifest refers to: what failed large uploads would leave."""
+        names = self.segments()
+        live: set[str] = set()
+        for key in {n.split("/", 1)[0] for n in names}:
+            live.update(p.split("/", 2)[2] for p in self._segments_of(key) if p.startswith(f"/{self.segment_container}/"))
+        return [n for n in names if n not in live]
+
+    def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
+        """COPY within the same account; large-object manifests are streamed instead."""
+        if not isinstance(source, SwiftBackend):
+            return False
+        try:
+            if source.storage_url() != self.storage_url():
+                return False
+        except Exception:  # noqa: BLE001 - cannot tell: stream it
+            return False
+        src_key, dst_key = source.key(ref), self.key(ref)
+        conn = self._conn()
+        try:
+            h = conn.head_object(source.container, src_key)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                raise BlobNotFound(f"swift object {src_key} not found in {source.container}", item=src_key) from exc
+            if exc.http_status == 403:
+                return False
+            raise translate(exc, item=src_key) from exc
+        if h.get("x-static-large-object", "").lower() == "true" or "x-object-manifest" in h:
+            return False
+        size = int(h.get("content-length", -1))
+        if ref.size >= 0 and size != ref.size:
+            raise ItemError(f"{src_key}: stored size {size} but files.size says {ref.size}", item=src_key, kind="size")
+        headers = {"Content-Type": ref.content_type} if ref.content_type else None
+        try:
+            conn.copy_object(source.container, src_key, destination=f"/{self.container}/{dst_key}", headers=headers)
+        except ClientException as exc:
+            if exc.http_status == 403:
+                return False
+            raise translate(exc, item=dst_key) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=dst_key) from exc
+        return True

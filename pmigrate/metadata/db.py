@@ -1,0 +1,143 @@
+"""SQLAlchemy engines for plikd's metadata databases, and a connection check with a useful error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from pmigrate import dsn
+from pmigrate.errors import ConfigError
+from pmigrate.redact import redact
+
+CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
+
+
+def engine(meta, *, echo: bool = False) -> sa.Engine:
+    """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
+
+    sqlite3: busy timeout (go-sqlite3's default 5 s or _busy_timeout) and
+    foreign keys on, as plikd runs it. postgres: psycopg 3. mysql: PyMySQL,
+    utf8mb4, session time zone UTC (plikd's DATETIME(3) values are naive; see
+    time_zone() for how to read them).
+    """
+    t = meta.translation()
+    kwargs: dict = {"echo": echo, "pool_pre_ping": t.driver != "sqlite3", "future": True}
+    connect_args = dict(t.connect_args)
+    if t.driver == "mysql":
+        init = ["time_zone='+00:00'"]
+        extra = connect_args.pop("init_command", "")
+        if extra:
+            init.append(extra[len("SET ") :])  # the DSN's own variables win: they come last
+        connect_args["init_command"] = "SET " + ", ".join(init)
+        ssl = connect_args.get("ssl")
+        if isinstance(ssl, dict):
+            connect_args["ssl"] = dict(ssl)
+    if t.driver == "postgres" and "connect_timeout" not in t.url.query:
+        # libpq waits forever for a silent host; a check must end with a message.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
+    kwargs["connect_args"] = connect_args
+    eng = sa.create_engine(t.url, **kwargs)
+    if t.driver == "sqlite3":
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+    return eng
+
+
+def time_zone(meta) -> dt.tzinfo | None:
+    """The zone of naive DATETIME values plikd wrote (mysql only; None elsewhere).
+
+    go-sql-driver writes and reads time.Time in its 'loc' parameter (UTC
+    unless the DSN says otherwise; plikd's examples say loc=Local, which is the
+    zone of plikd's host: assumed to be this machine's, or TZ).
+    """
+    t = meta.translation()
+    if t.driver != "mysql":
+        return None
+    name = t.time_zone
+    if name == "UTC" or not name:
+        return dt.timezone.utc
+    if name == "Local":
+        return dt.datetime.now().astimezone().tzinfo
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"mysql loc={name!r} is not a known time zone: use UTC, Local or an IANA name") from None
+
+
+def _sqlite_check(meta, t: dsn.Translation, *, must_exist: bool) -> None:
+    path = dsn.sqlite_path(t)
+    if must_exist:
+        if not path.exists():
+            raise ConfigError(f"sqlite3 database {path} does not exist: check MetadataBackendConfig.ConnectionString")
+        if path.is_dir():
+            raise ConfigError(f"sqlite3 database {path} is a directory: name the database file")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"sqlite3 database {path} is not readable: run as a user who can read it")
+    else:
+        parent = path.parent
+        if not parent.is_dir():
+            raise ConfigError(f"folder {parent} for the sqlite3 database does not exist: create it first")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"folder {parent} for the sqlite3 database is not writable: fix its permissions")
+
+
+def check_connect(meta, *, must_exist: bool = True) -> None:
+    """Open and close one connection; a one-line ConfigError naming the cause and the fix.
+
+    must_exist: a source sqlite3 file must exist (sqlite would silently create
+    an empty one); a target may be created.
+    """
+    t = meta.translation()
+    if t.driver == "sqlite3":
+        _sqlite_check(meta, t, must_exist=must_exist)
+        if not dsn.sqlite_path(t).exists():
+            return  # opening would create the file: a check writes nothing
+    eng = engine(meta)
+    try:
+        with eng.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigError(explain(exc, meta)) from None
+    finally:
+        eng.dispose()
+
+
+def explain(exc: BaseException, meta) -> str:
+    """One redacted line for a failure to reach a metadata database."""
+    where = meta.describe()
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    low = text.lower()
+    code = getattr(orig, "args", (None,))[0] if meta.driver == "mysql" else None
+    if meta.driver == "mysql" and code == 1045 or "password authentication failed" in low or "access denied" in low:
+        fix = "wrong user or password: fix the credentials in the ConnectionString"
+    elif code == 1049 or ("database" in low and "does not exist" in low) or "unknown database" in low:
+        fix = "the database does not exist: create it, or fix dbname in the ConnectionString"
+    elif code in (2002, 2003, 2005) or any(
+        s in low for s in ("connection refused", "could not connect", "can't connect", "name or service not known",
+                           "could not translate host", "timeout", "timed out", "no route to host")
+    ):  # fmt: skip
+        fix = "server unreachable: check host and port, and that the server is running"
+    elif "unable to open database file" in low:
+        fix = "cannot open the sqlite3 file: check the path and its folder's permissions"
+    elif "file is not a database" in low:
+        fix = "the file is not an SQLite database: check the ConnectionString"
+    else:
+        fix = "check the ConnectionString and the server"
+    return redact(f"cannot connect to {where}: {fix} ({text})")
+
+
+def sqlite_file(meta) -> Path | None:
+    """The database file of a sqlite3 config, else None."""
+    t = meta.translation()
+    return dsn.sqlite_path(t) if t.driver == "sqlite3" else None

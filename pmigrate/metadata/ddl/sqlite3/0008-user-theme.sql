@@ -1,0 +1,12 @@
+CREATE TABLE `users` (`id` text,`provider` text,`login` text,`password` text,`name` text,`email` text,`profile_picture` text,`theme` text,`is_admin` numeric,`max_file_size` integer,`max_user_size` integer,`max_ttl` integer,`created_at` datetime,PRIMARY KEY (`id`));
+CREATE TABLE `tokens` (`token` text,`comment` text,`user_id` text,`created_at` datetime,PRIMARY KEY (`token`),CONSTRAINT `fk_users_tokens` FOREIGN KEY (`user_id`) REFERENCES `users`(`id`));
+CREATE TABLE `uploads` (`id` text,`ttl` integer,`extend_ttl` numeric,`remote_ip` text,`comments` text,`e2ee` text,`upload_token` text,`user` text,`token` text,`stream` numeric,`one_shot` numeric,`removable` numeric,`protected_by_password` numeric,`login` text,`password` text,`created_at` datetime,`deleted_at` datetime,`expire_at` datetime,PRIMARY KEY (`id`));
+CREATE TABLE `files` (`id` text,`upload_id` text,`name` text,`status` text,`md5` text,`type` text,`size` integer,`reference` text,`backend_details` text,`created_at` datetime,PRIMARY KEY (`id`),CONSTRAINT `fk_uploads_files` FOREIGN KEY (`upload_id`) REFERENCES `uploads`(`id`));
+CREATE TABLE `settings` (`key` text,`value` text,PRIMARY KEY (`key`));
+CREATE TABLE `cli_auth_sessions` (`code` text,`secret` text,`status` text DEFAULT "pending",`token` text,`created_at` datetime,`expires_at` datetime,PRIMARY KEY (`code`));
+CREATE TABLE `migrations` (`id` text,PRIMARY KEY (`id`));
+CREATE INDEX `idx_upload_deleted_at` ON `uploads`(`deleted_at`);
+CREATE INDEX `idx_upload_expire_at` ON `uploads`(`expire_at`);
+CREATE INDEX `idx_upload_user_token` ON `uploads`(`token`);
+CREATE INDEX `idx_upload_user` ON `uploads`(`user`);
+CREATE INDEX `idx_cli_auth_sessions_expires_at` ON `cli_auth_sessions`(`expires_at`);

@@ -1,0 +1,389 @@
+"""The blob stage: every blob the source metadata promises, copied by a process pool.
+
+The parent streams ``files`` rows (pmigrate.enumerate), turns them into jobs,
+feeds the pool, and alone writes the journal, the progress bars and the
+report. Workers build their own backend clients and hash as bytes pass.
+
+Resume: a blob the journal lists as done with the same size is still checked
+on the target before it is skipped. That check is a stat done by the worker
+holding the job (a HEAD on S3, run in parallel with the other workers'
+copies), and only for journal hits; blobs the journal does not know are
+simply copied. Listing the whole target up front was rejected: it costs as
+much as the stats on a fresh target, and holds every key in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+
+from pmigrate import enumerate as enum_mod
+from pmigrate import progress
+from pmigrate.config import PlikConfig
+from pmigrate.data.base import DataBackend
+from pmigrate.data.registry import backend_class, open_backend
+from pmigrate.errors import ConfigError, FatalError
+from pmigrate.options import RunOptions
+from pmigrate.report import Report
+from pmigrate.transfer import worker as worker_mod
+from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
+from pmigrate.transfer.journal import Journal, default_path, target_identity
+from pmigrate.transfer.pool import Pool
+
+log = logging.getLogger(__name__)
+
+AREA = "data"
+COMMIT_ROWS = 4096  # journal rows per group commit ...
+COMMIT_SECONDS = 1.0  # ... or at least this often
+
+
+@dataclass
+class Plan:
+    src: PlikConfig
+    dst: PlikConfig
+    metadata: sa.Engine
+    journal_path: Path
+    identity: str
+    skip_reason: str = ""  # set when the source stores no blobs (stream)
+
+
+def _backend(cfg: PlikConfig) -> DataBackend:
+    return open_backend(cfg.data.backend, cfg.data.options)
+
+
+def _source_engine(src: PlikConfig) -> sa.Engine:
+    from pmigrate.metadata import db
+
+    return db.engine(src.metadata)
+
+
+def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
+    """Check both backends, the source ``files`` table and the journal; write nothing."""
+    src_b = _backend(src)
+    dst_b = _backend(dst)
+    try:
+        skip = ""
+        if not src_b.features.stores_data:
+            skip = f"the source DataBackend {src.data.backend!r} stores no file data"
+        elif not dst_b.features.stores_data:
+            raise ConfigError(
+                f"the target DataBackend {dst.data.backend!r} stores nothing: every blob would be lost; "
+                "choose file, s3, gcs or swift in TARGET.cfg (or pass --metadata-only)"
+            )
+        elif src_b.same_location(dst_b) or dst_b.same_location(src_b):
+            raise ConfigError(
+                f"source and target data are the same place ({dst_b.describe()}): point TARGET.cfg elsewhere"
+            )
+        if not skip:
+            check_source = getattr(dst_b, "check_source", None)
+            if check_source is not None:
+                check_source(src_b)  # e.g. an SSE-C target needs per-file keys from an SSE-C source
+            src_b.check(create=False)
+            try:
+                dst_b.check(create=False)
+            except ConfigError as exc:
+                # Most often the directory or bucket is not there yet: run()
+                # creates it as plikd would, and fails then if it cannot.
+                log.info("target not ready yet (%s); it is created when the copy starts", exc)
+    finally:
+        src_b.close()
+        dst_b.close()
+    engine = _source_engine(src)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(enum_mod.FILES.c.id, enum_mod.FILES.c.status, enum_mod.FILES.c.size).limit(1)).all()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
+        ) from None
+    identity = target_identity(dst.data.backend, dst.data.options)
+    journal_path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    if not opts.restart:
+        j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
+        if j is not None:
+            j.close()
+    return Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+
+
+# -- run ------------------------------------------------------------------------
+
+
+@dataclass
+class _Figures:
+    copied: int = 0
+    copied_bytes: int = 0
+    server_side: int = 0
+    present: int = 0
+    present_bytes: int = 0
+    errors: int = 0
+    warnings: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """The first error without --ignore-errors, or a fatal one: end the run."""
+
+    def __init__(self, kind: str, item: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.item = item
+
+
+def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
+    """Copy every blob; figures into report.section('data'); FatalError to stop."""
+    if plan.skip_reason:
+        _skip_all(plan, opts=opts, report=report)
+    elif opts.dry_run:
+        _dry_run(plan, opts=opts, report=report)
+    else:
+        _Copy(plan, opts=opts, report=report).run()
+
+
+def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
+    tally = enum_mod.Tally()
+    for _ in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
+        pass
+    sec = report.section(AREA)
+    sec.update(files=tally.rows, blobs=0, copied=0, bytes=0, errors=0, skipped={"no data at source": tally.rows})
+    report.line(AREA, f"nothing to copy: {plan.skip_reason}; {tally.rows} file(s) skipped")
+
+
+def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
+    tally = enum_mod.Tally()
+    journal = None if opts.restart else Journal.peek(plan.journal_path, identity=plan.identity)
+    known = known_bytes = 0
+    try:
+        for batch in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
+            for item, message in batch.invalid:
+                report.problem(area=AREA, kind="invalid-id", item=item, message=message)
+            if journal is not None and batch.refs:
+                done = journal.done([r.file_id for r in batch.refs])
+                for r in batch.refs:
+                    if done.get(r.file_id) == r.size:
+                        known += 1
+                        known_bytes += r.size
+    finally:
+        if journal is not None:
+            journal.close()
+    skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
+    sec = report.section(AREA)
+    sec.update(
+        dry_run=True,
+        files=tally.rows,
+        by_status={k or "(empty)": v for k, v in sorted(tally.by_status.items())},
+        blobs=tally.blobs,
+        bytes=tally.blob_bytes,
+        journal=str(plan.journal_path),
+        journal_done=known,
+        journal_done_bytes=known_bytes,
+        to_copy=tally.blobs - known,
+        to_copy_bytes=tally.blob_bytes - known_bytes,
+        skipped=skipped,
+        invalid_ids=tally.invalid,
+    )
+    report.line(AREA, f"would copy {tally.blobs - known} blob(s), {_size(tally.blob_bytes - known_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
+    if known:
+        report.line(AREA, f"journal {plan.journal_path} lists {known} ({_size(known_bytes)}) as done: checked on the target, then skipped")
+    by_status = ", ".join(f"{n} {s or '(empty)'}" for s, n in sorted(tally.by_status.items()))
+    report.line(AREA, f"files by status: {by_status or 'none'}")
+
+
+class _Copy:
+    def __init__(self, plan: Plan, *, opts: RunOptions, report: Report) -> None:
+        self.plan = plan
+        self.opts = opts
+        self.report = report
+        self.tally = enum_mod.Tally()
+        self.fig = _Figures()
+        self.journal: Journal | None = None
+        self.stop: _Stop | None = None
+        self.dst: DataBackend | None = None
+        self.last_commit = time.monotonic()
+        self.files_bar: Any = progress.NullBar()
+        self.bytes_bar: Any = progress.NullBar()
+
+    def run(self) -> None:
+        plan, opts = self.plan, self.opts
+        src = _backend(plan.src)
+        try:
+            src.check(create=False)
+        finally:
+            src.close()
+        self.dst = _backend(plan.dst)
+        self.dst.check(create=True)
+        self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+        context = worker_mod.WorkerContext(
+            src_backend=plan.src.data.backend,
+            src_options=dict(plan.src.data.options),
+            dst_backend=plan.dst.data.backend,
+            dst_options=dict(plan.dst.data.options),
+            checksum=opts.checksum,
+        )
+        preload = ["pmigrate.transfer.worker"] + sorted(
+            {backend_class(plan.src.data.backend).__module__, backend_class(plan.dst.data.backend).__module__}
+        )
+        pool = Pool(
+            factory=worker_mod.make_handler,
+            context=context,
+            workers=opts.workers,
+            lost=worker_mod.lost_result,
+            preload=preload,
+        )
+        if not opts.quiet:
+            n, size = enum_mod.totals(plan.metadata)
+            self.files_bar = progress.bar(quiet=False, desc="blobs", total=n, unit="file")
+            self.bytes_bar = progress.bar(quiet=False, desc="bytes", total=size, unit="B", unit_scale=True)
+        started = time.perf_counter()
+        stop: _Stop | None = None
+        try:
+            pool.run(self._jobs(), on_results=self._on_results, on_tick=self._tick)
+        except _Stop as exc:
+            stop = exc
+        finally:
+            # What finished while stopping is on the target all the same.
+            if pool.drained:
+                self._account([r for r in pool.drained if r.outcome == COPIED])
+            self._commit()
+            self.journal.close()
+            self.dst.close()
+            self.files_bar.close()
+            self.bytes_bar.close()
+            for line in pool.deaths:
+                self.report.warn(line)
+            self._summarise(time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths), stopped=stop)
+        if stop is not None:
+            hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
+            raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
+
+    def _jobs(self) -> Iterator[BlobJob]:
+        seq = 0
+        assert self.journal is not None
+        for batch in enum_mod.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
+            for item, message in batch.invalid:
+                self._error("invalid-id", item, message)
+            if self.stop is not None:
+                raise self.stop
+            if not batch.refs:
+                continue
+            done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
+            for ref in batch.refs:
+                yield BlobJob(seq, "copy", ref, check_target=done.get(ref.file_id) == ref.size)
+                seq += 1
+
+    def _on_results(self, results: list[BlobResult]) -> None:
+        self._account(results)
+        if self.stop is not None:
+            raise self.stop
+
+    def _account(self, results: list[BlobResult]) -> None:
+        fig = self.fig
+        assert self.journal is not None
+        files = nbytes = 0
+        for r in results:
+            if r.outcome == COPIED:
+                fig.copied += 1
+                fig.copied_bytes += r.size
+                files += 1
+                nbytes += r.size
+                if r.server_side:
+                    fig.server_side += 1
+                self.journal.record(
+                    file_id=r.file_id,
+                    size=r.size,
+                    xxh3=r.xxh3 or worker_mod.SERVER_SIDE,
+                    md5=r.md5,
+                    seconds=r.seconds,
+                )
+                if r.warning_kind:
+                    fig.warnings += 1
+                    self.report.problem(area=AREA, kind=r.warning_kind, item=r.file_id, message=r.warning)
+            elif r.outcome == PRESENT:
+                fig.present += 1
+                fig.present_bytes += r.size
+                files += 1
+                nbytes += r.size
+            elif r.outcome == FAILED:
+                files += 1
+                self._error(r.error_kind, r.file_id, r.error)
+            elif r.outcome == CANCELLED:
+                pass
+        self.files_bar.update(files)
+        self.bytes_bar.update(nbytes)
+        if self.journal.pending >= COMMIT_ROWS:
+            self._commit()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Durable first (one syncfs for a file target), then the journal says so."""
+        assert self.journal is not None and self.dst is not None
+        self.last_commit = time.monotonic()
+        if not self.journal.pending:
+            return
+        sync = getattr(self.dst, "sync", None)
+        if sync is not None:
+            sync()
+        self.journal.commit()
+
+    def _error(self, kind: str, item: str, message: str) -> None:
+        self.fig.errors += 1
+        self.fig.errors_by_kind[kind] = self.fig.errors_by_kind.get(kind, 0) + 1
+        self.report.problem(area=AREA, kind=kind, item=item, message=message)
+        if self.stop is None and (kind in ("fatal", "worker-died") or not self.opts.ignore_errors):
+            # Raised once the current batch of results is accounted for.
+            self.stop = _Stop(kind, item, message)
+
+    def _summarise(self, seconds: float, *, workers: int, deaths: int, stopped: _Stop | None) -> None:
+        fig, tally = self.fig, self.tally
+        skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
+        if fig.present:
+            skipped["already done"] = fig.present
+        rate = fig.copied_bytes / seconds if seconds > 0 else 0.0
+        fps = fig.copied / seconds if seconds > 0 else 0.0
+        sec = self.report.section(AREA)
+        sec.update(
+            files=tally.rows,
+            blobs=tally.blobs,
+            copied=fig.copied,
+            bytes=fig.copied_bytes,
+            server_side=fig.server_side,
+            already_done=fig.present,
+            already_done_bytes=fig.present_bytes,
+            skipped=skipped,
+            errors=fig.errors,
+            errors_by_kind=fig.errors_by_kind,
+            warnings=fig.warnings,
+            seconds=round(seconds, 3),
+            bytes_per_second=round(rate),
+            files_per_second=round(fps, 1),
+            workers=workers,
+            worker_deaths=deaths,
+            journal=str(self.plan.journal_path),
+            complete=stopped is None,
+        )
+        line = f"copied {fig.copied} blob(s), {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
+        if fig.server_side:
+            line += f"; {fig.server_side} server-side"
+        self.report.line(AREA, line)
+        if skipped:
+            self.report.line(AREA, "skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
+        if fig.errors:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
+            self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
+        if stopped is not None:
+            self.report.line(AREA, "stopped before the end: run the same command again to resume")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,166 @@
+"""The resume journal: an SQLite file listing blobs whose copy is durable on the target.
+
+Only the parent writes it, in group commits: results are buffered, then the
+engine makes the target durable (``sync()``: one syncfs for the file backend,
+nothing for object stores, whose PUT is durable when it returns) and only then
+commits the batch. So a row here always means "these bytes survive a crash";
+losing the last uncommitted batch only means copying it again.
+
+The journal belongs to one target: its data identity (backend and non-secret
+options) is stored inside and checked, and its default file name carries a
+short hash of it. The done set is read per batch of ids, never whole, so a
+deployment with millions of files costs no memory here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pmigrate.errors import ConfigError
+from pmigrate.redact import SECRET_KEYS
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+    file_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    xxh3 TEXT NOT NULL,          -- hex xxh3-128; 'server-side' when no byte passed through pmigrate
+    md5 TEXT NOT NULL DEFAULT '',-- hex MD5 when --checksum md5
+    seconds REAL NOT NULL DEFAULT 0,
+    done_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+LOOKUP_CHUNK = 500  # ids per IN (...) query, under every SQLite's parameter limit
+
+
+def target_identity(backend: str, options: Mapping[str, Any]) -> str:
+    """A stable text naming where the target keeps its blobs (no secrets in it)."""
+    public = {k: v for k, v in sorted(options.items()) if k.lower() not in SECRET_KEYS}
+    return json.dumps([backend, public], sort_keys=True, default=str, separators=(",", ":"))
+
+
+def default_path(target_config: Path, identity: str) -> Path:
+    """``.pmigrate-journal-<hash of target>.db`` beside the target config."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return target_config.resolve().parent / f".pmigrate-journal-{digest}.db"
+
+
+class Journal:
+    """An open journal. ``record`` buffers; ``commit`` writes the buffer in one transaction."""
+
+    def __init__(self, con: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+        self._con = con
+        self.path = path
+        self.readonly = readonly
+        self._pending: list[tuple[str, int, str, str, float, float]] = []
+
+    # -- opening -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, *, identity: str, restart: bool = False) -> "Journal":
+        """Open or create for writing; ``restart`` empties it first."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a power cut may lose the last commits, never corrupt; a lost
+        # row only means copying that blob again.
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(SCHEMA)
+        j = cls(con, path, readonly=False)
+        stored = j.identity()
+        if stored is not None and stored != identity and not restart:
+            con.close()
+            raise _foreign(path)
+        con.execute("BEGIN IMMEDIATE")
+        if restart:
+            con.execute("DELETE FROM blobs")
+        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target', ?)", (identity,))
+        con.execute("COMMIT")
+        return j
+
+    @classmethod
+    def peek(cls, path: Path, *, identity: str) -> "Journal | None":
+        """Open an existing journal read-only (preflight, dry run); None when absent."""
+        if not path.exists():
+            return None
+        try:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            j = cls(con, path, readonly=True)
+            stored = j.identity()
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"journal {path} cannot be read ({exc}): pass --restart to start afresh, or --journal with another path"
+            ) from None
+        if stored is not None and stored != identity:
+            con.close()
+            raise _foreign(path)
+        return j
+
+    def identity(self) -> str | None:
+        try:
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'target'").fetchone()
+        except sqlite3.OperationalError:
+            return None  # no table yet
+        return row[0] if row else None
+
+    # -- reading -----------------------------------------------------------------
+    def done(self, ids: Sequence[str]) -> dict[str, int]:
+        """file_id -> size for those of ``ids`` the journal lists as done."""
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), LOOKUP_CHUNK):
+            part = ids[i : i + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            for fid, size in self._con.execute(f"SELECT file_id, size FROM blobs WHERE file_id IN ({marks})", part):
+                out[fid] = size
+        return out
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """file_id -> (size, xxh3, md5) for those of ``ids`` that are listed."""
+        out: dict[str, tuple[int, str, str]] = {}
+        for i in range(0, len(ids), LOOKUP_CHUNK):
+            part = ids[i : i + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            q = f"SELECT file_id, size, xxh3, md5 FROM blobs WHERE file_id IN ({marks})"
+            for fid, size, xxh3, md5 in self._con.execute(q, part):
+                out[fid] = (size, xxh3, md5)
+        return out
+
+    def count(self) -> int:
+        return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]
+
+    # -- writing -----------------------------------------------------------------
+    def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0) -> None:
+        self._pending.append((file_id, size, xxh3, md5, seconds, time.time()))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def commit(self) -> int:
+        """Write what was recorded; call only once those blobs are durable."""
+        rows, self._pending = self._pending, []
+        if rows:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.executemany(
+                "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+            self._con.execute("COMMIT")
+        return len(rows)
+
+    def forget(self, ids: Iterable[str]) -> None:
+        """Drop rows (a blob found wrong on the target must be copied again)."""
+        self._con.executemany("DELETE FROM blobs WHERE file_id = ?", [(i,) for i in ids])
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _foreign(path: Path) -> ConfigError:
+    return ConfigError(
+        f"journal {path} belongs to another target: pass --journal with another path, or --restart to reuse it"
+    )

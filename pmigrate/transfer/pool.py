@@ -1,0 +1,380 @@
+"""Worker processes fed through bounded pipes, with worker death detection.
+
+The pool knows nothing of blobs: it moves chunks of jobs to workers and lists
+of results back. A job only needs ``seq`` (unique per run), ``attempt`` and
+``size``; what a worker does with it is the handler's business (it dispatches
+on ``job.mode``), so a new kind of job needs no change here.
+
+Why one pipe per worker rather than one shared queue: the parent then knows
+exactly which jobs each worker holds, so a worker killed mid-job is replaced
+and its jobs handed out again, and a worker dying while writing cannot leave a
+shared queue's lock held. Each worker also publishes the ``seq`` of the job it
+is working on in shared memory: only that job's ``attempt`` grows when the
+worker dies, the jobs queued behind it are simply handed out again.
+
+Flow control: each worker holds at most ``inflight`` chunks, so reading the
+metadata can never run ahead of copying and memory stays flat.
+
+Children ignore SIGINT; the parent owns Ctrl-C and stops them through a shared
+cancel flag (checked between reads, so even a 1 GiB copy stops promptly and
+the backend cleans up after itself) and a sentinel.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+from pmigrate.errors import FatalError
+
+log = logging.getLogger(__name__)
+
+IDLE = -1
+
+
+class Job(Protocol):
+    seq: int
+    attempt: int
+
+    @property
+    def size(self) -> int: ...
+
+
+class Handler(Protocol):
+    def __call__(self, job: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class Lifeline:
+    """Lets a worker's long operations ask cheaply whether to give up.
+
+    True once the parent asked the pool to cancel, or once the parent process
+    is gone (then nobody would record the result: better to clean up now).
+    """
+
+    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check")
+
+    def __init__(self, cancel: Any, main_pid: int) -> None:
+        self._cancel = cancel
+        self._main_pid = main_pid
+        self._ppid = os.getppid()
+        self._next_check = 0.0
+
+    def stopped(self) -> bool:
+        if self._cancel.value:
+            return True
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            if os.getppid() != self._ppid or not _alive(self._main_pid):
+                return True
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, cancel: Any, main_pid: int) -> None:
+    """A worker's life: build the handler, then handle chunks until the sentinel."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lifeline = Lifeline(cancel, main_pid)
+    handler: Handler | None = None
+    try:
+        try:
+            handler = factory(context, lifeline=lifeline)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the run
+            conn.send(("fatal", f"worker could not start: {exc}"))
+            return
+        while True:
+            chunk = conn.recv()
+            if chunk is None:
+                return
+            out: list[Any] = []
+            last_send = time.monotonic()
+            for job in chunk:
+                if cancel.value:
+                    return
+                current.value = job.seq
+                out.append(handler(job))
+                current.value = IDLE
+                now = time.monotonic()
+                if now - last_send > 0.25:
+                    # Long chunk: report what is done so far, so that a death
+                    # later on does not redo it and progress stays live.
+                    conn.send(("results", out, False))
+                    out = []
+                    last_send = now
+            conn.send(("results", out, True))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone
+    finally:
+        if handler is not None:
+            handler.close()
+
+
+@dataclass(eq=False)
+class _Slot:
+    process: Any
+    conn: Connection
+    current: Any  # shared c_longlong: seq of the job in progress, or IDLE
+    jobs: dict[int, Any] = field(default_factory=dict)  # seq -> job, sent and not answered
+    chunks: int = 0  # chunks sent and not finished
+
+
+class Pool:
+    """N worker processes; ``run`` feeds them jobs and hands results to callbacks."""
+
+    def __init__(
+        self,
+        *,
+        factory: Callable[..., Handler],
+        context: Any,
+        workers: int,
+        lost: Callable[[Any, str], Any],
+        chunk_jobs: int = 64,
+        chunk_bytes: int = 32 << 20,
+        inflight: int = 2,
+        start_method: str = "forkserver",
+        preload: Sequence[str] = (),
+        max_attempts: int = 2,
+        stop_timeout: float = 60.0,
+    ) -> None:
+        """``factory(context, lifeline=...)`` runs in each worker and builds its handler
+        (module-level, so it pickles by name). ``lost(job, reason)`` builds the
+        result of a job whose workers died ``max_attempts`` times.
+        """
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._factory = factory
+        self._context = context
+        self._workers = workers
+        self._lost = lost
+        self._chunk_jobs = chunk_jobs
+        self._chunk_bytes = chunk_bytes
+        self._inflight = inflight
+        self._max_attempts = max_attempts
+        self._stop_timeout = stop_timeout
+        self._mp = mp.get_context(start_method)
+        if start_method == "forkserver" and preload:
+            self._mp.set_forkserver_preload(list(preload))
+        self._cancel = self._mp.RawValue("b", 0)
+        self._slots: list[_Slot] = []
+        self._retry: deque[Any] = deque()
+        self.deaths: list[str] = []  # one line per worker that died, for the report
+        self.drained: list[Any] = []  # results that arrived while stopping after an error
+        self._max_deaths = 3 + 2 * workers
+
+    # -- public --------------------------------------------------------------
+    def run(
+        self,
+        jobs: Iterable[Any],
+        *,
+        on_results: Callable[[list[Any]], None],
+        on_tick: Callable[[], None] | None = None,
+        tick: float = 0.5,
+    ) -> None:
+        """Handle every job; return when all results are in.
+
+        An exception from a callback (or Ctrl-C) cancels the workers, waits
+        for them to clean up, and propagates.
+        """
+        chunks = self._chunker(iter(jobs))
+        exhausted = False
+        next_tick = time.monotonic() + tick
+        try:
+            for _ in range(self._workers):
+                self._slots.append(self._start())
+            while True:
+                while True:
+                    slot = self._free_slot()
+                    if slot is None:
+                        break
+                    chunk = self._next_chunk(chunks, exhausted)
+                    if chunk is None:
+                        exhausted = not self._retry
+                        break
+                    self._send(slot, chunk)
+                busy = any(s.chunks for s in self._slots)
+                if not busy and exhausted and not self._retry:
+                    break
+                for results in self._poll(timeout=max(0.0, next_tick - time.monotonic())):
+                    on_results(results)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick
+                    if on_tick is not None:
+                        on_tick()
+        except BaseException:
+            self._stop(cancel=True)
+            raise
+        self._stop(cancel=False)
+
+    # -- workers ---------------------------------------------------------------
+    def _start(self) -> _Slot:
+        parent_end, child_end = self._mp.Pipe(duplex=True)
+        current = self._mp.RawValue("q", IDLE)
+        proc = self._mp.Process(
+            target=_serve,
+            args=(self._factory, self._context, child_end, current, self._cancel, os.getpid()),
+            name="pmigrate-worker",
+            daemon=True,
+        )
+        proc.start()
+        child_end.close()
+        return _Slot(process=proc, conn=parent_end, current=current)
+
+    def _free_slot(self) -> _Slot | None:
+        best = None
+        for s in self._slots:
+            if s.chunks < self._inflight and (best is None or s.chunks < best.chunks):
+                best = s
+        return best
+
+    def _chunker(self, jobs: Iterator[Any]) -> Iterator[list[Any]]:
+        chunk: list[Any] = []
+        weight = 0
+        for job in jobs:
+            chunk.append(job)
+            weight += job.size
+            if len(chunk) >= self._chunk_jobs or weight >= self._chunk_bytes:
+                yield chunk
+                chunk, weight = [], 0
+        if chunk:
+            yield chunk
+
+    def _next_chunk(self, chunks: Iterator[list[Any]], exhausted: bool) -> list[Any] | None:
+        if self._retry:
+            chunk: list[Any] = []
+            weight = 0
+            while self._retry and len(chunk) < self._chunk_jobs and weight < self._chunk_bytes:
+                job = self._retry.popleft()
+                chunk.append(job)
+                weight += job.size
+            return chunk
+        if exhausted:
+            return None
+        return next(chunks, None)
+
+    def _send(self, slot: _Slot, chunk: list[Any]) -> None:
+        for job in chunk:
+            slot.jobs[job.seq] = job
+        slot.chunks += 1
+        try:
+            slot.conn.send(chunk)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # it died: its sentinel fires and _bury() hands the chunk out again
+
+    def _poll(self, *, timeout: float) -> Iterator[list[Any]]:
+        by_conn = {s.conn: s for s in self._slots}
+        by_sentinel = {s.process.sentinel: s for s in self._slots}
+        ready = wait(list(by_conn) + list(by_sentinel), timeout)
+        dead: list[_Slot] = []
+        for obj in ready:
+            if obj in by_conn:
+                slot = by_conn[obj]
+                try:
+                    yield from self._receive(slot)
+                except (EOFError, OSError):
+                    if slot not in dead:
+                        dead.append(slot)
+            elif by_sentinel[obj] not in dead:
+                dead.append(by_sentinel[obj])
+        for slot in dead:
+            yield from self._bury(slot)
+
+    def _receive(self, slot: _Slot) -> Iterator[list[Any]]:
+        while slot.conn.poll():
+            msg = slot.conn.recv()
+            if msg[0] == "fatal":
+                raise FatalError(msg[1])
+            _, results, chunk_done = msg
+            for r in results:
+                slot.jobs.pop(r.seq, None)
+            if chunk_done:
+                slot.chunks -= 1
+            if results:
+                yield results
+
+    def _bury(self, slot: _Slot) -> Iterator[list[Any]]:
+        """A worker died: keep what it finished, hand its jobs out again, replace it."""
+        try:
+            yield from self._receive(slot)
+        except (EOFError, OSError):
+            pass
+        slot.process.join(timeout=5)
+        code = slot.process.exitcode
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        in_progress = slot.current.value
+        lost = []
+        for seq, job in slot.jobs.items():
+            if seq == in_progress:
+                job.attempt += 1
+                if job.attempt >= self._max_attempts:
+                    lost.append(self._lost(job, f"worker process died twice while handling it ({how})"))
+                    continue
+            self._retry.append(job)
+        self.deaths.append(f"worker pid {slot.process.pid} {how}; {len(slot.jobs)} job(s) handed out again")
+        log.warning("%s", self.deaths[-1])
+        slot.conn.close()
+        self._slots.remove(slot)
+        if len(self.deaths) > self._max_deaths:
+            raise FatalError(f"worker processes keep dying (last: {how}); see the log with -v")
+        self._slots.append(self._start())
+        if lost:
+            yield lost
+
+    # -- stopping --------------------------------------------------------------
+    def _stop(self, *, cancel: bool) -> None:
+        """Sentinel to every worker; on cancel, also raise the flag their reads check.
+
+        Keeps reading their pipes meanwhile (a worker blocked on sending its
+        results could not see the sentinel), then terminates stragglers.
+        """
+        if cancel:
+            self._cancel.value = 1
+        for s in self._slots:
+            try:
+                s.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + self._stop_timeout
+        pending = list(self._slots)
+        while pending and time.monotonic() < deadline:
+            conns = {s.conn: s for s in pending}
+            ready = wait(list(conns) + [s.process.sentinel for s in pending], 0.5)
+            for obj in ready:
+                slot = conns.get(obj)
+                if slot is None:
+                    continue
+                try:
+                    while slot.conn.poll():
+                        msg = slot.conn.recv()
+                        if msg[0] == "results":
+                            self.drained.extend(msg[1])
+                except (EOFError, OSError):
+                    pass
+            pending = [s for s in pending if s.process.is_alive()]
+        for s in pending:
+            log.warning("worker pid %s did not stop in %.0fs; terminating it", s.process.pid, self._stop_timeout)
+            s.process.terminate()
+        for s in self._slots:
+            s.process.join(timeout=5)
+            if s.process.is_alive():
+                s.process.kill()
+                s.process.join()
+            s.conn.close()
+        self._slots.clear()

@@ -1,0 +1,284 @@
+"""Inside a worker process: handle one blob job, hashing bytes as they stream through.
+
+A handler is built once per worker from plain (backend name, options) pairs,
+so every worker owns its clients (boto3 clients do not survive a fork or a
+pickle). It dispatches on ``job.mode``: ``do_copy`` here; another kind of job
+is another ``do_<mode>`` method, with no change to the pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import xxhash
+
+from pmigrate.data.base import DataBackend
+from pmigrate.data.registry import open_backend
+from pmigrate.errors import FatalError, ItemError, PmigrateError, RetryableError
+from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3  # tries of a blob whose backend raised RetryableError
+SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
+_KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
+
+
+class Cancelled(Exception):
+    """The run is stopping (or the parent died): abandon this blob."""
+
+
+class SizeMismatch(ItemError):
+    def __init__(self, message: str, *, item: str = "") -> None:
+        super().__init__(message, item=item, kind="size-mismatch")
+
+
+class ReadError(ItemError):
+    def __init__(self, message: str, *, item: str = "") -> None:
+        super().__init__(message, item=item, kind="read-error")
+
+
+class HashingReader:
+    """A read-only stream over a source blob that hashes and counts every byte.
+
+    It refuses to deliver more or fewer bytes than ``expected``: the error is
+    raised from read(), inside the backend's write, so the backend aborts and
+    nothing appears under the final name.
+    """
+
+    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "count", "finished", "error")
+
+    def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any) -> None:
+        self._raw = raw
+        self._expected = expected
+        self._item = item
+        self._lifeline = lifeline
+        self._xxh = xxhash.xxh3_128()
+        self._md5 = hashlib.md5() if md5 else None
+        self.count = 0
+        self.finished = False
+        self.error: BaseException | None = None
+
+    # io-ish surface the backends may use
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def read(self, n: int | None = -1) -> bytes:
+        self._check()
+        try:
+            data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
+        except Exception as exc:  # noqa: BLE001 - classified as a read error
+            raise self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item)) from exc
+        self._take(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        readinto = getattr(self._raw, "readinto", None)
+        if readinto is None:
+            data = self.read(len(buf))
+            buf[: len(data)] = data
+            return len(data)
+        self._check()
+        try:
+            n = readinto(buf)
+        except Exception as exc:  # noqa: BLE001 - classified as a read error
+            raise self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item)) from exc
+        self._take(memoryview(buf)[:n] if n else b"")
+        return n
+
+    def _check(self) -> None:
+        if self._lifeline is not None and self._lifeline.stopped():
+            raise self._fail(Cancelled("stopping"))
+
+    def _take(self, data: Any) -> None:
+        if data:
+            self._xxh.update(data)
+            if self._md5 is not None:
+                self._md5.update(data)
+            self.count += len(data)
+            if self.count > self._expected:
+                raise self._fail(
+                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
+                )
+        else:
+            if self.count != self._expected:
+                raise self._fail(
+                    SizeMismatch(
+                        f"source holds {self.count} bytes, files.size states {self._expected}", item=self._item
+                    )
+                )
+            self.finished = True
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        if self.error is None:
+            self.error = exc
+        return exc
+
+    def ensure_complete(self) -> None:
+        """Read on to EOF if the backend stopped early (it may trust files.size)."""
+        if not self.finished:
+            self.read(1)
+            if not self.finished:
+                raise self._fail(
+                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
+                )
+
+    def xxh3(self) -> str:
+        return self._xxh.hexdigest()
+
+    def md5(self) -> str:
+        return self._md5.hexdigest() if self._md5 is not None else ""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PmigrateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything a worker needs, plain enough to pickle."""
+
+    src_backend: str
+    src_options: dict[str, Any]
+    dst_backend: str
+    dst_options: dict[str, Any]
+    checksum: str = "xxh3"  # xxh3 | md5 (md5 computed alongside, compared with files.md5)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_handler(context: WorkerContext, *, lifeline: Any) -> "BlobHandler":
+    """Pool factory: runs in the worker process."""
+    return BlobHandler(context, lifeline=lifeline)
+
+
+def lost_result(job: BlobJob, reason: str) -> BlobResult:
+    """Pool callback for a job whose workers kept dying."""
+    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="worker-died", error=reason)
+
+
+class BlobHandler:
+    def __init__(self, context: WorkerContext, *, lifeline: Any) -> None:
+        self.context = context
+        self.lifeline = lifeline
+        self.src: DataBackend = open_backend(context.src_backend, context.src_options)
+        self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
+        self._md5 = context.checksum == "md5"
+        self._server_side = self.dst.features.server_side_copy
+
+    def close(self) -> None:
+        for b in (self.src, self.dst):
+            try:
+                b.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.debug("closing %s failed", b.name, exc_info=True)
+
+    def __call__(self, job: BlobJob) -> BlobResult:
+        method = getattr(self, f"do_{job.mode}", None)
+        if method is None:
+            return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="error", error=f"unknown job mode {job.mode!r}")
+        return method(job)
+
+    # -- verify ------------------------------------------------------------------
+    def do_verify(self, job: Any) -> Any:
+        """Read one target blob in full and check it: pmigrate.verify.blobjob says how."""
+        from pmigrate.verify.blobjob import verify_blob
+
+        return verify_blob(job, src=self.src, dst=self.dst, stopped=self.lifeline.stopped)
+
+    # -- copy --------------------------------------------------------------------
+    def do_copy(self, job: BlobJob) -> BlobResult:
+        t0 = time.perf_counter()
+        ref = job.ref
+        for attempt in range(RETRIES):
+            try:
+                result = self._copy_once(job)
+            except RetryableError as exc:
+                if attempt + 1 < RETRIES and not self.lifeline.stopped():
+                    time.sleep(0.5 * 2**attempt)
+                    continue
+                result = _failed(job, exc.kind if exc.kind != "error" else "retry-exhausted", _describe(exc))
+            except Cancelled:
+                result = BlobResult(job.seq, ref.file_id, CANCELLED)
+            except FatalError as exc:
+                result = _failed(job, "fatal", _describe(exc))
+            except ItemError as exc:
+                result = _failed(job, _KINDS.get(exc.kind, exc.kind), _describe(exc))
+            except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
+                result = _failed(job, "error", _describe(exc))
+            result.seconds = time.perf_counter() - t0
+            return result
+        raise AssertionError("unreachable")
+
+    def _copy_once(self, job: BlobJob) -> BlobResult:
+        ref = job.ref
+        if job.check_target:
+            st = self.dst.stat(ref)
+            if st is not None and st.size == ref.size:
+                return BlobResult(job.seq, ref.file_id, PRESENT, size=st.size)
+        if self._server_side:
+            # copy_from checks the source's presence and size itself (one HEAD).
+            if self.dst.copy_from(self.src, ref):
+                # No byte passed through this host: the hash is unknown, and is
+                # left for verify to compute from the target.
+                return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)
+        return self._stream(job)
+
+    def _stream(self, job: BlobJob) -> BlobResult:
+        ref = job.ref
+        try:
+            raw = self.src.open_read(ref)
+        except (ItemError, FatalError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ReadError(f"opening the source failed: {_describe(exc)}", item=ref.file_id) from exc
+        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
+        try:
+            try:
+                self.dst.write(ref, reader)
+            except BaseException as exc:
+                if reader.error is not None and reader.error is not exc:
+                    raise reader.error from exc  # the backend wrapped our own error
+                if reader.error is None and not isinstance(exc, (ItemError, FatalError)):
+                    raise ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind="write-error") from exc
+                if reader.error is None and isinstance(exc, ItemError) and exc.kind == "error":
+                    exc.kind = "write-error"
+                raise
+            try:
+                reader.ensure_complete()
+            except BaseException:
+                self.dst.delete(ref)  # the backend trusted files.size; the source was longer
+                raise
+        finally:
+            try:
+                raw.close()
+            except Exception:  # noqa: BLE001
+                pass
+        result = BlobResult(job.seq, ref.file_id, COPIED, size=reader.count, xxh3=reader.xxh3(), md5=reader.md5())
+        if self._md5 and ref.md5 and result.md5 != ref.md5.lower():
+            result.warning_kind = "md5-mismatch"
+            result.warning = f"source bytes have MD5 {result.md5}, files.md5 records {ref.md5} (copied as they are)"
+        return result
+
+
+def _failed(job: BlobJob, kind: str, message: str) -> BlobResult:
+    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind=kind, error=message)
+

@@ -1,0 +1,218 @@
+"""Blob audit: every blob the source metadata says exists, read and hashed from the target.
+
+The parent streams the source `files` rows (uploaded and removed: the only
+statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
+bounded, worker death detected, jobs handed out again); each worker builds its
+own backends and runs blobjob.verify_blob on each job; only the parent writes
+the report. Memory stays flat: the parent holds at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pmigrate.data.base import BlobRef
+from pmigrate.errors import ItemError
+from pmigrate.ids import check_id
+from pmigrate.verify import blobjob
+
+AREA = "verify-blobs"
+WITH_BLOB = ("uploaded", "removed")
+KINDS = (
+    blobjob.OK,
+    blobjob.MISSING,
+    blobjob.SIZE,
+    blobjob.HASH,
+    blobjob.CORRUPT_SOURCE,
+    blobjob.SOURCE_MISSING,
+    blobjob.ERROR,
+)
+
+ExpectedHashes = Callable[[list[str]], Mapping[str, str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """What a worker needs to build a backend: plain, picklable."""
+
+    name: str
+    options: dict[str, Any]
+
+
+@dataclass(kw_only=True)
+class BlobTotals:
+    files: int = 0
+    bytes: int = 0
+    bytes_read: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
+    unverifiable: int = 0
+    by_etag: int = 0
+    seconds: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "bytes": self.bytes,
+            "bytes_read": self.bytes_read,
+            **{k: v for k, v in self.counts.items()},
+            "unverifiable_by_md5": self.unverifiable,
+            "verified_by_etag": self.by_etag,
+            "seconds": round(self.seconds, 3),
+            "read_mb_per_s": round(self.bytes_read / self.seconds / 1e6, 1) if self.seconds > 0 else None,
+        }
+
+
+# -- the source's files ------------------------------------------------------
+
+
+def _file_columns(engine: Engine) -> list[str]:
+    have = {c["name"] for c in sa.inspect(engine).get_columns("files")}
+    return [c for c in ("id", "upload_id", "size", "type", "md5", "backend_details", "status") if c in have]
+
+
+def file_rows(engine: Engine, *, statuses: tuple[str, ...] | None, batch_size: int) -> Iterator[dict[str, Any]]:
+    """files rows as dicts, streamed in id order; statuses=None: every status."""
+    cols = _file_columns(engine)
+    q = engine.dialect.identifier_preparer.quote_identifier
+    sql = f"SELECT {', '.join(q(c) for c in cols)} FROM {q('files')}"
+    params: dict[str, Any] = {}
+    if statuses is not None:
+        sql += f" WHERE {q('status')} IN ({', '.join(f':s{i}' for i in range(len(statuses)))})"
+        params = {f"s{i}": s for i, s in enumerate(statuses)}
+    sql += f" ORDER BY {q('id')}"
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(sa.text(sql), params)
+        for batch in result.partitions(batch_size):
+            for row in batch:
+                yield dict(zip(cols, row))
+
+
+def totals(engine: Engine) -> tuple[int, int]:
+    """(files, bytes) with a blob, for the progress bar."""
+    q = engine.dialect.identifier_preparer.quote_identifier
+    sql = f"SELECT COUNT(*), COALESCE(SUM({q('size')}), 0) FROM {q('files')} WHERE {q('status')} IN ('uploaded', 'removed')"
+    with engine.connect() as conn:
+        n, size = conn.execute(sa.text(sql)).one()
+    return int(n), int(size or 0)
+
+
+def to_ref(row: Mapping[str, Any]) -> BlobRef:
+    """A BlobRef from a files row; InvalidId when an id must not become a key."""
+    size = row.get("size")
+    return BlobRef(
+        file_id=check_id(row["id"], what="file id"),
+        upload_id=check_id(row["upload_id"], what="upload id"),
+        size=int(size) if size is not None else -1,
+        content_type=row.get("type") or "",
+        md5=row.get("md5") or "",
+        backend_details=row.get("backend_details") or "",
+    )
+
+
+# -- the audit ---------------------------------------------------------------
+
+
+def _jobs(engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_size: int, invalid: list) -> Iterator[blobjob.VerifyJob]:
+    """One verify job per blob, streamed: the pool pulls them only as fast as workers finish."""
+    seq = 0
+    for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 500):
+        refs = []
+        for row in rows:
+            try:
+                refs.append(to_ref(row))
+            except ItemError as exc:
+                invalid.append((str(row.get("id"))[:64], exc))
+        hashes = expected([r.file_id for r in refs]) if expected is not None and refs else {}
+        for ref in refs:
+            yield blobjob.VerifyJob(seq=seq, ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5)
+            seq += 1
+
+
+def audit(
+    *,
+    engine: Engine,
+    src: BackendSpec,
+    dst: BackendSpec,
+    report: Any,
+    workers: int,
+    md5: bool,
+    expected: ExpectedHashes | None = None,
+    batch_size: int = 5000,
+    quiet: bool = True,
+) -> BlobTotals:
+    """Verify every blob of the source's uploaded and removed files on the target.
+
+    Runs in the blob engine's worker pool: the jobs have mode "verify", which
+    its worker hands to blobjob.verify_blob.
+    """
+    from pmigrate import progress
+    from pmigrate.data.registry import backend_class
+    from pmigrate.transfer import worker as worker_mod
+    from pmigrate.transfer.pool import Pool
+
+    t = BlobTotals()
+    t.files, t.bytes = totals(engine)
+    invalid: list[tuple[str, ItemError]] = []
+    context = worker_mod.WorkerContext(
+        src_backend=src.name,
+        src_options=dict(src.options),
+        dst_backend=dst.name,
+        dst_options=dict(dst.options),
+        checksum="md5" if md5 else "xxh3",
+    )
+    preload = ["pmigrate.transfer.worker", "pmigrate.verify.blobjob"] + sorted(
+        {backend_class(src.name).__module__, backend_class(dst.name).__module__}
+    )
+    pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload)
+    start = time.perf_counter()
+    with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:
+
+        def on_results(results: list[blobjob.VerifyResult]) -> None:
+            for res in results:
+                _record(res, t, report)
+                bar.update(res.target_bytes)
+
+        try:
+            pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results)
+        finally:
+            t.seconds = time.perf_counter() - start
+    for line in pool.deaths:
+        report.warn(line)
+    for fid, exc in invalid:
+        t.counts[blobjob.ERROR] += 1
+        report.problem(area=AREA, kind=exc.kind, item=fid, message=str(exc))
+    return t
+
+
+def _record(res: blobjob.VerifyResult, t: BlobTotals, report: Any) -> None:
+    t.bytes_read += res.bytes_read
+    if res.by_etag:
+        t.by_etag += 1
+    if res.unverifiable:
+        t.unverifiable += 1
+        report.problem(area=AREA, kind=blobjob.UNVERIFIABLE, item=res.file_id, message="files.md5 is empty: not verifiable by md5", fatal=False)
+    if res.ok:
+        t.counts[blobjob.OK] += 1
+        return
+    for i, (kind, message) in enumerate(res.problems):
+        if i == 0:
+            t.counts[kind if kind in t.counts else blobjob.ERROR] += 1
+        elif kind == blobjob.CORRUPT_SOURCE:
+            t.counts[kind] += 1  # also a copy error: both are counted
+        report.problem(area=AREA, kind=kind, item=res.file_id, message=message)
+
+
+def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,364 @@
+"""The blob engine through the real CLI, file backend to file backend, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from tests import blobdeploy as bd
+from tests.conftest import REPO
+
+
+def _journal_rows(path: Path) -> dict[str, tuple]:
+    con = sqlite3.connect(path)
+    try:
+        return {r[0]: r[1:] for r in con.execute("SELECT file_id, size, xxh3, md5 FROM blobs")}
+    finally:
+        con.close()
+
+
+def _journal(target_cfg: Path) -> Path:
+    found = list(target_cfg.parent.glob(".pmigrate-journal-*.db"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _copy(run_cli, dep: bd.Deployment, target_cfg: Path, *extra: str, json_path: Path | None = None):
+    args = ["--config", str(dep.config), "--to", str(target_cfg), "--data-only", "-q", *extra]
+    if json_path is not None:
+        args += ["--json", str(json_path)]
+    return run_cli(*args)
+
+
+def _assert_target_complete(dep: bd.Deployment, files_dir: Path) -> None:
+    got = bd.file_target_blobs(files_dir)
+    assert {k for k in got if k.startswith(".")} == set(), "temporary names left behind"
+    assert got == {b.file_id: b.data for b in dep.with_blob()}
+
+
+def test_file_to_file_copies_every_blob_with_hashes(tmp_path, run_cli):
+    blobs = bd.make_blobs(40, seed=11)
+    blobs[0].data = b""  # zero-byte blob
+    blobs[1].legacy = True  # pre-1.3 layout at the source
+    blobs[2].status = "removed"  # still has a blob
+    for b, status in zip(blobs[3:8], ("deleted", "missing", "uploading", "", "deleted")):
+        b.status = status
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "report.json"
+
+    cp = _copy(run_cli, dep, target, "--workers", "2", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+
+    _assert_target_complete(dep, tmp_path / "dst" / "files")
+    # the current layout on the target, whatever the source's
+    legacy = blobs[1]
+    assert (tmp_path / "dst" / "files" / legacy.file_id[:2] / legacy.file_id).read_bytes() == legacy.data
+    rows = _journal_rows(_journal(target))
+    assert rows == {b.file_id: (len(b.data), xxhash.xxh3_128_hexdigest(b.data), "") for b in dep.with_blob()}
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert data["copied"] == 35 and data["errors"] == 0
+    assert data["bytes"] == sum(len(b.data) for b in dep.with_blob())
+    assert data["skipped"] == {"status (empty)": 1, "status deleted": 2, "status missing": 1, "status uploading": 1}
+    assert "copied 35 blob(s)" in cp.stdout
+
+
+def test_resume_skips_done_blobs_but_recopies_what_the_target_lost(tmp_path, run_cli):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(20, seed=12))
+    target = bd.file_target(tmp_path / "dst")
+    assert _copy(run_cli, dep, target).returncode == 0
+    lost = dep.blobs[3]
+    (tmp_path / "dst" / "files" / lost.file_id[:2] / lost.file_id).unlink()
+    shrunk = dep.blobs[4]
+    (tmp_path / "dst" / "files" / shrunk.file_id[:2] / shrunk.file_id).write_bytes(b"short")
+
+    report = tmp_path / "again.json"
+    cp = _copy(run_cli, dep, target, json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert (data["copied"], data["already_done"]) == (2, 18)
+    _assert_target_complete(dep, tmp_path / "dst" / "files")
+
+    cp = _copy(run_cli, dep, target, "--restart", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(report.read_text())["sections"]["data"]["copied"] == 20
+
+
+def test_workers_1_and_4_give_the_same_target(tmp_path, run_cli):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(60, seed=13))
+    t1 = bd.file_target(tmp_path / "one")
+    t4 = bd.file_target(tmp_path / "four")
+    assert _copy(run_cli, dep, t1, "--workers", "1").returncode == 0
+    assert _copy(run_cli, dep, t4, "--workers", "4").returncode == 0
+    one = bd.file_target_blobs(tmp_path / "one" / "files")
+    assert one == bd.file_target_blobs(tmp_path / "four" / "files")
+    assert len(one) == 60
+    assert _journal_rows(_journal(t1)) == _journal_rows(_journal(t4))
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+def test_missing_source_blob(tmp_path, run_cli, ignore):
+    blobs = bd.make_blobs(30, seed=14)
+    gone = blobs[10]
+    gone.store = False
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--workers", "2", *(["--ignore-errors"] if ignore else []), json_path=report)
+    assert cp.returncode == 1
+    doc = json.loads(report.read_text())
+    assert [(p["kind"], p["item"]) for p in doc["problems"]] == [("missing", gone.file_id)]
+    got = bd.file_target_blobs(tmp_path / "dst" / "files")
+    assert gone.file_id not in got
+    if ignore:
+        assert got == {b.file_id: b.data for b in blobs if b is not gone}
+        assert doc["sections"]["data"]["copied"] == 29
+        assert doc["sections"]["data"]["complete"] is True
+    else:
+        assert "pass --ignore-errors" in cp.stderr
+        assert doc["sections"]["data"]["complete"] is False
+        assert not any(k.startswith(".") for k in got)
+
+
+def test_wrong_size_is_an_error_and_leaves_nothing(tmp_path, run_cli):
+    blobs = bd.make_blobs(6, seed=15, sizes=[3000])
+    blobs[2].size = 2999  # the metadata says less than the blob holds
+    blobs[4].size = 3001  # ... and more
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--ignore-errors", json_path=report)
+    assert cp.returncode == 1
+    doc = json.loads(report.read_text())
+    assert sorted((p["kind"], p["item"]) for p in doc["problems"]) == sorted(
+        [("size-mismatch", blobs[2].file_id), ("size-mismatch", blobs[4].file_id)]
+    )
+    got = bd.file_target_blobs(tmp_path / "dst" / "files")
+    assert got == {b.file_id: b.data for b in blobs if b.size is None}
+
+
+def test_md5_checksum_is_recorded_and_checked(tmp_path, run_cli):
+    import hashlib
+
+    blobs = bd.make_blobs(5, seed=16)
+    dep = bd.file_source(tmp_path / "src", blobs)
+    with sqlite3.connect(dep.db) as con:  # plikd recorded another MD5 for one file
+        con.execute("UPDATE files SET md5 = ? WHERE id = ?", ("0" * 32, blobs[1].file_id))
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--checksum", "md5", json_path=report)
+    assert cp.returncode == 1  # reported, not hidden
+    doc = json.loads(report.read_text())
+    assert [(p["kind"], p["item"]) for p in doc["problems"]] == [("md5-mismatch", blobs[1].file_id)]
+    rows = _journal_rows(_journal(target))
+    assert {k: v[2] for k, v in rows.items()} == {b.file_id: hashlib.md5(b.data).hexdigest() for b in blobs}
+    _assert_target_complete(dep, tmp_path / "dst" / "files")  # copied as they are
+
+
+def test_invalid_ids_never_become_paths(tmp_path, run_cli):
+    blobs = bd.make_blobs(4, seed=17)
+    dep = bd.file_source(tmp_path / "src", blobs)
+    with sqlite3.connect(dep.db) as con:
+        con.execute("INSERT INTO uploads (id) VALUES ('UUUUUUUUUUUUUUUU')")
+        con.execute(
+            "INSERT INTO files (id, upload_id, status, size) VALUES ('../../../etc/pwn', 'UUUUUUUUUUUUUUUU', 'uploaded', 1)"
+        )
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--ignore-errors", json_path=report)
+    assert cp.returncode == 1
+    doc = json.loads(report.read_text())
+    assert [(p["kind"], p["item"]) for p in doc["problems"]] == [("invalid-id", "../../../etc/pwn")]
+    _assert_target_complete(dep, tmp_path / "dst" / "files")
+
+
+def test_dry_run_touches_nothing(tmp_path, run_cli):
+    blobs = bd.make_blobs(10, seed=18, sizes=[1000])
+    blobs[0].status = "deleted"
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--dry-run", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["target.cfg"]
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert (data["to_copy"], data["to_copy_bytes"], data["journal_done"]) == (9, 9000, 0)
+    assert data["by_status"] == {"deleted": 1, "uploaded": 9}
+    assert "would copy 9 blob(s)" in cp.stdout
+
+    assert _copy(run_cli, dep, target).returncode == 0
+    cp = _copy(run_cli, dep, target, "--dry-run", json_path=report)
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert (data["to_copy"], data["journal_done"], data["journal_done_bytes"]) == (0, 9, 9000)
+
+
+def test_journal_of_another_target_is_refused(tmp_path, run_cli):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(3, seed=19))
+    a = bd.file_target(tmp_path / "a")
+    b = bd.file_target(tmp_path / "b")
+    journal = tmp_path / "j.db"
+    assert _copy(run_cli, dep, a, "--journal", str(journal)).returncode == 0
+    cp = _copy(run_cli, dep, b, "--journal", str(journal))
+    assert cp.returncode == 2
+    assert "belongs to another target" in cp.stderr
+    assert not (tmp_path / "b" / "files").exists()
+
+
+def test_stream_target_is_refused_and_stream_source_skipped(tmp_path, run_cli):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(3, seed=20))
+    stream = tmp_path / "stream.cfg"
+    stream.write_text('DataBackend = "stream"\n')
+    cp = _copy(run_cli, dep, stream)
+    assert cp.returncode == 2 and "stores nothing" in cp.stderr
+
+    src = tmp_path / "streamsrc.cfg"
+    src.write_text('DataBackend = "stream"\n' + bd.meta_toml(dep.db))
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    cp = run_cli("--config", str(src), "--to", str(target), "--data-only", "-q", "--json", str(report))
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(report.read_text())["sections"]["data"]["skipped"] == {"no data at source": 3}
+
+
+# -- crashes -------------------------------------------------------------------------
+
+
+def _cli_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLIKD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Worker processes: children of the forkserver that the CLI process started."""
+    out = []
+    for p in _descendants(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"forkserver" in cmd and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1] != str(pid):
+            out.append(p)
+    return out
+
+
+def _wait_journal(journal_dir: Path, proc: subprocess.Popen, *, rows: int = 1, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted: make it longer"
+        for j in journal_dir.glob(".pmigrate-journal-*.db"):
+            try:
+                con = sqlite3.connect(f"file:{j}?mode=ro", uri=True)
+                n = con.execute("SELECT count(*) FROM blobs").fetchone()[0]
+                con.close()
+            except sqlite3.Error:
+                continue
+            if n >= rows:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the journal showed no progress")
+
+
+def _gone(pids: list[int], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _slow_deployment(tmp_path: Path) -> bd.Deployment:
+    # Enough bytes that the run is still going when the journal first commits.
+    return bd.file_source(tmp_path / "src", bd.make_blobs(400, seed=21, sizes=[400_000, 3, 0, 1_500_000]))
+
+
+def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
+    dep = _slow_deployment(tmp_path)
+    target = bd.file_target(tmp_path / "dst")
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_journal(tmp_path / "dst", proc)
+        workers = _workers_of(proc.pid)
+        others = _descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert workers, "no worker process found"
+        assert _gone(others), "worker processes outlived the parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done_before = len(_journal_rows(_journal(target)))
+    assert 0 < done_before < 400
+    files = tmp_path / "dst" / "files"
+    # no partial blob under a final name: every final name holds the whole blob
+    by_id = {b.file_id: b.data for b in dep.blobs}
+    for name, data in bd.file_target_blobs(files).items():
+        if not name.startswith("."):
+            assert data == by_id[name]
+
+    report = tmp_path / "r.json"
+    cp = _copy(run_cli, dep, target, "--workers", "2", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert data["already_done"] >= done_before and data["copied"] + data["already_done"] == 400
+    got = {k: v for k, v in bd.file_target_blobs(files).items() if not k.startswith(".")}
+    assert got == by_id
+    rows = _journal_rows(_journal(target))
+    assert rows == {b.file_id: (len(b.data), xxhash.xxh3_128_hexdigest(b.data), "") for b in dep.blobs}
+
+
+def test_kill_9_of_a_worker_is_survived(tmp_path):
+    dep = _slow_deployment(tmp_path)
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
+            "--workers", "2", "--json", str(report)]  # fmt: skip
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_journal(tmp_path / "dst", proc)
+        victims = _workers_of(proc.pid)
+        assert victims, "no worker process found"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    doc = json.loads(report.read_text())
+    assert doc["sections"]["data"]["worker_deaths"] == 1
+    assert any(f"worker pid {victims[0]} killed by signal 9" in w for w in doc["warnings"])
+    got = bd.file_target_blobs(tmp_path / "dst" / "files")
+    assert {k: v for k, v in got.items() if not k.startswith(".")} == {b.file_id: b.data for b in dep.blobs}
+    assert len(_journal_rows(_journal(target))) == 400

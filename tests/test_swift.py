@@ -1,0 +1,206 @@
+"""The swift backend against a real single-node Swift: the conformance suite, then what only swift does."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from pmigrate.data.registry import open_backend
+from pmigrate.data.swift import SwiftBackend, connection_kwargs
+from pmigrate.errors import BlobNotFound, ConfigError, ItemError
+from tests.conformance import BackendConformance, make_ref, payload, read_all
+
+SEGMENT = 256 * 1024  # small segments, so that a few hundred KiB take the large-object path
+
+
+@pytest.fixture
+def swift_backend(swift_server):
+    """A backend on a fresh container, with small segments."""
+    made = []
+
+    def _make(**extra) -> SwiftBackend:
+        b = SwiftBackend(swift_server.options(swift_server.new_container_name(), **extra), segment_size=SEGMENT)
+        b.check(create=True)
+        made.append(b)
+        return b
+
+    yield _make
+    for b in made:
+        b.close()
+
+
+class TestSwiftBackend(BackendConformance):
+    @pytest.fixture
+    def backend(self, swift_backend):
+        return swift_backend()
+
+    @pytest.fixture
+    def large_size(self):
+        return 3 * SEGMENT + 123  # four segments, the last one short
+
+    @pytest.fixture
+    def fail_after(self):
+        return SEGMENT + SEGMENT // 2  # one segment stored when the source breaks
+
+    @pytest.fixture
+    def residue(self):
+        return lambda b: b.orphan_segments()
+
+    @pytest.fixture
+    def stored_type(self):
+        return lambda b, ref: b._conn().head_object(b.container, b.key(ref))["content-type"]
+
+
+def test_swift_layout_as_plikd(swift_backend, swift_server):
+    b = swift_backend()
+    ref = make_ref(40, b"abc")
+    b.write(ref, io.BytesIO(b"abc"))
+    assert b.key(ref) == f"{ref.upload_id}.{ref.file_id}"
+    _h, body = swift_server.connection().get_object(b.container, f"{ref.upload_id}.{ref.file_id}")
+    assert body == b"abc"
+
+
+def test_swift_large_object_is_segmented(swift_backend, swift_server):
+    b = swift_backend()
+    data = payload(2 * SEGMENT + 10, seed=41)
+    ref = make_ref(41, data, content_type="video/mp4")
+    b.write(ref, io.BytesIO(data))
+    head = swift_server.connection().head_object(b.container, b.key(ref))
+    assert head["x-static-large-object"] == "True" and head["content-type"] == "video/mp4"
+    assert len(b.segments()) == 3
+    st = b.stat(ref)
+    assert st.size == len(data) and st.md5 is None  # an SLO ETag is not the MD5
+    assert dict(b.list_blobs()) == {b.key(ref): len(data)}
+    assert read_all(b, ref) == data
+    # rewriting it replaces the segments; deleting it removes them
+    b.write(ref, io.BytesIO(data))
+    assert len(b.segments()) == 3 and read_all(b, ref) == data
+    b.delete(ref)
+    assert b.stat(ref) is None and b.segments() == []
+
+
+def test_swift_exact_multiple_of_segment(swift_backend):
+    b = swift_backend()
+    data = payload(2 * SEGMENT, seed=42)
+    ref = make_ref(42, data)
+    b.write(ref, io.BytesIO(data))
+    assert len(b.segments()) == 2 and read_all(b, ref) == data
+
+
+def test_swift_md5_without_read(swift_backend):
+    b = swift_backend()
+    data = payload(SEGMENT, seed=43)  # the largest single object at this segment size
+    b.write(make_ref(43, data), io.BytesIO(data))
+    assert b.features.md5_without_read
+    assert b.stat(make_ref(43)).md5 == hashlib.md5(data).hexdigest()
+
+
+def test_swift_container_created_only_when_asked(swift_server):
+    name = swift_server.new_container_name()
+    b = open_backend("swift", swift_server.options(name))
+    with pytest.raises(ConfigError, match="does not exist"):
+        b.check()
+    b.check(create=True)  # as plikd does on first use
+    swift_server.connection().head_container(name)
+    b.check()
+
+
+def test_swift_bad_credentials_are_a_config_error(swift_server):
+    b = open_backend("swift", swift_server.options("plik", key="wrong-key-123"))
+    with pytest.raises(ConfigError, match="refused the credentials") as info:
+        b.check()
+    assert "wrong-key-123" not in str(info.value)
+
+
+@pytest.mark.parametrize("size", [1000, 2 * SEGMENT])
+def test_swift_server_side_copy(swift_server, size):
+    src = SwiftBackend(swift_server.options(swift_server.new_container_name()), segment_size=4 * SEGMENT)
+    src.check(create=True)
+    dst = SwiftBackend(swift_server.options(swift_server.new_container_name()), segment_size=SEGMENT)
+    dst.check(create=True)
+    data = payload(size, seed=44)
+    ref = make_ref(44, data, content_type="image/png")
+    src.write(ref, io.BytesIO(data))
+    assert dst.copy_from(src, ref) is True
+    assert read_all(dst, ref) == data
+    assert dst._conn().head_object(dst.container, dst.key(ref))["content-type"] == "image/png"
+    assert dst.stat(ref).md5 == hashlib.md5(data).hexdigest()
+    with pytest.raises(ItemError) as info:
+        dst.copy_from(src, make_ref(44, size=size + 1))
+    assert info.value.kind == "size"
+    with pytest.raises(BlobNotFound):
+        dst.copy_from(src, make_ref(45, size=3))
+
+
+def test_swift_copy_declined_across_accounts_and_for_large_objects(swift_server, swift_backend, tmp_path):
+    dst = swift_backend()
+    other = SwiftBackend(swift_server.options(swift_server.new_container_name(), user="test2:tester2", key="testing2"))
+    other.check(create=True)
+    ref = make_ref(46, b"x")
+    other.write(ref, io.BytesIO(b"x"))
+    assert dst.copy_from(other, ref) is False  # another account
+    slo = swift_backend()
+    data = payload(SEGMENT + 1, seed=47)
+    slo.write(make_ref(47, data), io.BytesIO(data))
+    assert dst.copy_from(slo, make_ref(47, data)) is False  # a manifest: stream it
+    assert dst.copy_from(open_backend("file", {"Directory": str(tmp_path)}), ref) is False
+    assert list(dst.list_blobs()) == []
+
+
+def test_swift_same_location(swift_server):
+    a = open_backend("swift", swift_server.options("c1"))
+    assert a.same_location(open_backend("swift", swift_server.options("c1")))
+    assert not a.same_location(open_backend("swift", swift_server.options("c2")))
+    assert not a.same_location(open_backend("swift", swift_server.options("c1", user="test2:tester2")))
+
+
+# -- plikd's connection settings onto swiftclient ----------------------------------
+
+
+def test_connection_v1_from_url():
+    kw = connection_kwargs({"AuthUrl": "http://h/auth/v1.0", "UserName": "a:b", "ApiKey": "k"})
+    assert (kw["authurl"], kw["user"], kw["key"], kw["auth_version"], kw["retries"], kw["timeout"]) == (
+        "http://h/auth/v1.0", "a:b", "k", "1", 3, 60.0,
+    )  # fmt: skip
+
+
+def test_connection_preauthenticated():
+    kw = connection_kwargs({"StorageUrl": "http://h/v1/AUTH_x", "AuthToken": "tok"})
+    assert kw["preauthurl"] == "http://h/v1/AUTH_x" and kw["preauthtoken"] == "tok" and "authurl" not in kw
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"AuthUrl": "http://h/auth"}, "AuthVersion"),
+        ({"AuthUrl": "http://h/v1.0", "TrustId": "t"}, "TrustId"),
+        ({}, "AuthUrl is missing"),
+        ({"AuthUrl": "http://h/v1.0", "Internal": True}, "Internal"),
+    ],
+)
+def test_connection_settings_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        connection_kwargs(options)
+
+
+def test_connection_keystone_needs_keystoneclient_or_maps_v3():
+    import importlib.util
+
+    opts = {"AuthUrl": "https://k/v3", "UserName": "u", "ApiKey": "p", "Domain": "d", "Tenant": "proj", "Region": "R"}
+    if importlib.util.find_spec("keystoneclient") is None:
+        with pytest.raises(ConfigError, match="python-keystoneclient"):
+            connection_kwargs(opts)
+        return
+    kw = connection_kwargs(opts)
+    assert kw["auth_version"] == "3"
+    assert kw["os_options"] == {
+        "region_name": "R", "endpoint_type": "public", "user_domain_name": "d", "project_name": "proj",
+        "project_domain_name": "d",
+    }  # fmt: skip
+
+
+def test_segment_size_refused():
+    with pytest.raises(ConfigError, match="SegmentSize"):
+        open_backend("swift", {"AuthUrl": "http://h/v1.0", "SegmentSize": 0})
