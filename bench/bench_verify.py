@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from tests import dumps as dumps_mod  # noqa: E402
 from tests import verifykit as vk  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
+from bench.common import write_csv  # noqa: E402
 
 
 def make_blobs(n: int, total: int, seed: int = 11) -> list[vk.Blob]:
@@ -175,13 +176,18 @@ def main() -> None:
         finally:
             stop_process(moto)
 
+    table: list[dict] = []
     print(f"\n{'case':44} {'verify MB/s':>12} {'(whole cmd)':>12} {'plain MB/s':>11} {'ratio':>6}")
     for case, vals in res.items():
         n = len(vals)
         a, w, b = (sorted(v[i] for v in vals)[n // 2] for i in range(3))
         ratio = f"{a / b:6.2f}" if b == b else "     -"
         print(f"{case:44} {a:12.1f} {w:12.1f} {b:11.1f} {ratio}")
+        table.append({"case": case.strip(), "files": args.files, "mib": args.mib, "workers": args.workers, "rounds": n,
+                      "verify": a, "verify_whole_command": w, "plain": b, "ratio": a / b if b == b else float("nan"),
+                      "unit": "files/s" if "files/s" in case else "MB/s"})
     print("(medians of the rounds; ratio = verify blob phase / plain read)")
+    write_csv("verify", table, keys=("case", "workers", "files", "mib"))
 
 
 if __name__ == "__main__":
