@@ -271,3 +271,75 @@ def test_worker_processes_redact_their_stderr(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "pmigrate worker: WARNING" in proc.stderr and "library warning" in proc.stderr
     assert leak not in proc.stderr and quote(leak, safe="") not in proc.stderr
+
+
+def _tiny_deployment(folder: Path, *, sqlite_cs_suffix: str = "") -> tuple[Path, list[str]]:
+    """A Plik 0011 sqlite3 + file deployment: one upload, two files (one blob missing), SSE-C details."""
+    from pmigrate.metadata import schema
+
+    (folder / "files").mkdir(parents=True)
+    eng = sa.create_engine(f"sqlite:///{folder / 'plik.db'}")
+    with eng.begin() as c:
+        schema.create_schema(c, driver="sqlite3", level="0011-stats")
+        for mid in ("SCHEMA_INIT", *schema.MIGRATION_IDS):
+            c.execute(sa.text("INSERT INTO migrations (id) VALUES (:id)"), {"id": mid})
+        cols = set(schema.expected_columns("0011-stats", "uploads"))
+        now = "2024-01-02 03:04:05.123456789+00:00"
+        up = {k: v for k, v in {"id": "UpLoAd0123456789", "created_at": now, "ttl": 0}.items() if k in cols}
+        c.execute(sa.text(f"INSERT INTO uploads ({', '.join(up)}) VALUES ({', '.join(':' + k for k in up)})"), up)
+        fcols = set(schema.expected_columns("0011-stats", "files"))
+        details = json.dumps({"SSEKey": SSE_KEY})
+        ids = ["FiLe000000000001", "FiLe000000000002"]
+        for fid in ids:
+            row = {"id": fid, "upload_id": "UpLoAd0123456789", "name": "a.txt", "status": "uploaded", "size": 5,
+                   "md5": "", "type": "text/plain", "backend_details": details, "created_at": now}  # fmt: skip
+            row = {k: v for k, v in row.items() if k in fcols}
+            c.execute(sa.text(f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"), row)
+    eng.dispose()
+    (folder / "files" / ids[0][:2]).mkdir()
+    (folder / "files" / ids[0][:2] / ids[0]).write_bytes(b"hello")  # the second blob is missing
+    cfg = folder / "plikd.cfg"
+    cs = f"{folder / 'plik.db'}{sqlite_cs_suffix}"
+    cfg.write_text(
+        f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{folder / "files"}"\n'
+        f'[MetadataBackendConfig]\n  Driver = "sqlite3"\n  ConnectionString = {toml_str(cs)}\n',
+        encoding="utf-8",
+    )
+    return cfg, ids
+
+
+def test_real_runs_with_problems_show_no_secret(run_cli, tmp_path, secret_configs):
+    """Blob copy and verify that really run (and meet a missing blob) on a source holding secrets."""
+    _, dst_secret, _ = secret_configs
+    src, _ = _tiny_deployment(tmp_path / "plik", sqlite_cs_suffix=f"?_auth_user=admin&_auth_pass={SQLITE_SECRET}")
+    dst = tmp_path / "files-target.cfg"
+    mysql_table = dst_secret.read_text(encoding="utf-8").split("[MetadataBackendConfig]")[1]
+    dst.write_text(
+        f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{tmp_path / "new-files"}"\n'
+        f"[MetadataBackendConfig]{mysql_table}",
+        encoding="utf-8",
+    )
+    for args in (
+        ["--data-only", "--dry-run"],
+        ["--data-only", "--ignore-errors", "-v"],
+        ["verify", "--data-only", "-v"],
+        ["--data-only", "--restart"],
+        ["--ignore-errors", "-v"],  # metadata into MariaDB as the user whose password is MY_SECRET
+        ["verify", "-v"],
+    ):
+        verb, rest = (["verify"], args[1:]) if args[0] == "verify" else ([], args)
+        proc = run_all(run_cli, tmp_path, *verb, "--config", str(src), "--to", str(dst), *rest)
+        assert SSE_KEY not in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr or "-v" in args
+
+
+def test_fakedb_with_secret_databases_shows_no_secret(run_cli, tmp_path, secret_configs, secret_mysql):
+    _, dst, _ = secret_configs
+    ok = run_cli("fakedb", str(tmp_path / "fake1"), "--files", "5", "--metadata-only", "--metadata-config", str(dst))
+    assert ok.returncode == 0, ok.stderr
+    assert_clean(ok.stdout, ok.stderr)
+    user = secret_mysql.split(":")[0]
+    url = f"mysql+pymysql://{user}:{quote(ENV_SECRET, safe='')}@{servers.MY_HOST}:{servers.MY_PORT}/nope"
+    bad = run_cli("fakedb", str(tmp_path / "fake2"), "--files", "5", "--metadata-only", "--metadata-url", url)
+    assert bad.returncode != 0
+    assert_clean(bad.stdout, bad.stderr)

@@ -40,6 +40,7 @@ class FileBackend(DataBackend):
         if not isinstance(directory, str):
             raise ConfigError(f"file backend: Directory must be a string, not {directory!r}")
         self.directory = directory
+        self._buffer: bytearray | None = None
 
     # -- locations ---------------------------------------------------------
     def key(self, ref: BlobRef) -> str:
@@ -84,7 +85,7 @@ class FileBackend(DataBackend):
         _syncfs(self.directory)
 
     # -- blobs -------------------------------------------------------------
-    def _existing(self, ref: BlobRef) -> str:
+    def _existing(self, ref: BlobRef) -> tuple[str, os.stat_result]:
         """Path of the stored blob, current layout first; BlobNotFound when neither holds it."""
         for path in self.candidate_keys(ref):
             try:
@@ -99,14 +100,15 @@ class FileBackend(DataBackend):
                 if path == self.key(ref):
                     continue  # plikd looks further when the current path is a directory
                 raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id)
-            return path
+            return path, st
         raise BlobNotFound(f"no blob for file {ref.file_id} in {self.directory}", item=ref.file_id)
 
     def open_read(self, ref: BlobRef) -> BinaryIO:
         for _ in range(2):  # the blob may move between stat and open (a concurrent write); look again once
-            path = self._existing(ref)
+            path, st = self._existing(ref)
             try:
-                return open(path, "rb", buffering=BUFFER)
+                # a buffer no larger than the blob: a 1 MiB buffer per 4 KiB file costs more than the read
+                return open(path, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -115,8 +117,7 @@ class FileBackend(DataBackend):
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         try:
-            path = self._existing(ref)
-            return BlobStat(size=os.stat(path).st_size)
+            return BlobStat(size=self._existing(ref)[1].st_size)
         except (BlobNotFound, FileNotFoundError):
             return None
 
@@ -134,7 +135,7 @@ class FileBackend(DataBackend):
             raise _write_error(exc, temp, ref) from None
         try:
             try:
-                written = _copy_into(src, fd)
+                written = self._copy_into(src, fd, hint=ref.size)
             finally:
                 os.close(fd)
             if ref.size >= 0 and written != ref.size:
@@ -148,6 +149,38 @@ class FileBackend(DataBackend):
             if isinstance(exc, OSError):
                 raise _write_error(exc, final, ref) from None
             raise
+
+    def _copy_into(self, src: BinaryIO, fd: int, *, hint: int) -> int:
+        """Copy src into fd through one reused buffer (allocating and zeroing 1 MiB per small file is slow)."""
+        if 0 <= hint < BUFFER - 1:
+            buf = bytearray(max(hint + 1, 8192))  # the whole blob and its EOF in one read
+        else:
+            buf, self._buffer = self._buffer or bytearray(BUFFER), None  # never shared by two threads
+        view = memoryview(buf)
+        total = 0
+        readinto = getattr(src, "readinto", None)
+        try:
+            while True:
+                if readinto is not None:
+                    n = readinto(view)
+                    if not n:
+                        break
+                    chunk = view[:n]
+                else:
+                    data = src.read(len(buf))
+                    if not data:
+                        break
+                    n = len(data)
+                    chunk = memoryview(data)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk) :]
+                total += n
+        finally:
+            chunk = None
+            view.release()
+            if len(buf) == BUFFER:
+                self._buffer = buf
+        return total
 
     def delete(self, ref: BlobRef) -> None:
         for path in self.candidate_keys(ref):
@@ -181,31 +214,6 @@ def _scandir(path: str) -> list[os.DirEntry]:
             return sorted(it, key=lambda e: e.name)
     except FileNotFoundError:
         return []
-
-
-def _copy_into(src: BinaryIO, fd: int) -> int:
-    """Copy src into fd with one reused 1 MiB buffer; return the byte count."""
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
-    total = 0
-    readinto = getattr(src, "readinto", None)
-    while True:
-        if readinto is not None:
-            n = readinto(view)
-            if not n:
-                break
-            chunk = view[:n]
-        else:
-            data = src.read(BUFFER)
-            if not data:
-                break
-            chunk = memoryview(data)
-            n = len(data)
-        while chunk:
-            done = os.write(fd, chunk)
-            chunk = chunk[done:]
-        total += n
-    return total
 
 
 def _write_error(exc: OSError, path: str, ref: BlobRef) -> Exception:

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Time 'pmigrate fakedb' making 1M file rows (--metadata-only, SQLite); print a table.
+
+Each run is a separate process writing into a fresh folder under --out; wall
+time, CPU time and peak RSS come from that process alone (os.wait4). The load
+average is printed too: on a shared machine it explains slow runs.
+
+    .venv/bin/python bench/bench_fakedb.py [--files 1000000] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def one_run(*, out: Path, files: int, seed: int, extra: list[str]) -> dict:
+    target = out / "deployment"
+    cmd = [sys.executable, "-m", "pmigrate", "fakedb", str(target), "--files", str(files), "--metadata-only",
+           "--seed", str(seed), "-q", *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed with exit {proc.returncode}: {' '.join(cmd)}")
+    con = sqlite3.connect(target / "plik.db")
+    try:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        total = sum(con.execute(f"SELECT count(*) FROM `{t}`").fetchone()[0] for t in tables)
+        file_rows = con.execute("SELECT count(*) FROM files").fetchone()[0]
+    finally:
+        con.close()
+    return {
+        "files": file_rows,
+        "rows": total,
+        "seconds": seconds,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mib": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        "db_mib": (target / "plik.db").stat().st_size / 2**20,
+        "load": load,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--files", type=int, default=1_000_000, help="file rows per run (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=2, help="runs, each with its own seed and folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="parent of the run folders (default: bench/out)")
+    p.add_argument("--keep", action="store_true", help="keep each run's deployment (default: removed after measuring)")
+    args, extra = p.parse_known_args()
+    base = args.out / f"fakedb-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"pmigrate fakedb --files {args.files} --metadata-only (SQLite), {os.cpu_count()} CPUs")
+    header = f"{'run':>3} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"
+    print(header)
+    print("-" * len(header))
+    for i in range(1, args.runs + 1):
+        out = base / f"run-{i}"
+        out.mkdir(parents=True)
+        r = one_run(out=out, files=args.files, seed=i, extra=extra)
+        print(f"{i:>3} {r['files']:>10} {r['rows']:>10} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9.0f} "
+              f"{r['files'] / r['seconds']:>9.0f} {r['cpu']:>7.1f} {r['rss_mib']:>6.0f} MiB {r['db_mib']:>5.0f} MiB "
+              f"{r['load']:>5.1f}", flush=True)
+        if not args.keep:
+            shutil.rmtree(out)
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The parts of 'pmigrate fakedb': table shapes, row generation, blobs, bulk writes."""
