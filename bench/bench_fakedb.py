@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import write_csv  # noqa: E402
 
 
 def one_run(*, out: Path, files: int, seed: int, extra: list[str]) -> dict:
@@ -70,6 +73,7 @@ def main() -> int:
     header = f"{'run':>3} {'variant':>9} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"
     print(header)
     print("-" * len(header))
+    table: list[dict] = []
     plan = [(i, v) for i in range(1, args.runs + 1) for v in variants]
     for n, (i, (variant, flags)) in enumerate(plan, 1):
         out = base / f"run-{n}"
@@ -78,8 +82,10 @@ def main() -> int:
         print(f"{n:>3} {variant:>9} {r['files']:>10} {r['rows']:>10} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9.0f} "
               f"{r['files'] / r['seconds']:>9.0f} {r['cpu']:>7.1f} {r['rss_mib']:>6.0f} MiB {r['db_mib']:>5.0f} MiB "
               f"{r['load']:>5.1f}", flush=True)
+        table.append({"run_index": n, "variant": variant, **r, "rows_per_s": r["rows"] / r["seconds"], "files_per_s": r["files"] / r["seconds"]})
         if not args.keep:
             shutil.rmtree(out)
+    write_csv("fakedb", table, keys=("files", "variant", "run_index"))
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     return 0

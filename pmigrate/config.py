@@ -70,6 +70,8 @@ DATA_TYPES: dict[str, dict[str, type]] = {
     },
     "stream": {},
 }  # fmt: skip
+# pmigrate's own tuning keys, which plikd ignores: type-checked, not warned about.
+DATA_EXTRA_TYPES: dict[str, dict[str, type]] = {"gcs": {"ChunkSize": _INT}, "swift": {"SegmentSize": _INT}}
 METADATA_DEFAULTS: dict[str, Any] = {"Driver": "sqlite3", "ConnectionString": "plik.db"}
 METADATA_TYPES: dict[str, type] = {
     "Driver": _STR, "ConnectionString": _STR, "EraseFirst": _BOOL, "MaxOpenConns": _INT, "MaxIdleConns": _INT,
@@ -273,7 +275,7 @@ def _relative_note(path: Path, what: str, value: str, resolved: Path, warnings: 
 def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str]) -> DataConfig:
     if not isinstance(backend, str) or backend not in DATA_DEFAULTS:
         raise ConfigError(f"{path}: unknown DataBackend {backend!r}: use one of {', '.join(sorted(DATA_DEFAULTS))}")
-    _check_types(table, DATA_TYPES[backend], "DataBackendConfig", path, warnings)
+    _check_types(table, {**DATA_TYPES[backend], **DATA_EXTRA_TYPES.get(backend, {})}, "DataBackendConfig", path, warnings)
     o = {**DATA_DEFAULTS[backend], **table}
     for k, v in list(o.items()):
         if DATA_TYPES[backend].get(k) is int and isinstance(v, float):

@@ -70,7 +70,8 @@ def describe(driver: str, connection_string: str, *, base_dir: Path | None = Non
 def _describe_url(t: Translation) -> str:
     u = t.url
     if t.driver == "sqlite3":
-        return f"sqlite3 {u.database}"
+        ro = " (read-only)" if u.query.get("mode") == "ro" else ""
+        return f"sqlite3 {sqlite_path(t)}{ro}"
     where = u.host or u.query.get("host") or u.query.get("unix_socket") or "(default host)"
     if isinstance(where, tuple):
         where = where[0]
@@ -213,48 +214,60 @@ def _pg_url_settings(s: str) -> dict[str, str]:
     return settings
 
 
+_PG_SPACE = " \t\n\r\v\f"
+
+
+def _pg_unescape(raw: str) -> str:
+    # pgx replaces exactly these two escapes; any other backslash stays.
+    return raw.replace("\\\\", "\\").replace("\\'", "'")
+
+
 def _pg_keyword_settings(s: str) -> dict[str, str]:
-    """libpq key=value syntax: values bare or 'single quoted', backslash escapes."""
+    """key=value pairs split the way pgx (plikd's driver) splits them.
+
+    Values are bare (up to whitespace; a backslash protects the next
+    character) or 'single quoted'; in both, \\\\ and \\' are unescaped.
+    """
     settings: dict[str, str] = {}
-    i, n = 0, len(s)
-    while True:
-        while i < n and s[i].isspace():
-            i += 1
-        if i >= n:
-            return settings
-        m = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*").match(s, i)
-        if not m:
+    s = s.lstrip(_PG_SPACE)
+    while s:
+        eq = s.find("=")
+        if eq < 0:
             raise ConfigError(
-                f"postgres connection string is malformed near {redact(s[i:i + 20])!r}: "
+                f"postgres connection string is malformed near {redact(s[:20])!r}: "
                 "use key=value pairs (host=... dbname=...) or a postgres:// URL"
             )
-        key = m.group(1)
-        i = m.end()
-        value = []
-        if i < n and s[i] == "'":
-            i += 1
-            while True:
-                if i >= n:
-                    raise ConfigError(f"postgres connection string: unterminated quoted value for {key}: close the quote")
-                c = s[i]
-                if c == "\\" and i + 1 < n:
-                    value.append(s[i + 1])
-                    i += 2
-                elif c == "'":
-                    i += 1
-                    break
-                else:
-                    value.append(c)
-                    i += 1
+        key = s[:eq].strip(_PG_SPACE)
+        s = s[eq + 1 :].lstrip(_PG_SPACE)
+        if not s:
+            val = ""
+        elif s[0] != "'":
+            end = 0
+            while end < len(s) and s[end] not in _PG_SPACE:
+                if s[end] == "\\":
+                    end += 1
+                    if end == len(s):
+                        raise ConfigError("postgres connection string ends with a lone backslash: remove or double it")
+                end += 1
+            val, s = _pg_unescape(s[:end]), s[end + 1 :]
         else:
-            while i < n and not s[i].isspace():
-                if s[i] == "\\" and i + 1 < n:
-                    value.append(s[i + 1])
-                    i += 2
-                else:
-                    value.append(s[i])
-                    i += 1
-        settings[key] = "".join(value)
+            s = s[1:]
+            end = 0
+            while end < len(s) and s[end] != "'":
+                if s[end] == "\\":
+                    end += 1
+                end += 1
+            if end >= len(s):
+                raise ConfigError(f"postgres connection string: unterminated quoted value for {key}: close the quote")
+            val, s = _pg_unescape(s[:end]), s[end + 1 :]
+        if not key or any(c in _PG_SPACE for c in key):
+            raise ConfigError(
+                f"postgres connection string is malformed near {redact(key[:20])!r}: "
+                "use key=value pairs (host=... dbname=...) or a postgres:// URL"
+            )
+        settings[key] = val
+        s = s.lstrip(_PG_SPACE)
+    return settings
 
 
 def _pg_translation(settings: dict[str, str], cs: str) -> Translation:

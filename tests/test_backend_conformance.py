@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import http.server
 import io
 import json
 import os
 import stat
+import threading
 
 import pytest
 
 from pmigrate.data.base import BlobRef
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import BlobNotFound, ConfigError, ItemError
+from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetryableError
 from tests.conformance import MiB, BackendConformance, make_ref, payload, read_all
 
 
@@ -302,12 +305,12 @@ def test_s3_check(s3_server):
     b.check()
 
 
-def test_s3_check_unreachable_endpoint():
+def test_s3_check_unreachable_endpoint(monkeypatch):
+    from pmigrate.data.s3 import S3Backend
     from tests.servers import free_port
 
+    monkeypatch.setattr(S3Backend, "attempts", 1)
     b = open_backend("s3", {"Endpoint": f"127.0.0.1:{free_port()}", "AccessKeyID": "a", "SecretAccessKey": "s3cr3t-value"})
-    b._build()
-    b.client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(ConfigError, match="cannot reach"):
         b.check()
 
@@ -344,3 +347,95 @@ def test_s3_open_multipart_uploads_are_seen(s3_server, s3_bucket):
     b = open_backend("s3", s3_options(s3_server, s3_bucket, Prefix="p"))
     b.client.create_multipart_upload(Bucket=s3_bucket, Key=b.key(make_ref(60)))
     assert b.open_multipart_uploads() == [b.key(make_ref(60))]
+
+
+class _FaultyS3(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every request with one chosen status and error code."""
+
+    status, code = 503, "SlowDown"
+
+    def _answer(self) -> None:
+        if self.status == 200 and self.command == "GET":  # a body cut short by a dropped connection
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        body = f"<Error><Code>{self.code}</Code><Message>injected</Message></Error>".encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def faulty_s3(monkeypatch):
+    from pmigrate.data.s3 import S3Backend
+
+    monkeypatch.setattr(S3Backend, "attempts", 1)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FaultyS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(
+    "status, code, error",
+    [(503, "SlowDown", RetryableError), (500, "InternalError", RetryableError), (404, "NoSuchKey", BlobNotFound), (403, "AccessDenied", ItemError)],
+)
+def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error):
+    monkeypatch.setattr(_FaultyS3, "status", status)
+    monkeypatch.setattr(_FaultyS3, "code", code)
+    b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
+    with pytest.raises(error) as info:
+        b.open_read(make_ref(70, size=1))
+    assert type(info.value) is error
+    assert "secret-s3-key" not in str(info.value)
+    with pytest.raises(error):
+        b.write(make_ref(71, b"abc"), io.BytesIO(b"abc"))
+
+
+def test_s3_dropped_connection_mid_read_is_retryable(faulty_s3, monkeypatch):
+    monkeypatch.setattr(_FaultyS3, "status", 200)
+    b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
+    with b.open_read(make_ref(73, size=100000)) as f:
+        with pytest.raises(RetryableError):
+            while f.read(4096):
+                pass
+
+
+@pytest.mark.parametrize("status, code", [(403, "InvalidAccessKeyId"), (403, "SignatureDoesNotMatch"), (403, "")])
+def test_s3_check_refused_credentials(faulty_s3, monkeypatch, status, code):
+    monkeypatch.setattr(_FaultyS3, "status", status)
+    monkeypatch.setattr(_FaultyS3, "code", code)
+    b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
+    with pytest.raises(ConfigError, match="refused the credentials.*check AccessKeyID and SecretAccessKey"):
+        b.check(create=True)
+
+
+def test_s3_server_side_copy_keeps_sse_c_key(s3_server):
+    details = json.dumps({"SSEKey": SSE_KEY})
+    src = open_backend("s3", s3_options(s3_server, s3_server.new_bucket(), SSE="SSE-C"))
+    dst = open_backend("s3", s3_options(s3_server, s3_server.new_bucket(), SSE="SSE-C"))
+    data = payload(2000, seed=72)
+    ref = dataclasses.replace(make_ref(72, data), backend_details=details)
+    src.write(ref, io.BytesIO(data))
+    sent = []
+    dst.client.meta.events.register("before-send.s3.CopyObject", lambda request, **kw: sent.append(_headers(request)))
+    assert dst.copy_from(src, ref) is True
+    want = base64.b64encode(SSE_KEY.encode()).decode()
+    assert sent[0]["x-amz-server-side-encryption-customer-key"] == want
+    assert sent[0]["x-amz-copy-source-server-side-encryption-customer-key"] == want
+    assert read_all(dst, ref) == data

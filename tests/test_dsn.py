@@ -93,8 +93,13 @@ PG_CASES = [
         "plik", "with space 'quote' and \\ slash", "db", None, "my db", {},
     ),
     (
-        r"user=plik password=back\ slash dbname=plik",
-        "plik", "back slash", None, None, "plik", {},
+        # pgx unescapes only \\ and \' (a bare backslash protects a space but stays)
+        r"user=plik password=back\ sl\\ash\'s dbname=plik",
+        "plik", "back\\ sl\\ash's", None, None, "plik", {},
+    ),
+    (
+        "database=plik  user =  plik\tpassword=''",
+        "plik", "", None, None, "plik", {},
     ),
     (
         "host=/var/run/postgresql dbname=plik",
@@ -133,6 +138,8 @@ def test_postgres_translation(cs, user, password, host, port, database, query):
         ("host=db port=fivefour", "not a number"),
         ("host=db password='unterminated", "unterminated"),
         ("just some words", "malformed"),
+        ("host=db two words=x", "malformed"),
+        ("host=db password=x\\", "lone backslash"),
         ("host=a,b dbname=plik", "several hosts"),
         ("postgres://u@a:5432,b:5432/plik", "several hosts"),
     ],
@@ -392,3 +399,9 @@ def test_mysql_time_zone():
     assert db.time_zone(MetadataConfig("postgres", "dbname=d")) is None
     with pytest.raises(ConfigError, match="time zone"):
         db.time_zone(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Mars%2FOlympus"))
+
+
+def test_describe_sqlite():
+    assert dsn.describe("sqlite3", "file:/srv/a%20b.db?mode=ro") == "sqlite3 /srv/a b.db (read-only)"
+    assert dsn.describe("sqlite3", "/srv/plik.db?_busy_timeout=5") == "sqlite3 /srv/plik.db"
+    assert dsn.describe("sqlite3", ":memory:").startswith("sqlite3 (invalid connection string")

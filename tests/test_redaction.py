@@ -281,6 +281,8 @@ def _tiny_deployment(folder: Path, *, sqlite_cs_suffix: str = "") -> tuple[Path,
     eng = sa.create_engine(f"sqlite:///{folder / 'plik.db'}")
     with eng.begin() as c:
         schema.create_schema(c, driver="sqlite3", level="0011-stats")
+        for mid in ("SCHEMA_INIT", *schema.MIGRATION_IDS):
+            c.execute(sa.text("INSERT INTO migrations (id) VALUES (:id)"), {"id": mid})
         cols = set(schema.expected_columns("0011-stats", "uploads"))
         now = "2024-01-02 03:04:05.123456789+00:00"
         up = {k: v for k, v in {"id": "UpLoAd0123456789", "created_at": now, "ttl": 0}.items() if k in cols}
@@ -322,8 +324,22 @@ def test_real_runs_with_problems_show_no_secret(run_cli, tmp_path, secret_config
         ["--data-only", "--ignore-errors", "-v"],
         ["verify", "--data-only", "-v"],
         ["--data-only", "--restart"],
+        ["--ignore-errors", "-v"],  # metadata into MariaDB as the user whose password is MY_SECRET
+        ["verify", "-v"],
     ):
         verb, rest = (["verify"], args[1:]) if args[0] == "verify" else ([], args)
         proc = run_all(run_cli, tmp_path, *verb, "--config", str(src), "--to", str(dst), *rest)
         assert SSE_KEY not in proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr or "-v" in args
+
+
+def test_fakedb_with_secret_databases_shows_no_secret(run_cli, tmp_path, secret_configs, secret_mysql):
+    _, dst, _ = secret_configs
+    ok = run_cli("fakedb", str(tmp_path / "fake1"), "--files", "5", "--metadata-only", "--metadata-config", str(dst))
+    assert ok.returncode == 0, ok.stderr
+    assert_clean(ok.stdout, ok.stderr)
+    user = secret_mysql.split(":")[0]
+    url = f"mysql+pymysql://{user}:{quote(ENV_SECRET, safe='')}@{servers.MY_HOST}:{servers.MY_PORT}/nope"
+    bad = run_cli("fakedb", str(tmp_path / "fake2"), "--files", "5", "--metadata-only", "--metadata-url", url)
+    assert bad.returncode != 0
+    assert_clean(bad.stdout, bad.stderr)

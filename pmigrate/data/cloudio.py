@@ -26,6 +26,28 @@ def read_up_to(src: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
+class SourceFailure(Exception):
+    """A source stream's error carried through an SDK, which might otherwise retry or
+    re-class it (swiftclient retries any OSError as its own connection's)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+class Shielded:
+    """A reader whose errors reach the backend as SourceFailure, to be unwrapped there."""
+
+    def __init__(self, src: object) -> None:
+        self._src = src
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._src.read(n)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - unwrapped again by the backend
+            raise SourceFailure(exc) from exc
+
+
 class SizeChecked:
     """src's bytes, failing with ItemError(kind="size") as soon as the count cannot match.
 

@@ -26,7 +26,7 @@ from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
-from pmigrate.data.cloudio import ChunkReader, Prefixed, SizeChecked, read_up_to
+from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
 
@@ -42,6 +42,8 @@ def _hex_md5(b64: str | None) -> str | None:
 
 def translate(exc: BaseException, *, item: str) -> BaseException:
     """A google-cloud exception as pmigrate's error class (for one blob)."""
+    if isinstance(exc, SourceFailure):
+        return exc.exc
     if isinstance(exc, (BlobNotFound, ItemError, FatalError, ConfigError)):
         return exc
     if isinstance(exc, gexc.NotFound):
@@ -181,7 +183,7 @@ class GCSBackend(DataBackend):
         # The object resource (JSON, UTF-8) carries the real type; HTTP headers
         # cannot carry non-ASCII, so the media part gets a neutral one then.
         header_type = content_type if content_type.isascii() else "application/octet-stream"
-        src = SizeChecked(src, ref.size, item=key)
+        src = Shielded(SizeChecked(src, ref.size, item=key))  # type: ignore[assignment]
         try:
             head = read_up_to(src, self.chunk_size + 1)
             if len(head) <= self.chunk_size:

@@ -56,6 +56,7 @@ def _bool(value: Any, *, name: str) -> bool:
 
 class S3Backend(DataBackend):
     name = "s3"
+    attempts = 5  # botocore's tries per request before an error reaches the engine
     features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True)
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -118,7 +119,7 @@ class S3Backend(DataBackend):
         config = Config(
             region_name=self.location,
             max_pool_connections=CONCURRENCY + 4,
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard", "max_attempts": self.attempts},
             connect_timeout=20,
             read_timeout=120,
             s3={"addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path"},
@@ -222,7 +223,8 @@ class S3Backend(DataBackend):
             resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
         except Exception as exc:  # noqa: BLE001 - classified below
             raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
-        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), 1 << 20)
+        size = int(resp.get("ContentLength") or 0)
+        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), min(MiB, max(size + 1, 8192)))
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         key = self.key(ref)

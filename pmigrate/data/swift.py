@@ -26,7 +26,7 @@ from swiftclient.exceptions import ClientException
 
 from pmigrate import redact
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
-from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, SizeChecked
+from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
 
@@ -37,30 +37,9 @@ DEFAULT_RETRIES = 3  # ncw/swift's default
 DEFAULT_TIMEOUT_NS = 60 * 10**9  # ncw/swift's data channel timeout
 
 
-class _SourceFailure(Exception):
-    """A source stream error carried through swiftclient, which would retry an OSError."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__(str(exc))
-        self.exc = exc
-
-
-class _Shielded:
-    """A reader whose errors swiftclient must not mistake for its own connection's."""
-
-    def __init__(self, src: Any) -> None:
-        self._src = src
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._src.read(n)
-        except Exception as exc:  # noqa: BLE001 - unwrapped again by write()
-            raise _SourceFailure(exc) from exc
-
-
 def translate(exc: BaseException, *, item: str) -> BaseException:
     """A swiftclient or transport exception as pmigrate's error class (for one blob)."""
-    if isinstance(exc, _SourceFailure):
+    if isinstance(exc, SourceFailure):
         return exc.exc
     if isinstance(exc, (ItemError, FatalError, ConfigError)):
         return exc
@@ -263,7 +242,7 @@ class SwiftBackend(DataBackend):
                 self._write_large(key, checked, content_type)
             else:
                 self._conn().put_object(
-                    self.container, key, contents=_Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
+                    self.container, key, contents=Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
                 )
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, item=key) from exc
@@ -283,7 +262,7 @@ class SwiftBackend(DataBackend):
                 part = Limited(stream, self.segment_size)
                 attempted.append(name)
                 etag = conn.put_object(
-                    self.segment_container, name, contents=_Shielded(part), chunk_size=IO_CHUNK,
+                    self.segment_container, name, contents=Shielded(part), chunk_size=IO_CHUNK,
                     content_type="application/octet-stream",
                 )  # fmt: skip
                 manifest.append({"path": f"/{self.segment_container}/{name}", "etag": etag, "size_bytes": part.count})

@@ -14,6 +14,8 @@ from pmigrate import dsn
 from pmigrate.errors import ConfigError
 from pmigrate.redact import redact
 
+CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
+
 
 def engine(meta, *, echo: bool = False) -> sa.Engine:
     """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
@@ -35,6 +37,9 @@ def engine(meta, *, echo: bool = False) -> sa.Engine:
         ssl = connect_args.get("ssl")
         if isinstance(ssl, dict):
             connect_args["ssl"] = dict(ssl)
+    if t.driver == "postgres" and "connect_timeout" not in t.url.query:
+        # libpq waits forever for a silent host; a check must end with a message.
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT
     kwargs["connect_args"] = connect_args
     eng = sa.create_engine(t.url, **kwargs)
     if t.driver == "sqlite3":

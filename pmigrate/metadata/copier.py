@@ -1,0 +1,717 @@
+"""The metadata stage: every row of a Plik database into another one, in foreign-key order.
+
+preflight() reads and checks everything (levels, the target's state, values
+that would not fit) and writes nothing. run() reads the whole source inside
+one read transaction, streams each table in batches through per-column
+converters (values.py) into bulk writers (dialects.py), all in one target
+transaction, then proves the result with per-table counts.
+
+A fresh target gets Plik's schema at the source's level and a plain bulk
+load; a target already at that level is merged by primary key (rows inserted,
+changed rows updated, rows gone from the source deleted), so a second pass
+during a cutover moves only what changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+
+from pmigrate.errors import ConfigError, FatalError, ItemError
+from pmigrate.metadata import dialects
+from pmigrate.metadata import values as V
+from pmigrate.options import RunOptions
+from pmigrate.progress import bar
+from pmigrate.report import Report
+
+AREA = "metadata"
+SESSIONS = "cli_auth_sessions"
+
+# Plik's foreign keys (PLIK.md), checked even where a source lacks the constraint.
+PLIK_FKS = (("tokens", "user_id", "users", "id"), ("files", "upload_id", "uploads", "id"))
+
+# Offending values named in a refusal before the user is sent to --ignore-errors.
+MAX_NAMED = 5
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # values.KIND_*
+    src_type: Any
+    dst_type: Any = None
+
+
+@dataclass
+class TablePlan:
+    name: str
+    columns: list[Column]
+    pk: list[str]
+    known: bool
+    fks: list[tuple[str, str, str]] = field(default_factory=list)  # (column, parent table, parent column)
+    dst_types: dict[str, Any] | None = None  # reflected on the target (None until the schema exists)
+    planned_types: dict[str, Any] = field(default_factory=dict)  # what the target will get (mysql), before it exists
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass
+class Plan:
+    src_driver: str
+    dst_driver: str
+    src_desc: str
+    dst_desc: str
+    src_engine: Any
+    dst_engine: Any
+    level: str
+    state: str  # 'empty' | 'same-level'
+    tables: list[TablePlan]
+    skipped_tables: list[str]
+    unknown: list[str]
+    src_zone: tzinfo
+    dst_zone: tzinfo
+    oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
+
+
+# -- preflight ---------------------------------------------------------------
+
+
+def _zone(meta: Any) -> tzinfo:
+    return V.mysql_zone(meta) if meta.driver == "mysql" else V.UTC
+
+
+def _sqlite_target_absent(meta: Any) -> bool:
+    """A target sqlite file that does not exist yet: empty, and not created by looking at it."""
+    from pmigrate.metadata import db
+
+    path = db.sqlite_file(meta)
+    if path is None or path.exists():
+        return False
+    import os
+
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"folder {path.parent} for the target sqlite3 database is missing or not writable: create it or fix its permissions")
+    return True
+
+
+def _reflect(conn: Any, driver: str, names: Sequence[str], *, keys: bool = True) -> dict[str, dict[str, Any]]:
+    insp = sa.inspect(conn)
+    out: dict[str, dict[str, Any]] = {}
+    for t in names:
+        out[t] = {"columns": [(c["name"], c["type"]) for c in insp.get_columns(t)]}
+        if not keys:
+            continue
+        out[t] |= {
+            "pk": list(insp.get_pk_constraint(t).get("constrained_columns") or []),
+            "fks": [
+                (fk["constrained_columns"][0], fk["referred_table"], fk["referred_columns"][0])
+                for fk in insp.get_foreign_keys(t)
+                if len(fk.get("constrained_columns") or []) == 1 and fk.get("referred_columns")
+            ],
+        }
+    return out
+
+
+def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
+    """Everything checked, nothing written: the plan of the copy."""
+    from pmigrate.metadata import db, schema
+
+    db.check_connect(src.metadata, must_exist=True)
+    absent = _sqlite_target_absent(dst.metadata)
+    if not absent:
+        db.check_connect(dst.metadata, must_exist=False)
+    src_engine = db.engine(src.metadata)
+    dst_engine = db.engine(dst.metadata)
+    sd, dd = src.metadata.driver, dst.metadata.driver
+
+    with src_engine.connect() as c:
+        level = schema.detect_level(c).name
+        present = set(sa.inspect(c).get_table_names())
+        known = [t for t in schema.known_tables(level) if t in present]
+        unknown = schema.unknown_tables(c, level)
+        skipped = [t for t in known if t == SESSIONS and not opts.with_sessions]
+        names = [t for t in known if t not in skipped] + unknown
+        refl = _reflect(c, sd, names)
+        planned = {t: _unknown_types(c, t, dd) for t in unknown} if dd == "mysql" else {}
+
+    if absent:
+        state = "empty"
+        dst_refl: dict[str, dict[str, Any]] = {}
+    else:
+        with dst_engine.connect() as c:
+            state = schema.check_target(c, level=level, extra_tables=tuple(unknown))
+            have = set(sa.inspect(c).get_table_names())
+            dst_refl = _reflect(c, dd, [t for t in names if t in have]) if state == "same-level" else {}
+
+    tables = []
+    for t in names:
+        r = refl[t]
+        fks = list(r["fks"])
+        for child, col, parent, pcol in PLIK_FKS:
+            if child == t and parent in present and (col, parent, pcol) not in fks:
+                fks.append((col, parent, pcol))
+        pk = r["pk"] or (list(schema.primary_key(t)) if t in known else [])
+        plan_t = TablePlan(
+            name=t,
+            columns=[Column(n, V.column_kind(sd, ty), ty) for n, ty in r["columns"]],
+            pk=pk,
+            known=t in known,
+            fks=[fk for fk in fks if fk[1] in names],
+        )
+        if t in dst_refl:
+            _attach_target(plan_t, dst_refl[t]["columns"], dd, fatal=ConfigError)
+        elif dd == "mysql":
+            plan_t.planned_types = planned.get(t) or _mysql_ddl_types(level).get(t, {})
+        tables.append(plan_t)
+
+    plan = Plan(
+        src_driver=sd,
+        dst_driver=dd,
+        src_desc=src.metadata.describe(),
+        dst_desc=dst.metadata.describe(),
+        src_engine=src_engine,
+        dst_engine=dst_engine,
+        level=level,
+        state=state,
+        tables=tables,
+        skipped_tables=skipped,
+        unknown=unknown,
+        src_zone=_zone(src.metadata),
+        dst_zone=_zone(dst.metadata),
+    )
+    if dd == "mysql":
+        _check_lengths(plan, opts=opts)
+    return plan
+
+
+def _attach_target(t: TablePlan, dst_columns: Sequence[tuple[str, Any]], driver: str, *, fatal: type[Exception]) -> None:
+    """Match the source's columns with the target's; a column the target lacks is refused."""
+    types = dict(dst_columns)
+    missing = [c.name for c in t.columns if c.name not in types]
+    if missing:
+        raise fatal(
+            f"target table {t.name} has no column {', '.join(missing)}: the target is not at the source's schema level; "
+            "use an empty target database"
+        )
+    cols = []
+    for c in t.columns:
+        kind = c.kind
+        dkind = V.column_kind(driver, types[c.name])
+        if kind == V.KIND_OTHER or dkind in (V.KIND_BOOL, V.KIND_TIME):
+            kind = dkind if dkind != V.KIND_OTHER else kind
+        cols.append(Column(c.name, kind, c.src_type, types[c.name]))
+    t.columns = cols
+    t.dst_types = types
+
+
+def _length_sql(driver: str) -> str:
+    return "LENGTH" if driver == "sqlite3" else "CHAR_LENGTH"
+
+
+def _target_limits(plan: Plan, t: TablePlan) -> dict[str, int]:
+    """Characters each bounded target column holds (mysql varchar); {} when unknown yet."""
+    types = t.dst_types if t.dst_types is not None else t.planned_types
+    out = {}
+    for c in t.columns:
+        ty = types.get(c.name)
+        limit = V.text_limit(plan.dst_driver, ty) if ty is not None else None
+        if limit is not None and c.kind == V.KIND_TEXT or (limit is not None and c.kind == V.KIND_OTHER):
+            out[c.name] = limit
+    return out
+
+
+def _unknown_types(conn: Any, table: str, driver: str) -> dict[str, Any]:
+    from pmigrate.metadata import schema
+
+    return {c.name: c.type for c in schema.reflect_unknown_table(conn, table, driver=driver).columns}
+
+
+_CREATE = re.compile(r"CREATE TABLE `(\w+)` \((.*?)\n\)", re.S)
+_VARCHAR = re.compile(r"^\s*`(\w+)` (?:varchar|char)\((\d+)\)", re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def _mysql_ddl_types(level: str) -> dict[str, dict[str, Any]]:
+    """Bounded string columns of Plik's mysql tables at a level, read from the DDL the target will get."""
+    from sqlalchemy.dialects.mysql import VARCHAR
+
+    from pmigrate.metadata import schema
+
+    text = "\n".join(schema.ddl(driver="mysql", level=level))
+    return {
+        m.group(1): {c: VARCHAR(int(n)) for c, n in _VARCHAR.findall(m.group(2))}
+        for m in _CREATE.finditer(text)
+    }
+
+
+def _check_lengths(plan: Plan, *, opts: RunOptions) -> None:
+    """Values longer than a mysql varchar: refused before anything is written (or listed for --ignore-errors)."""
+    sd = plan.src_driver
+    q = lambda n: dialects.quote(sd, n)  # noqa: E731
+    found: list[str] = []
+    with plan.src_engine.connect() as c:
+        for t in plan.tables:
+            limits = _target_limits(plan, t)
+            if not limits or not t.pk:
+                continue
+            fn = _length_sql(sd)
+            cond = " OR ".join(f"{fn}({q(col)}) > {n}" for col, n in limits.items())
+            lens = ", ".join(f"{fn}({q(col)})" for col in limits)
+            pk = ", ".join(q(k) for k in t.pk)
+            sql = f"SELECT {pk}, {lens} FROM {q(t.name)} WHERE {cond}"
+            if not opts.ignore_errors:
+                sql += f" LIMIT {MAX_NAMED}"
+            for row in c.exec_driver_sql(sql):
+                key = "/".join(str(v) for v in row[: len(t.pk)])
+                for (col, n), length in zip(limits.items(), row[len(t.pk) :]):
+                    if length is not None and length > n:
+                        found.append(f"{t.name} {'/'.join(t.pk)}={key} column {col}: {length} characters, the target holds {n}")
+    if found and not opts.ignore_errors:
+        raise ConfigError(
+            "values too long for the mysql target, nothing written: "
+            + "; ".join(found[:MAX_NAMED])
+            + ". Shorten them at the source, or pass --ignore-errors to skip those rows (listed in the report)"
+        )
+    plan.oversized = found
+
+
+# -- run ---------------------------------------------------------------------
+
+
+class _BadRow(Exception):
+    def __init__(self, item: str, message: str) -> None:
+        super().__init__(message)
+        self.item = item
+        self.message = message
+
+
+def _item(t: TablePlan, row: Sequence[Any], names: Sequence[str]) -> str:
+    if not t.pk:
+        return f"{t.name}:(no primary key)"
+    idx = [names.index(k) for k in t.pk]
+    return f"{t.name}:" + "/".join(str(row[i]) for i in idx)
+
+
+def _select(t: TablePlan, driver: str, *, where_orphans: bool) -> str:
+    """The rows of a table, without its orphans when it has some."""
+    q = lambda n: dialects.quote(driver, n)  # noqa: E731
+    cols = ", ".join(f"c.{q(n)}" for n in t.names)
+    sql = f"SELECT {cols} FROM {q(t.name)} c"
+    conds = []
+    for col, parent, pcol in t.fks:
+        conds.append(f"(c.{q(col)} IS NULL OR EXISTS (SELECT 1 FROM {q(parent)} p WHERE p.{q(pcol)} = c.{q(col)}))")
+    if where_orphans and conds:
+        sql += " WHERE " + " AND ".join(conds)
+    return sql
+
+
+def _orphans(reader: dialects.SnapshotReader, t: TablePlan) -> list[tuple[str, str]]:
+    """(item, message) for each row whose parent row is gone."""
+    q = reader.q
+    out = []
+    for col, parent, pcol in t.fks:
+        keys = ", ".join(f"c.{q(k)}" for k in t.pk) or "NULL"
+        sql = (
+            f"SELECT {keys}, c.{q(col)} FROM {q(t.name)} c WHERE c.{q(col)} IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {q(parent)} p WHERE p.{q(pcol)} = c.{q(col)})"
+        )
+        for row in reader.all(sql):
+            key = "/".join(str(v) for v in row[:-1])
+            out.append((f"{t.name}:{key}", f"{col} {row[-1]!r} is not in {parent}: row skipped (plikd's own cleaning drops it too)"))
+    return out
+
+
+def _converters(plan: Plan, t: TablePlan) -> tuple[list[tuple[int, Any]], list[tuple[int, int]]]:
+    """(column index, value function) for columns that change on the way; (index, max characters) to check."""
+    limits = _target_limits(plan, t)
+    convs, checks = [], []
+    for i, c in enumerate(t.columns):
+        fsp = V.time_fsp(plan.dst_driver, c.dst_type) if c.dst_type is not None else 9
+        if c.name in limits:
+            checks.append((i, limits[c.name]))
+        if c.kind == V.KIND_TEXT:
+            continue  # text passes as is; its length is checked inline
+        f = V.column_converter(
+            kind=c.kind,
+            src=plan.src_driver,
+            dst=plan.dst_driver,
+            src_zone=plan.src_zone,
+            dst_zone=plan.dst_zone,
+            dst_fsp=fsp,
+        )
+        if f is not None:
+            convs.append((i, f))
+    return convs, checks
+
+
+@dataclass
+class _TableResult:
+    source: int = 0
+    orphans: int = 0
+    bad: int = 0
+    changed: int | None = None
+    deleted: int = 0
+    target: int | None = None
+
+
+def _copy_table(
+    plan: Plan,
+    t: TablePlan,
+    reader: dialects.SnapshotReader,
+    writer: dialects.TargetWriter,
+    res: _TableResult,
+    skipped_keys: dict[str, set],
+    *,
+    opts: RunOptions,
+    report: Report,
+) -> None:
+    fresh = plan.state == "empty"
+    names = t.names
+    convs, checks = _converters(plan, t)
+    # Children of rows skipped for a bad value: skipped too, or the target's foreign key breaks.
+    parent_skips = [(names.index(col), skipped_keys[parent]) for col, parent, _ in t.fks if skipped_keys.get(parent)]
+    keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
+    pk_index = names.index(t.pk[0]) if t.pk else 0
+    mine: set = set()
+    fast = _row_function(convs, checks, len(names)) if (convs or checks) and not parent_skips else None
+
+    replace = not fresh and not t.pk
+    if replace:
+        writer.execute(f"DELETE FROM {writer.q(t.name)}").close()
+    sink = writer.sink(t.name, names, t.pk, upsert=not fresh and bool(t.pk))
+    changed = 0
+    sql = _select(t, plan.src_driver, where_orphans=res.orphans > 0)
+    try:
+        with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
+            for batch in reader.stream(sql, batch=opts.batch_size):
+                if fast is not None:
+                    try:
+                        batch = list(map(fast, batch))
+                        fast_ok = True
+                    except Exception:  # noqa: BLE001 - found and named row by row below
+                        fast_ok = False
+                else:
+                    fast_ok = not (convs or checks or parent_skips)
+                if not fast_ok:
+                    out = []
+                    for row in batch:
+                        try:
+                            out.append(_convert(row, convs, checks, parent_skips, names, t))
+                        except _BadRow as bad:
+                            if not opts.ignore_errors:
+                                raise ItemError(f"{bad.item}: {bad.message}", item=bad.item, kind="bad-value") from None
+                            report.problem(area=AREA, kind="skipped-row", item=bad.item, message=bad.message)
+                            res.bad += 1
+                            if keep_keys:
+                                mine.add(row[pk_index])
+                    batch = out
+                n = sink.write(batch)
+                if n is not None:
+                    changed += n
+                pbar.update(len(batch))
+        n = sink.close()
+    except BaseException as exc:
+        abort = getattr(sink, "abort", None)
+        if abort is not None:
+            abort(exc)
+        raise
+    if n is not None:
+        changed += n
+    res.changed = None if (fresh or plan.dst_driver == "mysql") else changed
+    if mine:
+        skipped_keys[t.name] = mine
+
+
+def _too_long(value: Any, limit: int) -> Any:
+    raise V.ValueError_(f"{len(value)} characters do not fit the target's {limit}")
+
+
+def _row_function(convs: list[tuple[int, Any]], checks: list[tuple[int, int]], width: int) -> Any:
+    """One compiled function converting a whole row: no per-column loop, length checks inline."""
+    env: dict[str, Any] = {f"f{i}": f for i, f in convs}
+    env["too_long"] = _too_long
+    limits = dict(checks)
+    parts = []
+    for i in range(width):
+        x = f"f{i}(r[{i}])" if f"f{i}" in env else f"r[{i}]"
+        if i in limits:
+            n = limits[i]
+            x = f"(v if (v := {x}).__class__ is not str or len(v) <= {n} else too_long(v, {n}))"
+        parts.append(x)
+    code = f"def row(r):\n    return ({', '.join(parts)},)\n"
+    exec(compile(code, "<pmigrate row converter>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
+
+
+def _convert(
+    row: Sequence[Any],
+    convs: list[tuple[int, Any]],
+    checks: list[tuple[int, int]],
+    parent_skips: list[tuple[int, set]],
+    names: Sequence[str],
+    t: TablePlan,
+) -> tuple:
+    """The slow path, row by row: names the table, key and column of a value that cannot go."""
+    for i, keys in parent_skips:
+        if row[i] in keys:
+            raise _BadRow(_item(t, row, names), f"{names[i]} {row[i]!r} names a row skipped above")
+    r = list(row)
+    for i, f in convs:
+        try:
+            r[i] = f(r[i])
+        except (V.ValueError_, ValueError, TypeError, OverflowError) as exc:
+            raise _BadRow(_item(t, row, names), f"column {names[i]}: {exc}") from None
+    for i, n in checks:
+        v = r[i]
+        if v.__class__ is str and len(v) > n:
+            raise _BadRow(_item(t, row, names), f"column {names[i]}: {len(v)} characters do not fit the target's {n}")
+    return tuple(r)
+
+
+def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writer: dialects.TargetWriter, *, opts: RunOptions) -> int:
+    """On a re-run: delete target rows whose key the source no longer has (plikd purged them)."""
+    kinds = {c.name: c.kind for c in t.columns}
+
+    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
+        return tuple(V.canonical(v, kind=kinds[k], driver=driver, zone=zone) for v, k in zip(row, t.pk))
+
+    q = reader.q
+    pk_sql = ", ".join(f"c.{q(k)}" for k in t.pk)
+    sql = _select(TablePlan(t.name, [Column(k, kinds[k], None) for k in t.pk], t.pk, t.known, t.fks), plan.src_driver, where_orphans=True)
+    del pk_sql
+    source: set = set()
+    for batch in reader.stream(sql, batch=opts.batch_size):
+        source.update(canon(r, plan.src_driver, plan.src_zone) for r in batch)
+    gone = []
+    for batch in writer.keys(t.name, t.pk, batch=opts.batch_size):
+        gone.extend(r for r in batch if canon(r, plan.dst_driver, plan.dst_zone) not in source)
+    for chunk in dialects.chunks(gone, opts.batch_size):
+        writer.delete(t.name, t.pk, chunk)
+    return len(gone)
+
+
+def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
+    """Copy every row (or, with --dry-run, count them and say what would happen)."""
+    started = time.monotonic()
+    sec = report.section(AREA)
+    sec.update(source=plan.src_desc, target=plan.dst_desc, level=plan.level, target_state=plan.state)
+    for name in plan.unknown:
+        report.warn(f"table {name} is not Plik's: copied as it is, after Plik's tables")
+    results = {t.name: _TableResult() for t in plan.tables}
+    reader = dialects.SnapshotReader(plan.src_engine, plan.src_driver)
+    try:
+        reader.begin()
+        skipped_counts = {name: reader.count(name) for name in plan.skipped_tables}
+        for t in plan.tables:
+            res = results[t.name]
+            res.source = reader.count(t.name)
+            for item, message in _orphans(reader, t):
+                res.orphans += 1
+                report.problem(area=AREA, kind="orphan", item=item, message=message, fatal=False)
+        if opts.dry_run:
+            _dry_report(plan, results, skipped_counts, report=report)
+            return
+        _load(plan, reader, results, opts=opts, report=report)
+    finally:
+        reader.close()
+    _prove(plan, results, skipped_counts, started=started, report=report)
+
+
+def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, report: Report) -> None:
+    sec = report.section(AREA)
+    if plan.state == "empty":
+        what = f"would create Plik's schema at level {plan.level} on {plan.dst_desc} and load every row"
+    else:
+        what = f"would merge by primary key into {plan.dst_desc}, already at level {plan.level}"
+    report.line(AREA, f"dry run: {what}; nothing written")
+    tables = {}
+    for t in plan.tables:
+        r = results[t.name]
+        tables[t.name] = {"source": r.source, "orphans": r.orphans, "would_copy": r.source - r.orphans}
+        note = f" ({r.orphans} orphans would be skipped)" if r.orphans else ""
+        report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
+    for name, n in skipped_counts.items():
+        report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
+    for line in plan.oversized:
+        report.line(AREA, f"would skip: {line}")
+    sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
+
+
+def _create(plan: Plan, conn: Any) -> list[str]:
+    """Plik's tables on an empty target; returns the statements to run after the load.
+
+    On postgres and sqlite (transactional DDL) primary keys, indexes and
+    foreign keys come after the rows, as pg_restore does: one bulk build and
+    one validation instead of per-row upkeep. mysql gets it all at once
+    (each DDL statement commits by itself there).
+    """
+    from pmigrate.metadata import schema
+
+    if plan.dst_driver == "mysql":
+        schema.create_schema(conn, driver=plan.dst_driver, level=plan.level)
+        return []
+    statements = schema.ddl(driver=plan.dst_driver, level=plan.level)
+    later = []
+    for stmt in statements:
+        if stmt.lstrip().upper().startswith("CREATE TABLE"):
+            conn.exec_driver_sql(stmt)
+        else:
+            later.append(stmt)
+    return later
+
+
+def _create_unknown(plan: Plan, conn: Any, names: Sequence[str]) -> None:
+    from pmigrate.metadata import schema
+
+    if not names:
+        return
+    with plan.src_engine.connect() as src:
+        for name in names:
+            schema.create_unknown_table(src, conn, name, driver=plan.dst_driver)
+
+
+def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _TableResult], *, opts: RunOptions, report: Report) -> None:
+    fresh = plan.state == "empty"
+    conn = plan.dst_engine.connect()
+    raw = conn.connection.driver_connection
+    created = False
+    known = [t for t in plan.tables if t.known]
+    unknown = [t for t in plan.tables if not t.known]
+    try:
+        if plan.dst_driver == "sqlite3" and not raw.in_transaction:
+            raw.execute("BEGIN")  # DDL and rows in one transaction: all or nothing
+        if plan.dst_driver == "postgres":
+            conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # text without offset is UTC, as in go-sqlite3
+        later: list[str] = []
+        if fresh:
+            later = _create(plan, conn)
+            created = True
+        _attach_reflected(plan, conn, known)
+        writer = dialects.TargetWriter(raw, plan.dst_driver)
+        if fresh and plan.dst_driver == "mysql":
+            # Bulk load as mysqldump does: orphans are filtered above, so the foreign keys hold.
+            writer.execute("SET SESSION foreign_key_checks = 0, unique_checks = 0").close()
+        skipped_keys: dict[str, set] = {}
+        for t in known:
+            _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
+        for stmt in later:
+            conn.exec_driver_sql(stmt)
+        if unknown:
+            _create_unknown(plan, conn, [t.name for t in unknown if t.dst_types is None])
+            _attach_reflected(plan, conn, unknown)
+            for t in unknown:
+                _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
+        if not fresh:
+            for t in reversed(plan.tables):
+                res = results[t.name]
+                if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
+                    res.deleted = _delete_gone(plan, t, reader, writer, opts=opts)
+        raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
+        if fresh and plan.dst_driver == "mysql":
+            writer.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1").close()
+    except BaseException as exc:
+        try:
+            raw.rollback()
+        except Exception:  # noqa: BLE001
+            pass
+        state = _after_failure(plan, conn, created=created)
+        conn.close()
+        if isinstance(exc, (ItemError, sa.exc.SQLAlchemyError)) or _is_driver_error(exc):
+            detail = " ".join(str(exc).split())[:500]
+            raise FatalError(f"metadata copy failed: {detail}. {state}") from exc
+        raise
+    conn.close()
+
+
+def _attach_reflected(plan: Plan, conn: Any, tables: Sequence[TablePlan]) -> None:
+    missing = [t for t in tables if t.dst_types is None]
+    if missing:
+        dst = _reflect(conn, plan.dst_driver, [t.name for t in missing], keys=False)
+        for t in missing:
+            _attach_target(t, dst[t.name]["columns"], plan.dst_driver, fatal=FatalError)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("psycopg", "pymysql", "sqlite3"))
+
+
+def _after_failure(plan: Plan, conn: Any, *, created: bool) -> str:
+    """Leave a fresh target as empty as it was, and say in which state the target is."""
+    if plan.state != "empty":
+        return "The target was rolled back to its state before this run; running the same command again converges."
+    if plan.dst_driver in ("postgres", "sqlite3") or not created:
+        return "The target was rolled back and is empty as before; running the same command again starts over."
+    # mysql commits DDL at once: drop what this run created.
+    try:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for t in sa.inspect(conn).get_table_names():
+                cur.execute(f"DROP TABLE IF EXISTS {dialects.quote('mysql', t)}")
+            cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+        return "The tables this run created were dropped: the target is empty as before; running the same command again starts over."
+    except Exception:  # noqa: BLE001
+        return "The target holds Plik's empty schema (its rows were rolled back); drop those tables, or empty the database, before running again."
+
+
+def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, started: float, report: Report) -> None:
+    """Per-table counts, source against target; any difference fails the run."""
+    writer = dialects.TargetWriter.from_engine(plan.dst_engine, plan.dst_driver)
+    try:
+        for t in plan.tables:
+            results[t.name].target = writer.count(t.name)
+    finally:
+        writer.rollback()
+        writer.close()
+    seconds = time.monotonic() - started
+    total = sum(r.source for r in results.values())
+    sec = report.section(AREA)
+    tables = {}
+    mismatches = []
+    report.line(AREA, f"{'table':<22} {'source':>10} {'target':>10}")
+    for t in plan.tables:
+        r = results[t.name]
+        expected = r.source - r.orphans - r.bad
+        ok = r.target == expected
+        entry = {"source": r.source, "target": r.target, "orphans": r.orphans, "skipped": r.bad, "ok": ok}
+        notes = []
+        if r.orphans:
+            notes.append(f"{r.orphans} orphans skipped")
+        if r.bad:
+            notes.append(f"{r.bad} bad rows skipped")
+        if r.changed is not None:
+            entry["changed"] = r.changed
+            notes.append(f"{r.changed} inserted or updated")
+        if r.deleted:
+            entry["deleted"] = r.deleted
+            notes.append(f"{r.deleted} deleted")
+        if not ok:
+            mismatches.append(t.name)
+            notes.append(f"MISMATCH: expected {expected}")
+        tables[t.name] = entry
+        report.line(AREA, f"{t.name:<22} {r.source:>10} {r.target:>10}" + (f"  ({'; '.join(notes)})" if notes else ""))
+    for name, n in skipped_counts.items():
+        report.line(AREA, f"{name:<22} {n:>10} {'-':>10}  (skipped: short-lived; --with-sessions copies them)")
+    sec.update(
+        tables=tables,
+        skipped_tables=skipped_counts,
+        unknown_tables=plan.unknown,
+        rows=total,
+        seconds=round(seconds, 3),
+        rows_per_second=round(total / seconds) if seconds > 0 else None,
+        ok=not mismatches,
+    )
+    mode = "created at level " + plan.level if plan.state == "empty" else "merged by primary key"
+    report.line(AREA, f"{total} rows in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
+    if mismatches:
+        report.line(AREA, f"counts differ for {', '.join(mismatches)}")
+        report.fail()

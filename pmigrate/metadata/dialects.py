@@ -1,0 +1,436 @@
+"""Per-driver reading and bulk writing on raw DB-API connections.
+
+SQLAlchemy opens the connections (pmigrate.metadata.db); the rows themselves
+go through the drivers directly: a Row object per value would cost more than
+the copy itself.
+
+- Reading: one read transaction over the whole source (REPEATABLE READ READ
+  ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite)
+  and server-side cursors, so memory stays flat whatever the table size.
+- Writing: COPY on postgres (into a staging table merged with ON CONFLICT on
+  a re-run), multi-row INSERT bounded by max_allowed_packet on mysql (ON
+  DUPLICATE KEY UPDATE on a re-run), executemany on sqlite (ON CONFLICT DO
+  UPDATE on a re-run); the whole load in one transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from datetime import date, datetime
+from typing import Any, Iterable, Iterator, Sequence
+
+Row = tuple[Any, ...]
+
+
+def quote(driver: str, name: str) -> str:
+    if driver == "mysql":
+        return "`" + name.replace("`", "``") + "`"
+    return '"' + name.replace('"', '""') + '"'
+
+
+def placeholder(driver: str) -> str:
+    return "?" if driver == "sqlite3" else "%s"
+
+
+def raw_connection(engine: Any) -> tuple[Any, Any]:
+    """(pool proxy, driver connection): the proxy goes back to the pool on close()."""
+    proxy = engine.raw_connection()
+    return proxy, proxy.driver_connection
+
+
+# -- reading -----------------------------------------------------------------
+
+
+class SnapshotReader:
+    """Every read of a run inside one read transaction of the source."""
+
+    def __init__(self, engine: Any, driver: str) -> None:
+        self.driver = driver
+        self._proxy, self.conn = raw_connection(engine)
+        self._cursors = itertools.count()
+        self._open = False
+
+    def begin(self) -> None:
+        c = self.conn
+        if self.driver == "sqlite3":
+            if c.in_transaction:
+                c.rollback()
+            c.execute("BEGIN")
+            c.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read snapshot now
+        elif self.driver == "postgres":
+            import psycopg
+
+            c.rollback()
+            c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            c.read_only = True
+            c.execute("SELECT 1").fetchall()  # the snapshot starts at the first query
+        else:
+            c.rollback()
+            with c.cursor() as cur:
+                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        self._open = True
+
+    def close(self) -> None:
+        try:
+            if self._open:
+                self.conn.rollback()
+            if self.driver == "postgres":
+                self.conn.read_only = None
+                self.conn.isolation_level = None
+        finally:
+            self._open = False
+            self._proxy.close()
+
+    def q(self, name: str) -> str:
+        return quote(self.driver, name)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A small result, buffered."""
+        if self.driver == "sqlite3":
+            return self.conn.execute(sql, tuple(params)).fetchall()
+        cur = self.conn.cursor()
+        try:
+            cur.execute(sql, tuple(params) if params else None)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def count(self, table: str) -> int:
+        return int(self.all(f"SELECT COUNT(*) FROM {self.q(table)}")[0][0])
+
+    def stream(self, sql: str, *, batch: int) -> Iterator[list[Row]]:
+        """Batches of rows from a server-side cursor, read ahead in a thread."""
+        if self.driver == "sqlite3":
+            cur = self.conn.cursor()
+            cur.arraysize = batch
+        elif self.driver == "postgres":
+            cur = self.conn.cursor(name=f"pmigrate_{next(self._cursors)}")
+            cur.itersize = batch
+        else:
+            import pymysql.cursors
+
+            cur = self.conn.cursor(pymysql.cursors.SSCursor)
+        def batches() -> Iterator[list[Row]]:
+            try:
+                cur.execute(sql)
+                while rows := cur.fetchmany(batch):
+                    yield rows
+            finally:
+                cur.close()
+
+        return prefetch(batches())
+
+
+def prefetch(source: Iterator[list[Row]], *, depth: int = 2) -> Iterator[list[Row]]:
+    """Read the next batches in a thread while the caller writes this one (the drivers release the GIL).
+
+    Bounded: at most ``depth`` batches wait in memory. The source's connection
+    must not be used by anyone else until the iterator is exhausted or closed.
+    """
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+        finally:
+            if stop.is_set():
+                source.close()  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=pump, name="pmigrate-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- writing -----------------------------------------------------------------
+
+
+class Sink:
+    """Writes one table's batches; returns changed-row counts when the driver tells them."""
+
+    def write(self, rows: Sequence[Row]) -> int | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> int | None:
+        return None
+
+
+class TargetWriter:
+    """The target side of a load: one transaction, committed by the caller."""
+
+    def __init__(self, conn: Any, driver: str, *, proxy: Any = None) -> None:
+        self.driver = driver
+        self.conn = conn  # the driver's own connection
+        self._proxy = proxy
+        self._stage = itertools.count()
+
+    @classmethod
+    def from_engine(cls, engine: Any, driver: str) -> "TargetWriter":
+        proxy, conn = raw_connection(engine)
+        return cls(conn, driver, proxy=proxy)
+
+    def q(self, name: str) -> str:
+        return quote(self.driver, name)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        cur = self.conn.cursor()
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, tuple(params))
+        return cur
+
+    def all(self, sql: str, params: Sequence[Any] | None = None) -> list[Row]:
+        cur = self.execute(sql, params)
+        try:
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def count(self, table: str) -> int:
+        return int(self.all(f"SELECT COUNT(*) FROM {self.q(table)}")[0][0])
+
+    def sink(self, table: str, columns: Sequence[str], pk: Sequence[str], *, upsert: bool) -> Sink:
+        if self.driver == "postgres":
+            return _PgMerge(self, table, columns, pk) if upsert else _PgCopy(self, table, columns)
+        if self.driver == "mysql":
+            return _MysqlInsert(self, table, columns, pk, upsert=upsert)
+        return _SqliteInsert(self, table, columns, pk, upsert=upsert)
+
+    def keys(self, table: str, pk: Sequence[str], *, batch: int) -> Iterator[list[Row]]:
+        """The target's primary keys, in batches (for deletes on a re-run)."""
+        cols = ", ".join(self.q(c) for c in pk)
+        cur = self.execute(f"SELECT {cols} FROM {self.q(table)}")
+        try:
+            while rows := cur.fetchmany(batch):
+                yield rows
+        finally:
+            cur.close()
+
+    def delete(self, table: str, pk: Sequence[str], keys: Sequence[Row]) -> None:
+        ph = placeholder(self.driver)
+        where = " AND ".join(f"{self.q(c)} = {ph}" for c in pk)
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(f"DELETE FROM {self.q(table)} WHERE {where}", [tuple(k) for k in keys])
+        finally:
+            cur.close()
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+    def close(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
+
+
+def _assignments(w: TargetWriter, columns: Sequence[str], pk: Sequence[str], fmt: str) -> list[str]:
+    return [f"{w.q(c)} = {fmt.format(w.q(c))}" for c in columns if c not in pk]
+
+
+class _PgCopy(Sink):
+    """COPY FROM STDIN for the whole table: the fastest way into a fresh table."""
+
+    def __init__(self, w: TargetWriter, table: str, columns: Sequence[str]) -> None:
+        cols = ", ".join(w.q(c) for c in columns)
+        self._cur = w.conn.cursor()
+        self._ctx = self._cur.copy(f"COPY {w.q(table)} ({cols}) FROM STDIN")
+        self._copy = self._ctx.__enter__()
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        write_row = self._copy.write_row
+        for row in rows:
+            write_row(row)
+        return len(rows)
+
+    def close(self) -> int | None:
+        try:
+            self._ctx.__exit__(None, None, None)
+        finally:
+            self._cur.close()
+        return None
+
+    def abort(self, exc: BaseException) -> None:
+        try:
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        self._cur.close()
+
+
+class _PgMerge(Sink):
+    """COPY each batch into a temporary table, then one INSERT ... ON CONFLICT DO UPDATE."""
+
+    def __init__(self, w: TargetWriter, table: str, columns: Sequence[str], pk: Sequence[str]) -> None:
+        self._w = w
+        self._stage = f"pmigrate_stage_{next(w._stage)}"
+        cols = ", ".join(w.q(c) for c in columns)
+        w.execute(f"CREATE TEMPORARY TABLE {self._stage} (LIKE {w.q(table)} INCLUDING DEFAULTS) ON COMMIT DROP").close()
+        self._copy_sql = f"COPY {self._stage} ({cols}) FROM STDIN"
+        sets = _assignments(w, columns, pk, "EXCLUDED.{}")
+        conflict = ", ".join(w.q(c) for c in pk)
+        if sets:
+            others = [c for c in columns if c not in pk]
+            mine = ", ".join(f"{w.q(table)}.{w.q(c)}" for c in others)
+            theirs = ", ".join(f"EXCLUDED.{w.q(c)}" for c in others)
+            action = f"DO UPDATE SET {', '.join(sets)} WHERE ROW({mine}) IS DISTINCT FROM ROW({theirs})"
+        else:
+            action = "DO NOTHING"
+        self._merge = (
+            f"INSERT INTO {w.q(table)} ({cols}) SELECT {cols} FROM {self._stage} ON CONFLICT ({conflict}) {action}"
+        )
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        cur = self._w.conn.cursor()
+        try:
+            with cur.copy(self._copy_sql) as cp:
+                for row in rows:
+                    cp.write_row(row)
+            cur.execute(self._merge)
+            changed = cur.rowcount
+            cur.execute(f"TRUNCATE {self._stage}")
+            return changed
+        finally:
+            cur.close()
+
+
+class _SqliteInsert(Sink):
+    def __init__(self, w: TargetWriter, table: str, columns: Sequence[str], pk: Sequence[str], *, upsert: bool) -> None:
+        self._w = w
+        cols = ", ".join(w.q(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {w.q(table)} ({cols}) VALUES ({marks})"
+        if upsert:
+            others = [c for c in columns if c not in pk]
+            conflict = ", ".join(w.q(c) for c in pk)
+            if others:
+                sets = ", ".join(f"{w.q(c)} = excluded.{w.q(c)}" for c in others)
+                differ = " OR ".join(f"{w.q(table)}.{w.q(c)} IS NOT excluded.{w.q(c)}" for c in others)
+                sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets} WHERE {differ}"
+            else:
+                sql += f" ON CONFLICT ({conflict}) DO NOTHING"
+        self._sql = sql
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        conn = self._w.conn
+        before = conn.total_changes
+        conn.executemany(self._sql, rows)
+        return conn.total_changes - before
+
+
+class _MysqlInsert(Sink):
+    """Multi-row INSERT statements, each below the server's max_allowed_packet."""
+
+    def __init__(self, w: TargetWriter, table: str, columns: Sequence[str], pk: Sequence[str], *, upsert: bool) -> None:
+        self._w = w
+        cols = ", ".join(w.q(c) for c in columns)
+        self._head = f"INSERT INTO {w.q(table)} ({cols}) VALUES "
+        if upsert:
+            sets = _assignments(w, columns, pk, "VALUES({})") or [f"{w.q(pk[0])} = {w.q(pk[0])}"]
+            self._tail = " ON DUPLICATE KEY UPDATE " + ", ".join(sets)
+        else:
+            self._tail = ""
+        self._limit = _mysql_statement_limit(w)
+        self._row = _mysql_row_literal(w.conn, len(columns))
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        fmt = self._row
+        limit = self._limit
+        cur = self._w.conn.cursor()
+        try:
+            parts: list[str] = []
+            size = 0
+            for text in map(fmt, rows):
+                n = len(text) * 4 + 1  # utf8mb4: at most 4 bytes a character
+                if parts and size + n > limit:
+                    cur.execute(self._head + ",".join(parts) + self._tail)
+                    parts, size = [], 0
+                parts.append(text)
+                size += n
+            if parts:
+                cur.execute(self._head + ",".join(parts) + self._tail)
+        finally:
+            cur.close()
+        return None
+
+
+def _mysql_statement_limit(w: TargetWriter) -> int:
+    """Bytes per INSERT: well under max_allowed_packet (sizes are counted as 4 bytes a character)."""
+    try:
+        packet = int(w.all("SELECT @@max_allowed_packet")[0][0])
+    except Exception:  # noqa: BLE001 - the server default since 5.6
+        packet = 4 * 1024 * 1024
+    return max(64 * 1024, min(packet - 64 * 1024, 16 * 1024 * 1024))
+
+
+def _mysql_literal(conn: Any):
+    """A fast SQL literal for the types the copier hands over; the driver's own for the rest."""
+    escape = conn._escape_string  # honours NO_BACKSLASH_ESCAPES; PyMySQL has no public name for it
+
+    def lit(v: Any) -> str:
+        c = v.__class__
+        if c is str:
+            return "'" + escape(v) + "'"
+        if v is None:
+            return "NULL"
+        if c is int:
+            return str(v)
+        if c is bool:
+            return "1" if v else "0"
+        if c is datetime:
+            return "'" + v.isoformat(" ") + "'"
+        if c is date:
+            return "'" + v.isoformat() + "'"
+        return conn.literal(v)
+
+    return lit
+
+
+def _mysql_row_literal(conn: Any, width: int):
+    """One compiled function turning a row into ``(v1,v2,...)``: strings and ints inline, the rest via lit()."""
+    from pymysql.constants import SERVER_STATUS
+    from pymysql.converters import _escape_table
+
+    env: dict[str, Any] = {"lit": _mysql_literal(conn), "T": _escape_table, "str": str, "int": int}
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        env["T"] = {ord("'"): "''"}
+    field = "(\"'\" + v.translate(T) + \"'\" if (v := r[{i}]).__class__ is str else str(v) if v.__class__ is int else lit(v))"
+    parts = " + ',' + ".join(field.format(i=i) for i in range(width))
+    code = f"def row(r):\n    return '(' + {parts} + ')'\n"
+    exec(compile(code, "<pmigrate mysql row>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
+
+
+def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    it = iter(rows)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
