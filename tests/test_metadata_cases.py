@@ -220,3 +220,22 @@ def test_cli_copies_and_proves_with_counts(source, mysql_db, tmp_path, run_cli):
     r = run_cli("--config", str(src_cfg), "--to", str(dst_cfg), "--metadata-only", "-q")
     assert r.returncode == 0, r.stderr
     assert "merged by primary key" in r.stdout
+
+
+AWKWARD = "tab\there\nnew line\r\\back\\slash \\N not null ' \" `; 愛 الحب 🙂"
+
+
+@pytest.mark.postgres
+@pytest.mark.mysql
+def test_awkward_text_null_and_empty_survive(source, pg_db, mysql_db, tmp_path):
+    db, con = source
+    con.execute("UPDATE uploads SET comments = ?, login = '', password = NULL WHERE id = 'UPLOAD1XXXXXXXXX'", (AWKWARD,))
+    con.execute("UPDATE uploads SET created_at = '2026-07-08 12:00:28Z', expire_at = '2026-07-08 12:00:28.5' WHERE id = 'UPLOAD2XXXXXXXXX'")
+    for dst in (pg_db, mysql_db):
+        report = migrate(db, dst, tmp_path / dst.driver)
+        assert report.exit_code == 0, report.problems
+        assert_same_rows(db, dst)
+        row = (_scalar(dst, "SELECT comments FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'"),
+               _scalar(dst, "SELECT login FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'"),
+               _scalar(dst, "SELECT password FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'"))
+        assert row == (AWKWARD, "", None)

@@ -223,7 +223,8 @@ class S3Backend(DataBackend):
             resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
         except Exception as exc:  # noqa: BLE001 - classified below
             raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
-        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), 1 << 20)
+        size = int(resp.get("ContentLength") or 0)
+        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), min(MiB, max(size + 1, 8192)))
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         key = self.key(ref)

@@ -301,6 +301,7 @@ def _item(t: TablePlan, row: Sequence[Any], names: Sequence[str]) -> str:
 
 
 def _select(t: TablePlan, driver: str, *, where_orphans: bool) -> str:
+    """The rows of a table, without its orphans when it has some."""
     q = lambda n: dialects.quote(driver, n)  # noqa: E731
     cols = ", ".join(f"c.{q(n)}" for n in t.names)
     sql = f"SELECT {cols} FROM {q(t.name)} c"
@@ -328,11 +329,16 @@ def _orphans(reader: dialects.SnapshotReader, t: TablePlan) -> list[tuple[str, s
     return out
 
 
-def _converters(plan: Plan, t: TablePlan) -> list[tuple[int, Any]]:
+def _converters(plan: Plan, t: TablePlan) -> tuple[list[tuple[int, Any]], list[tuple[int, int]]]:
+    """(column index, value function) for columns that change on the way; (index, max characters) to check."""
     limits = _target_limits(plan, t)
-    out = []
+    convs, checks = [], []
     for i, c in enumerate(t.columns):
         fsp = V.time_fsp(plan.dst_driver, c.dst_type) if c.dst_type is not None else 9
+        if c.name in limits:
+            checks.append((i, limits[c.name]))
+        if c.kind == V.KIND_TEXT:
+            continue  # text passes as is; its length is checked inline
         f = V.column_converter(
             kind=c.kind,
             src=plan.src_driver,
@@ -340,11 +346,10 @@ def _converters(plan: Plan, t: TablePlan) -> list[tuple[int, Any]]:
             src_zone=plan.src_zone,
             dst_zone=plan.dst_zone,
             dst_fsp=fsp,
-            limit=limits.get(c.name),
         )
         if f is not None:
-            out.append((i, f))
-    return out
+            convs.append((i, f))
+    return convs, checks
 
 
 @dataclass
@@ -370,20 +375,20 @@ def _copy_table(
 ) -> None:
     fresh = plan.state == "empty"
     names = t.names
-    convs = _converters(plan, t)
+    convs, checks = _converters(plan, t)
     # Children of rows skipped for a bad value: skipped too, or the target's foreign key breaks.
     parent_skips = [(names.index(col), skipped_keys[parent]) for col, parent, _ in t.fks if skipped_keys.get(parent)]
     keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
     pk_index = names.index(t.pk[0]) if t.pk else 0
     mine: set = set()
-    fast = _row_function(convs, len(names)) if convs and not parent_skips else None
+    fast = _row_function(convs, checks, len(names)) if (convs or checks) and not parent_skips else None
 
     replace = not fresh and not t.pk
     if replace:
         writer.execute(f"DELETE FROM {writer.q(t.name)}").close()
     sink = writer.sink(t.name, names, t.pk, upsert=not fresh and bool(t.pk))
     changed = 0
-    sql = _select(t, plan.src_driver, where_orphans=True)
+    sql = _select(t, plan.src_driver, where_orphans=res.orphans > 0)
     try:
         with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
@@ -394,12 +399,12 @@ def _copy_table(
                     except Exception:  # noqa: BLE001 - found and named row by row below
                         fast_ok = False
                 else:
-                    fast_ok = not (convs or parent_skips)
+                    fast_ok = not (convs or checks or parent_skips)
                 if not fast_ok:
                     out = []
                     for row in batch:
                         try:
-                            out.append(_convert(row, convs, parent_skips, names, t))
+                            out.append(_convert(row, convs, checks, parent_skips, names, t))
                         except _BadRow as bad:
                             if not opts.ignore_errors:
                                 raise ItemError(f"{bad.item}: {bad.message}", item=bad.item, kind="bad-value") from None
@@ -425,16 +430,36 @@ def _copy_table(
         skipped_keys[t.name] = mine
 
 
-def _row_function(convs: list[tuple[int, Any]], width: int) -> Any:
-    """One compiled function converting a whole row: no per-column loop in Python."""
-    env = {f"f{i}": f for i, f in convs}
-    parts = [f"f{i}(r[{i}])" if f"f{i}" in env else f"r[{i}]" for i in range(width)]
+def _too_long(value: Any, limit: int) -> Any:
+    raise V.ValueError_(f"{len(value)} characters do not fit the target's {limit}")
+
+
+def _row_function(convs: list[tuple[int, Any]], checks: list[tuple[int, int]], width: int) -> Any:
+    """One compiled function converting a whole row: no per-column loop, length checks inline."""
+    env: dict[str, Any] = {f"f{i}": f for i, f in convs}
+    env["too_long"] = _too_long
+    limits = dict(checks)
+    parts = []
+    for i in range(width):
+        x = f"f{i}(r[{i}])" if f"f{i}" in env else f"r[{i}]"
+        if i in limits:
+            n = limits[i]
+            x = f"(v if (v := {x}).__class__ is not str or len(v) <= {n} else too_long(v, {n}))"
+        parts.append(x)
     code = f"def row(r):\n    return ({', '.join(parts)},)\n"
     exec(compile(code, "<pmigrate row converter>", "exec"), env)  # noqa: S102 - built from column indexes only
     return env["row"]
 
 
-def _convert(row: Sequence[Any], convs: list[tuple[int, Any]], parent_skips: list[tuple[int, set]], names: Sequence[str], t: TablePlan) -> tuple:
+def _convert(
+    row: Sequence[Any],
+    convs: list[tuple[int, Any]],
+    checks: list[tuple[int, int]],
+    parent_skips: list[tuple[int, set]],
+    names: Sequence[str],
+    t: TablePlan,
+) -> tuple:
+    """The slow path, row by row: names the table, key and column of a value that cannot go."""
     for i, keys in parent_skips:
         if row[i] in keys:
             raise _BadRow(_item(t, row, names), f"{names[i]} {row[i]!r} names a row skipped above")
@@ -444,6 +469,10 @@ def _convert(row: Sequence[Any], convs: list[tuple[int, Any]], parent_skips: lis
             r[i] = f(r[i])
         except (V.ValueError_, ValueError, TypeError, OverflowError) as exc:
             raise _BadRow(_item(t, row, names), f"column {names[i]}: {exc}") from None
+    for i, n in checks:
+        v = r[i]
+        if v.__class__ is str and len(v) > n:
+            raise _BadRow(_item(t, row, names), f"column {names[i]}: {len(v)} characters do not fit the target's {n}")
     return tuple(r)
 
 
@@ -567,6 +596,9 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             created = True
         _attach_reflected(plan, conn, known)
         writer = dialects.TargetWriter(raw, plan.dst_driver)
+        if fresh and plan.dst_driver == "mysql":
+            # Bulk load as mysqldump does: orphans are filtered above, so the foreign keys hold.
+            writer.execute("SET SESSION foreign_key_checks = 0, unique_checks = 0").close()
         skipped_keys: dict[str, set] = {}
         for t in known:
             _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
@@ -583,6 +615,8 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
                 if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
                     res.deleted = _delete_gone(plan, t, reader, writer, opts=opts)
         raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
+        if fresh and plan.dst_driver == "mysql":
+            writer.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1").close()
     except BaseException as exc:
         try:
             raw.rollback()

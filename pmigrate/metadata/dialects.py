@@ -360,21 +360,22 @@ class _MysqlInsert(Sink):
         else:
             self._tail = ""
         self._limit = _mysql_statement_limit(w)
-        self._lit = _mysql_literal(w.conn)
+        self._row = _mysql_row_literal(w.conn, len(columns))
 
     def write(self, rows: Sequence[Row]) -> int | None:
-        lit = self._lit
-        parts: list[str] = []
-        size = 0
+        fmt = self._row
+        limit = self._limit
         cur = self._w.conn.cursor()
         try:
-            for row in rows:
-                text = "(" + ",".join([lit(v) for v in row]) + ")"
-                if parts and size + len(text) * 4 > self._limit:
+            parts: list[str] = []
+            size = 0
+            for text in map(fmt, rows):
+                n = len(text) * 4 + 1  # utf8mb4: at most 4 bytes a character
+                if parts and size + n > limit:
                     cur.execute(self._head + ",".join(parts) + self._tail)
                     parts, size = [], 0
                 parts.append(text)
-                size += len(text) * 4 + 1
+                size += n
             if parts:
                 cur.execute(self._head + ",".join(parts) + self._tail)
         finally:
@@ -412,6 +413,21 @@ def _mysql_literal(conn: Any):
         return conn.literal(v)
 
     return lit
+
+
+def _mysql_row_literal(conn: Any, width: int):
+    """One compiled function turning a row into ``(v1,v2,...)``: strings and ints inline, the rest via lit()."""
+    from pymysql.constants import SERVER_STATUS
+    from pymysql.converters import _escape_table
+
+    env: dict[str, Any] = {"lit": _mysql_literal(conn), "T": _escape_table, "str": str, "int": int}
+    if conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+        env["T"] = {ord("'"): "''"}
+    field = "(\"'\" + v.translate(T) + \"'\" if (v := r[{i}]).__class__ is str else str(v) if v.__class__ is int else lit(v))"
+    parts = " + ',' + ".join(field.format(i=i) for i in range(width))
+    code = f"def row(r):\n    return '(' + {parts} + ')'\n"
+    exec(compile(code, "<pmigrate mysql row>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
 
 
 def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
