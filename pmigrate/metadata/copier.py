@@ -503,6 +503,11 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     started = time.monotonic()
     sec = report.section(AREA)
     sec.update(source=plan.src_desc, target=plan.dst_desc, level=plan.level, target_state=plan.state)
+    for side, driver, zone in (("source", plan.src_driver, plan.src_zone), ("target", plan.dst_driver, plan.dst_zone)):
+        if driver == "mysql":
+            # datetime(3) has no zone: the DSN's loc says which one, and it must be plikd's.
+            sec[f"{side}_time_zone"] = V.zone_name(zone)
+            report.line(AREA, f"{side} mysql datetimes read as {V.zone_name(zone)} (the DSN's loc; Local is this machine's TZ)")
     for name in plan.unknown:
         report.warn(f"table {name} is not Plik's: copied as it is, after Plik's tables")
     results = {t.name: _TableResult() for t in plan.tables}
