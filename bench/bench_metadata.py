@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import write_csv  # noqa: E402
+
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
 MY = dict(host="127.0.0.1", port=3306, user="root")
 
@@ -245,11 +247,16 @@ def main() -> int:
         if pgloader is None and not args.no_pgloader:
             print("pgloader: skipped (not installable here)")
         print(f"\n{rows:,} rows ({args.files:,} files), best of {args.rounds} round(s), this machine: {os.cpu_count()} cores")
+        table: list[dict] = []
         print(f"{'direction':<38} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12}")
         for label, runs in results.items():
             secs = min(s for s, _ in runs)
             rss = max(r for _, r in runs)
             print(f"{label:<38} {secs:>8.1f} {rows / secs:>10,.0f} {rss:>12}")
+            direction, tool = label.rsplit(" (", 1)
+            table.append({"direction": direction, "tool": tool.rstrip(")"), "files": args.files, "rows": rows,
+                          "rounds": len(runs), "seconds": secs, "rows_per_s": rows / secs, "peak_rss_mb": rss})
+        write_csv("metadata", table, keys=("direction", "tool", "files"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

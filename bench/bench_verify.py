@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from tests import dumps as dumps_mod  # noqa: E402
 from tests import verifykit as vk  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
+from bench.common import write_csv  # noqa: E402
 
 
 def make_blobs(n: int, total: int, seed: int = 11) -> list[vk.Blob]:
@@ -204,6 +205,7 @@ def main() -> None:
         finally:
             stop_process(moto)
 
+    table: list[dict] = []
     print(f"\n{'case':44} {'verify MB/s':>12} {'(whole cmd)':>12} {'plain MB/s':>11} {'ratio':>6} {'CPU s/GB verify':>16} {'plain':>6}")
     for case, vals in res.items():
         n = len(vals)
@@ -211,7 +213,12 @@ def main() -> None:
         ratio = f"{a / b:6.2f}" if b == b else "     -"
         cpus = f"{ca:16.2f} {cb:6.2f}" if ca == ca else f"{'-':>16} {'-':>6}"
         print(f"{case:44} {a:12.1f} {w:12.1f} {b:11.1f} {ratio} {cpus}")
+        table.append({"case": case.strip(), "files": args.files, "mib": args.mib, "workers": args.workers, "rounds": n,
+                      "verify": a, "verify_whole_command": w, "plain": b, "ratio": a / b if b == b else float("nan"),
+                      "cpu_s_per_gb_verify": ca, "cpu_s_per_gb_plain": cb,
+                      "unit": "files/s" if "files/s" in case else "MB/s"})  # fmt: skip
     print("(medians of the rounds; ratio = verify blob phase / plain read; CPU: user+system of all processes, whole command)")
+    write_csv("verify", table, keys=("case", "workers", "files", "mib"))
 
 
 if __name__ == "__main__":
