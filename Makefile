@@ -20,8 +20,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 man: $(STAMP)
-	$(BIN)/argparse-manpage --pyfile pmigrate/cli.py --function build_parser \
+	COLUMNS=1000 $(BIN)/argparse-manpage --module pmigrate.cli --function build_parser \
 	  --prog pmigrate --project-name pmigrate --author "the pmigrate authors" \
+	  --description "migrate a Plik deployment between metadata and data backends" \
+	  --include docs/man-extra.txt \
 	  --url https://example.invalid/pmigrate --output pmigrate.1 \
 	  --manual-title "pmigrate manual" --version "$$($(BIN)/python -c 'import pmigrate;print(pmigrate.__version__)')"
 	@echo "wrote pmigrate.1; read it with: man ./pmigrate.1"

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Time 'pmigrate fakedb' making 1M file rows (--metadata-only, SQLite); print a table.
 
-Each run is a separate process writing into a fresh folder under --out; wall
-time, CPU time and peak RSS come from that process alone (os.wait4). The load
-average is printed too: on a shared machine it explains slow runs.
+Each run is a separate process tree writing into a fresh folder under --out.
+Wall time, then CPU time and peak RSS from os.wait4 (CPU summed over the
+process and its workers; RSS of the largest single process). The load average
+at the start is printed too: on a shared machine it explains slow runs.
+With --ab, runs alternate between the default (one process) and --jobs 2
+(parts made by two worker processes), so both meet the same load.
 
-    .venv/bin/python bench/bench_fakedb.py [--files 1000000] [--runs 2]
+    .venv/bin/python bench/bench_fakedb.py [--files 1000000] [--runs 2] [--ab]
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import write_csv  # noqa: E402
 
 
 def one_run(*, out: Path, files: int, seed: int, extra: list[str]) -> dict:
@@ -59,21 +65,27 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=2, help="runs, each with its own seed and folder (default: %(default)s)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="parent of the run folders (default: bench/out)")
     p.add_argument("--keep", action="store_true", help="keep each run's deployment (default: removed after measuring)")
+    p.add_argument("--ab", action="store_true", help="alternate one process (A) and --jobs 2 (B) (default: A only)")
     args, extra = p.parse_known_args()
+    variants = [("1 process", [])] + ([("--jobs 2", ["--jobs", "2"])] if args.ab else [])
     base = args.out / f"fakedb-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"pmigrate fakedb --files {args.files} --metadata-only (SQLite), {os.cpu_count()} CPUs")
-    header = f"{'run':>3} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"
+    header = f"{'run':>3} {'variant':>9} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"
     print(header)
     print("-" * len(header))
-    for i in range(1, args.runs + 1):
-        out = base / f"run-{i}"
+    table: list[dict] = []
+    plan = [(i, v) for i in range(1, args.runs + 1) for v in variants]
+    for n, (i, (variant, flags)) in enumerate(plan, 1):
+        out = base / f"run-{n}"
         out.mkdir(parents=True)
-        r = one_run(out=out, files=args.files, seed=i, extra=extra)
-        print(f"{i:>3} {r['files']:>10} {r['rows']:>10} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9.0f} "
+        r = one_run(out=out, files=args.files, seed=i, extra=[*flags, *extra])
+        print(f"{n:>3} {variant:>9} {r['files']:>10} {r['rows']:>10} {r['seconds']:>8.1f} {r['rows'] / r['seconds']:>9.0f} "
               f"{r['files'] / r['seconds']:>9.0f} {r['cpu']:>7.1f} {r['rss_mib']:>6.0f} MiB {r['db_mib']:>5.0f} MiB "
               f"{r['load']:>5.1f}", flush=True)
+        table.append({"run_index": n, "variant": variant, **r, "rows_per_s": r["rows"] / r["seconds"], "files_per_s": r["files"] / r["seconds"]})
         if not args.keep:
             shutil.rmtree(out)
+    write_csv("fakedb", table, keys=("files", "variant", "run_index"))
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     return 0

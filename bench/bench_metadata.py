@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import write_csv  # noqa: E402
+
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
 MY = dict(host="127.0.0.1", port=3306, user="root")
 
@@ -256,12 +258,18 @@ def main() -> int:
             f"\n{rows:,} rows from {src.name} ({how}), best of {args.rounds} round(s); {os.cpu_count()} cores, "
             f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after"
         )
+        table: list[dict] = []
         print(f"{'direction':<38} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} {'CPU s':>7}")
         for label, runs in results.items():
             secs, _, cpu = min(runs)
             rss = max(r for _, r, _ in runs)
             print(f"{label:<38} {secs:>8.1f} {rows / secs:>10,.0f} {rss:>12} {cpu:>7.1f}")
+            direction, tool = label.rsplit(" (", 1)
+            table.append({"direction": direction, "tool": tool.rstrip(")"), "files": args.files, "rows": rows,
+                          "rounds": len(runs), "seconds": secs, "rows_per_s": rows / secs, "peak_rss_mb": rss,
+                          "cpu_s": cpu})
         print("CPU s: user+sys of the tool's own process (not the database servers')")
+        write_csv("metadata", table, keys=("direction", "tool", "files"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

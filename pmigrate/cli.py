@@ -78,7 +78,7 @@ def _add_common(p: argparse.ArgumentParser, *, verb: str, to_required: bool = Tr
         type=_positive_int,
         metavar="N",
         default=default_workers(),
-        help="worker processes for blobs (default: the CPU count, %(default)s here)",
+        help="worker processes for blobs (default: the number of CPUs)",
     )
     p.add_argument(
         "--batch-size",

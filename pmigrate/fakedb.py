@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from pmigrate import redact as secrets
 from pmigrate.errors import ConfigError
 from pmigrate.fake import tables
 from pmigrate.fake.rows import Generator, Shape, soft_deleted_count
-from pmigrate import redact as secrets
 from pmigrate.redact import redact
 
 SIZES = ("small", "mixed", "large")
@@ -80,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     target.add_argument("--metadata-url", metavar="URL", default=None,
                         help="write the metadata into this SQLAlchemy URL, e.g. postgresql://u:p@host/db or "
                         "mysql://u:p@host/db (it must hold no Plik tables) (default: SQLite DIR/plik.db)")
+    p.add_argument("--parts", type=_count, default=None, metavar="N",
+                   help="split the uploads into N parts over whole days; the rows depend on the seed and N "
+                   "(default: one part per 100000 files)")
+    p.add_argument("--jobs", type=_count, default=1, metavar="N",
+                   help="worker processes making the parts; the rows do not depend on it. More than 1 pays on "
+                   "idle CPUs only: SQLite parts are then copied in at the end (default: %(default)s)")
     p.add_argument("--batch-size", type=_count, default=20_000, metavar="N",
                    help="rows per insert batch and transaction (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one summary line (default: off)")
@@ -115,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
 
         with engine.begin() as conn:
             create_schema(conn, driver=target.driver, level=tables.SCHEMA_LEVEL)
-        gen, counts = _fill(engine=engine, target=target, shape=shape, args=args, files_dir=files_dir)
+        totals = _fill(engine=engine, target=target, shape=shape, args=args, files_dir=files_dir)
     finally:
         engine.dispose()
     cfg = out / CONFIG_NAME
     cfg.write_text(plikd_cfg(directory=files_dir, target=target, seed=args.seed), encoding="utf-8")
-    _summary(args=args, out=out, target=target, shape=shape, gen=gen, counts=counts, cfg=cfg,
+    _summary(args=args, out=out, target=target, shape=shape, totals=totals, cfg=cfg,
              seconds=time.monotonic() - started)
     return 0
 
@@ -226,13 +232,23 @@ def _check_target(target: Target) -> None:
                                  "give fakedb an empty database"))
 
 
-def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, files_dir: Path):
-    from pmigrate.fake.blobs import FileBlobs, NoBlobs
+@dataclass
+class Totals:
+    counts: dict[str, int]
+    bytes_stored: int = 0
+    blob_count: int = 0
+    legacy: int = 0
+
+
+def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, files_dir: Path) -> Totals:
+    from pmigrate.fake import parallel
+    from pmigrate.fake.rows import plan_parts
     from pmigrate.fake.sink import Writer, clock_for
+    from pmigrate.metadata import db
     from pmigrate.progress import bar
 
-    blobs = NoBlobs(seed=args.seed) if args.metadata_only else FileBlobs(directory=files_dir, seed=args.seed)
-    gen = Generator(seed=args.seed, shape=shape, blobs=blobs, clock=clock_for(target.driver))
+    zone = db.time_zone(target.meta())
+    gen = Generator(seed=args.seed, shape=shape, blobs=None, clock=clock_for(target.driver, mysql_zone=zone))
     batch = max(args.batch_size, 1)
     raw = engine.raw_connection()
     try:
@@ -240,37 +256,22 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
         w.defer_indexes()
         w.insert_all(tables.USERS, gen.users_rows(), batch=batch)
         w.insert_all(tables.TOKENS, gen.tokens_rows(), batch=batch)
-        uploads: list[tuple] = []
-        files: list[tuple] = []
-        stats: dict[tables.Table, list[tuple]] = {tables.UPLOAD_STATS_DAILY: [], tables.DOWNLOAD_STATS_DAILY: []}
-
-        def flush() -> None:
-            w.insert(tables.UPLOADS, uploads)  # parents before their files
-            w.insert(tables.FILES, files)
-            for table, rows in stats.items():
-                w.insert(table, rows)
-                rows.clear()
-            w.commit()
-            progress.update(len(files))
-            uploads.clear()
-            files.clear()
-
+        totals = Totals(w.counts)
+        job = parallel.Job(seed=args.seed, shape=shape, parts=tuple(plan_parts(shape, parts=args.parts)),
+                           users=tuple(gen.users), driver=target.driver, connection_string=target.connection_string,
+                           mysql_zone=zone, files_dir=None if args.metadata_only else files_dir,
+                           part_dir=files_dir.parent, batch=batch)
         with bar(quiet=args.quiet or not sys.stderr.isatty(), desc="files", total=shape.files, unit="row") as progress:
-            for upload, upload_files, upload_stats in gen.uploads_and_files():
-                uploads.append(upload)
-                files.extend(upload_files)
-                for table, row in upload_stats:
-                    stats[table].append(row)
-                if len(files) + len(uploads) >= batch:
-                    flush()
-            for table, row in gen.closed_days():
-                stats[table].append(row)
-            flush()
+            for done in parallel.run(job, jobs=max(args.jobs, 1), writer=w, progress=progress.update):
+                gen.usage.merge(done.usage)
+                totals.bytes_stored += done.bytes_stored
+                totals.blob_count += done.blob_count
+                totals.legacy += done.legacy
         w.insert_all(tables.SETTINGS, gen.settings_rows(), batch=batch)
         w.insert_all(tables.USAGE_STATS, gen.usage_rows(), batch=batch)
         w.insert_all(tables.MIGRATIONS_TABLE, gen.migrations_rows(), batch=batch)
         w.restore_indexes()
-        return gen, w.counts
+        return totals
     finally:
         raw.close()
 
@@ -297,17 +298,19 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def _summary(*, args, out: Path, target: Target, shape: Shape, gen: Generator, counts: dict[str, int], cfg: Path,
+def _summary(*, args, out: Path, target: Target, shape: Shape, totals: Totals, cfg: Path,
              seconds: float) -> None:
     where = redact(f"{target.driver} {target.connection_string}")
+    counts = totals.counts
     if args.quiet:
-        print(f"fakedb: {out}: {counts.get('files', 0)} files, {gen.blob_count} blobs "
-              f"({_human(gen.bytes_stored)}), metadata in {where}, config {cfg} ({seconds:.1f} s)")
+        blobs = "no blobs" if args.metadata_only else f"{totals.blob_count} blobs ({_human(totals.bytes_stored)})"
+        print(f"fakedb: {out}: {counts.get('files', 0)} files, {blobs}, metadata in {where}, "
+              f"config {cfg} ({seconds:.1f} s)")
         return
     rows = ", ".join(f"{t.name} {counts.get(t.name, 0)}" for t in tables.ALL)
     blobs = ("none (--metadata-only)" if args.metadata_only else
-             f"{gen.blob_count} in {out / FILES_DIR}, {_human(gen.bytes_stored)}, "
-             f"{gen.blobs.legacy} in the pre-1.3 layout")
+             f"{totals.blob_count} in {out / FILES_DIR}, {_human(totals.bytes_stored)}, "
+             f"{totals.legacy} in the pre-1.3 layout")
     lines = [
         f"fakedb: a Plik deployment at schema {tables.SCHEMA_LEVEL} in {out} (seed {args.seed}, sizes {shape.sizes})",
         f"  metadata  {where}",

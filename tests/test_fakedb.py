@@ -6,6 +6,7 @@ import hashlib
 import re
 import sqlite3
 import tomllib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,13 @@ def query(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def instant(sqlite_ts: str) -> datetime:
+    """gorm's sqlite text (nanoseconds) as an aware datetime, truncated to microseconds."""
+    m = re.fullmatch(r"(.{19})(?:\.(\d+))?(.{6})", sqlite_ts)
+    frac = (m.group(2) or "").ljust(9, "0")[:6]
+    return datetime.fromisoformat(f"{m.group(1)}.{frac}{m.group(3)}")
+
+
 def blob_tree(files_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(files_dir)): p.read_bytes() for p in sorted(files_dir.rglob("*")) if p.is_file()}
 
@@ -63,6 +71,36 @@ def test_same_seed_gives_same_rows_and_bytes(tmp_path, deployment):
     assert blob_tree(other / "files") != blob_tree(deployment / "files")
 
 
+def test_parts_made_by_worker_processes(tmp_path):
+    """Parts made in one process or by workers: the same rows, every count exact, statistics summed across parts."""
+    one = make(tmp_path / "one", "--parts", "3")
+    two = make(tmp_path / "two", "--parts", "3", "--jobs", "2")
+    for table in ALL:
+        assert rows(one / "plik.db", table.name) == rows(two / "plik.db", table.name), table.name
+    assert blob_tree(one / "files") == blob_tree(two / "files")
+    assert query(one / "plik.db", "SELECT count(*), count(DISTINCT upload_id) > 3 FROM files") == [(150, 1)]
+    check_usage(one / "plik.db")
+    check_blobs(one)
+    check_foreign_keys(one)
+
+
+def check_usage(db: Path) -> None:
+    """usage_stats per user (token '') and __anonymous__ add up to the uploads and files tables."""
+    per_user = "FROM usage_stats WHERE token = ''"
+    assert query(db, f"SELECT sum(lifetime_uploads), sum(current_uploads) {per_user}") == query(
+        db, "SELECT count(*), sum(deleted_at IS NULL) FROM uploads")
+    assert query(db, f"SELECT sum(current_files), sum(current_size) {per_user}") == query(
+        db, "SELECT count(*), sum(size) FROM files JOIN uploads ON uploads.id = files.upload_id "
+            "WHERE status = 'uploaded' AND deleted_at IS NULL")
+    assert query(db, f"SELECT sum(lifetime_users) {per_user}") == query(db, "SELECT count(*) FROM users")
+    assert query(db, "SELECT sum(uploads) FROM upload_stats_daily WHERE token = ''") == query(
+        db, "SELECT count(*) FROM uploads")
+
+
+def test_usage_stats_add_up(deployment):
+    check_usage(deployment / "plik.db")
+
+
 def test_counts_statuses_and_soft_deleted_uploads(deployment):
     db = deployment / "plik.db"
     assert query(db, "SELECT count(*) FROM users")[0][0] == 6
@@ -78,6 +116,10 @@ def test_counts_statuses_and_soft_deleted_uploads(deployment):
 
 
 def test_blobs_are_where_plikd_reads_them_with_their_md5(deployment):
+    check_blobs(deployment)
+
+
+def check_blobs(deployment: Path) -> None:
     files_dir = deployment / "files"
     stored = query(deployment / "plik.db", "SELECT id, upload_id, md5, size, status FROM files")
     on_disk = set()
@@ -111,6 +153,10 @@ def test_unicode_names_survive(deployment):
 
 
 def test_foreign_keys_hold(deployment):
+    check_foreign_keys(deployment)
+
+
+def check_foreign_keys(deployment: Path) -> None:
     db = deployment / "plik.db"
     assert query(db, "SELECT count(*) FROM files WHERE upload_id NOT IN (SELECT id FROM uploads)") == [(0,)]
     assert query(db, "SELECT count(*) FROM tokens WHERE user_id NOT IN (SELECT id FROM users)") == [(0,)]
@@ -183,6 +229,21 @@ def test_on_a_database_server(request, tmp_path, deployment, server):
     assert cfg["MetadataBackendConfig"]["Driver"] == db.driver
     assert not (out / "plik.db").exists()
     assert blob_tree(out / "files") == blob_tree(deployment / "files")
+    # The same rows, timestamps as native types holding the same instants.
+    engine = sqlalchemy.create_engine(db.url)
+    try:
+        with engine.connect() as conn:
+            served = conn.execute(sqlalchemy.text("SELECT id, name, md5, size, created_at FROM files ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    local = query(deployment / "plik.db", "SELECT id, name, md5, size, created_at FROM files ORDER BY id")
+    assert sorted(r[:4] for r in served) == sorted(r[:4] for r in local)
+    precision = timedelta(microseconds=1 if server == "pg_db" else 1000)
+    by_id = {r[0]: r[4] for r in local}
+    for file_id, *_, created in served:
+        expected = instant(by_id[file_id])
+        got = created if created.tzinfo else created.replace(tzinfo=timezone.utc)  # mysql: loc=UTC
+        assert timedelta(0) <= expected - got < precision, (file_id, expected, got)
 
 
 def test_into_the_database_a_plikd_cfg_names(tmp_path, pg_db, run_cli, deployment):
@@ -207,3 +268,20 @@ def test_usage_errors_are_one_line(tmp_path, run_cli):
         assert res.returncode == 2, args
         assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr and "hunter22" not in res.stderr, res.stderr
         assert not (tmp_path / "dep").exists()
+
+
+def test_parts_written_by_workers_on_postgres(tmp_path, pg_db):
+    """Workers write their parts straight into the server; uploads before files, counts exact."""
+    make(tmp_path / "dep", "--metadata-url", pg_db.url, "--parts", "3", "--jobs", "2", "--metadata-only")
+    engine = sqlalchemy.create_engine(pg_db.url)
+    counts = _counts(engine)
+    assert (counts["users"], counts["uploads"], counts["files"]) == (6, 40, 150)
+    engine = sqlalchemy.create_engine(pg_db.url)
+    try:
+        with engine.connect() as conn:
+            orphans = conn.execute(sqlalchemy.text(
+                "SELECT count(*) FROM files WHERE upload_id NOT IN (SELECT id FROM uploads)")).scalar()
+            daily = conn.execute(sqlalchemy.text("SELECT sum(uploads) FROM upload_stats_daily WHERE token = ''")).scalar()
+    finally:
+        engine.dispose()
+    assert (orphans, daily) == (0, 40)

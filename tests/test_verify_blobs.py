@@ -170,3 +170,20 @@ def test_after_pmigrate_journal_is_the_reference(deployment, run_cli, tmp_path):
     assert proc.returncode == 1
     assert _problems(report) == {("hash-mismatch", items[6].file_id)}
     assert "recorded when it was copied" in next(p["message"] for p in report["problems"] if p["kind"] == "hash-mismatch")
+
+
+def test_full_migration_to_s3_verifies_clean(deployment, run_cli, tmp_path, s3_server):
+    """pmigrate --verify: metadata and blobs copied to a new sqlite file and a bucket, then audited."""
+    from tests.servers import sqlite_database
+
+    items, src_cfg, _, _ = deployment()
+    bucket = s3_server.new_bucket()
+    dst_cfg = vk.s3_cfg(tmp_path / "full.cfg", db=sqlite_database(tmp_path / "full.db"), s3=s3_server, bucket=bucket, prefix="p")
+    out = tmp_path / "full.json"
+    proc = run_cli("--config", str(src_cfg), "--to", str(dst_cfg), "--verify", "--checksum", "md5", "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    s = report["sections"]["verify-blobs"]
+    assert (s["ok"], s["unowned"], s["objects_listed"]) == (N, 0, N)
+    assert report["sections"]["verify-rows"]["tables"]["files"]["ok"] == N + 4
+    assert not [p for p in report["problems"] if p["fatal"]]

@@ -66,7 +66,7 @@ class FileBlobs:
 class NoBlobs:
     """--metadata-only: nothing written, an MD5 of the right shape recorded."""
 
-    def __init__(self, *, seed: int) -> None:
+    def __init__(self, *, seed: int | str) -> None:
         self._bits = random.Random(f"md5:{seed}").getrandbits
         self.legacy = 0
 

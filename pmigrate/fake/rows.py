@@ -71,6 +71,45 @@ class Shape:
     soft_deleted_fraction: float = 0.05
 
 
+@dataclass(frozen=True, kw_only=True)
+class Part:
+    """A slice of the uploads, over whole days, that one process can generate alone.
+
+    Parts never share a day, so each part's upload_stats_daily rows are
+    complete; every count is split exactly, so the totals match the Shape.
+    """
+
+    index: int
+    first_ns: int
+    span_ns: int
+    uploads: int
+    files: int
+    anon_uploads: int
+    soft_deleted: int
+
+
+FILES_PER_PART = 100_000
+
+
+def plan_parts(shape: Shape, *, parts: int | None = None) -> list[Part]:
+    """Parts depend on the shape only (never on the machine), so a seed gives the same rows anywhere."""
+    wanted = parts if parts else shape.files // FILES_PER_PART
+    n = max(1, min(wanted, 365, max(shape.uploads, 1)))
+    days = HISTORY_NS // DAY_NS
+    first = NOW_NS - HISTORY_NS
+
+    def split(total: int, k: int) -> int:
+        return total * (k + 1) // n - total * k // n
+
+    parts = []
+    for k in range(n):
+        start, end = days * k // n, days * (k + 1) // n
+        parts.append(Part(index=k, first_ns=first + start * DAY_NS, span_ns=(end - start) * DAY_NS,
+                          uploads=split(shape.uploads, k), files=split(shape.files, k),
+                          anon_uploads=split(shape.anon_uploads, k), soft_deleted=split(soft_deleted_count(shape), k)))
+    return parts
+
+
 class Weighted:
     """rng.choices without rebuilding the cumulative weights on every call."""
 
@@ -218,7 +257,7 @@ class Usage:
         now = [CURRENT[f] for f in flags] + [CURRENT[size_bucket(s)] for s in sizes_now] if live else []
         stored = sum(sizes_ever)
         for key in keys:
-            row = self.rows[key]
+            row = self.rows.get(key) or self.open(key, 0)
             row[_LU] += 1
             row[_LF] += len(sizes_ever)
             row[_LS] += stored
@@ -236,6 +275,17 @@ class Usage:
             row[-4] = created_ns
             row[-1] = created_ns + 153_207
 
+    def merge(self, other: "Usage") -> None:
+        """Add the counters another part gathered."""
+        n = len(USAGE_COUNTERS)
+        for key, theirs in other.rows.items():
+            mine = self.rows.get(key) or self.open(key, theirs[-3])
+            for i in range(n):
+                mine[i] += theirs[i]
+            if theirs[-4] is not None and (mine[-4] is None or theirs[-4] > mine[-4]):
+                mine[-4] = theirs[-4]
+                mine[-1] = max(mine[-1], theirs[-1])
+
     def table_rows(self, clock: Clock) -> Iterator[tuple]:
         local = clock.local
         for (user_id, token), row in self.rows.items():
@@ -247,14 +297,15 @@ class Usage:
 class Generator:
     """Yields each table's rows; call the methods in foreign-key order."""
 
-    def __init__(self, *, seed: int, shape: Shape, blobs: BlobSink, clock: Clock) -> None:
+    def __init__(self, *, seed: int | str, shape: Shape, blobs: BlobSink | None, clock: Clock,
+                 users: list[User] | None = None) -> None:
         self.rng = random.Random(seed)
         self.ids = Ids(self.rng)
         self.shape = shape
         self.blobs = blobs
         self.clock = clock
         self.size = size_sampler(shape.sizes, self.rng)
-        self.users: list[User] = []
+        self.users: list[User] = users if users is not None else []
         self.usage = Usage()
         self.first_ns = NOW_NS - HISTORY_NS
         self.bytes_stored = 0
@@ -322,18 +373,21 @@ class Generator:
 
     # -- uploads and files ------------------------------------------------
 
-    def uploads_and_files(self) -> Iterator[tuple[tuple, list[tuple], list[tuple[Table, tuple]]]]:
-        """(upload row, its file rows, statistics rows now complete), oldest upload first."""
-        rng, shape = self.rng, self.shape
-        anon = Selector(rng, k=shape.anon_uploads, n=shape.uploads)
-        soft = Selector(rng, k=soft_deleted_count(shape), n=shape.uploads)
-        step = HISTORY_NS // max(shape.uploads, 1)
-        files_left = shape.files
-        pending_statuses = list(STATUSES)  # every status shows up early on
-        for i in range(shape.uploads):
-            n_files = file_count(rng, files_left=files_left, uploads_left=shape.uploads - i)
+    def uploads_and_files(self, part: Part) -> Iterator[tuple[tuple, list[tuple], list[tuple[Table, tuple]]]]:
+        """(upload row, its file rows, statistics rows now complete) of one part, oldest upload first.
+
+        Call closed_days() once after the last one for the part's last day.
+        """
+        rng = self.rng
+        anon = Selector(rng, k=part.anon_uploads, n=part.uploads)
+        soft = Selector(rng, k=part.soft_deleted, n=part.uploads)
+        step = part.span_ns // max(part.uploads, 1)
+        files_left = part.files
+        pending_statuses = list(STATUSES) if part.index == 0 else []  # every status shows up early on
+        for i in range(part.uploads):
+            n_files = file_count(rng, files_left=files_left, uploads_left=part.uploads - i)
             files_left -= n_files
-            created = self.first_ns + i * step + int(rng.random() * step)
+            created = part.first_ns + i * step + int(rng.random() * step)
             is_anon = anon.take() or not self.users
             deleted = soft.take()
             yield self._upload(created=created, n_files=n_files, is_anon=is_anon, deleted=deleted,

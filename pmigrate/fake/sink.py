@@ -2,16 +2,16 @@
 
 sqlite3 keeps timestamps as text in plikd's local zone with nanoseconds
 (``2026-07-08 12:00:28.111626847+02:00``), postgres as ``timestamp with time
-zone`` (microseconds), mysql as ``datetime(3)`` (UTC here: the generated DSN
-says ``loc=UTC``). The local zone is Central European time with its summer
+zone`` (microseconds), mysql as ``datetime(3)`` in the DSN's ``loc`` (UTC in
+the DSNs fakedb writes). The local zone is Central European time with its summer
 offset, computed by rule so that the output does not depend on tzdata.
 """
 
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any, Callable, Iterable
 
 from pmigrate.fake.rows import Clock
 from pmigrate.fake.tables import Table
@@ -70,18 +70,22 @@ def postgres_ts(ns: int) -> datetime:
     return EPOCH_UTC + timedelta(microseconds=ns // 1000)
 
 
-def mysql_ts(ns: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ns // 1_000_000)
+def mysql_clock(tz: tzinfo | None) -> Callable[[int], datetime]:
+    """Naive datetime(3) values in the DSN's loc, as go-sql-driver writes them."""
+    if tz is None or tz == timezone.utc:
+        return lambda ns: EPOCH + timedelta(milliseconds=ns // 1_000_000)
+    return lambda ns: (EPOCH_UTC + timedelta(milliseconds=ns // 1_000_000)).astimezone(tz).replace(tzinfo=None)
 
 
-def clock_for(driver: str) -> Clock:
+def clock_for(driver: str, *, mysql_zone: tzinfo | None = None) -> Clock:
     if driver == "sqlite3":
         c = SqliteClock()
         return Clock(local=c.local, utc=c.utc)
     if driver == "postgres":
         return Clock(local=postgres_ts, utc=postgres_ts)
     if driver == "mysql":
-        return Clock(local=mysql_ts, utc=mysql_ts)
+        ts = mysql_clock(mysql_zone)
+        return Clock(local=ts, utc=ts)
     raise ValueError(f"no clock for driver {driver!r}")
 
 

@@ -120,7 +120,7 @@ def to_ref(row: Mapping[str, Any]) -> BlobRef:
 def _jobs(engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_size: int, invalid: list) -> Iterator[blobjob.VerifyJob]:
     """One verify job per blob, streamed: the pool pulls them only as fast as workers finish."""
     seq = 0
-    for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 500):
+    for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 128):
         refs = []
         for row in rows:
             try:
@@ -168,7 +168,20 @@ def audit(
     preload = ["pmigrate.transfer.worker", "pmigrate.verify.blobjob"] + sorted(
         {backend_class(src.name).__module__, backend_class(dst.name).__module__}
     )
-    pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload)
+    # fork: workers start in milliseconds (forkserver costs a second per run), and
+    # nothing of the parent's is used in them: they build their own backends.
+    # Chunks smaller than the copy's: a verify reads at page-cache speed, so a
+    # 32 MiB chunk left to one worker at the end would idle the others.
+    pool = Pool(
+        factory=worker_mod.make_handler,
+        context=context,
+        workers=workers,
+        lost=blobjob.lost,
+        preload=preload,
+        start_method="fork",
+        chunk_jobs=64,
+        chunk_bytes=16 << 20,
+    )
     start = time.perf_counter()
     with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:
 
