@@ -18,7 +18,7 @@ import functools
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -480,13 +480,15 @@ def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writ
     """On a re-run: delete target rows whose key the source no longer has (plikd purged them)."""
     kinds = {c.name: c.kind for c in t.columns}
 
-    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
-        return tuple(V.canonical(v, kind=kinds[k], driver=driver, zone=zone) for v, k in zip(row, t.pk))
+    step = 1000 if "mysql" in (plan.src_driver, plan.dst_driver) else 1  # datetime(3): compare at ms
 
-    q = reader.q
-    pk_sql = ", ".join(f"c.{q(k)}" for k in t.pk)
+    def coarse(v: Any) -> Any:
+        return v.replace(microsecond=v.microsecond - v.microsecond % step) if isinstance(v, datetime) else v
+
+    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
+        return tuple(coarse(V.canonical(v, kind=kinds[k], driver=driver, zone=zone)) for v, k in zip(row, t.pk))
+
     sql = _select(TablePlan(t.name, [Column(k, kinds[k], None) for k in t.pk], t.pk, t.known, t.fks), plan.src_driver, where_orphans=True)
-    del pk_sql
     source: set = set()
     for batch in reader.stream(sql, batch=opts.batch_size):
         source.update(canon(r, plan.src_driver, plan.src_zone) for r in batch)
@@ -525,9 +527,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             _dry_report(plan, results, skipped_counts, report=report)
             return
         _load(plan, reader, results, opts=opts, report=report)
+        reader.close()
+        _prove(plan, results, skipped_counts, started=started, report=report)
     finally:
         reader.close()
-    _prove(plan, results, skipped_counts, started=started, report=report)
+        plan.src_engine.dispose()
+        plan.dst_engine.dispose()
 
 
 def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, report: Report) -> None:
