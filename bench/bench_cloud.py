@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.gcs_server import start_gcs  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
+from bench.common import write_csv  # noqa: E402
 from tests.swift_server import missing_packages, start_swift  # noqa: E402
 
 TARGETS = ("s3", "gcs", "swift")
@@ -155,6 +156,7 @@ def main() -> int:
     head = f"{'profile':<8} {'target':<7} {'blobs':>6} {'MiB':>8} {'MB/s':>8} {'files/s':>8} {'wall s':>7} {'vs s3':>6}"
     print(head)
     print("-" * len(head))
+    table: list[dict] = []
     for profile in args.profiles.split(","):
         base_rate = None
         for kind in TARGETS:
@@ -167,6 +169,10 @@ def main() -> int:
                 f"{profile:<8} {kind:<7} {runs[0]['blobs']:>6} {runs[0]['bytes'] / 2**20:>8.1f} {mbs:>8.2f} {fps:>8.1f}"
                 f" {wall:>7.2f} {fps / base_rate:>6.2f}"
             )
+            table.append({"profile": profile, "target": kind, "workers": args.workers, "rounds": len(runs),
+                          "blobs": runs[0]["blobs"], "bytes": runs[0]["bytes"], "mb_per_s": mbs, "files_per_s": fps,
+                          "wall_s": wall, "vs_s3": fps / base_rate})
+    write_csv("cloud", table, keys=("profile", "target", "workers"))
     return 0
 
 

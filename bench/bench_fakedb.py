@@ -5,8 +5,8 @@ Each run is a separate process tree writing into a fresh folder under --out.
 Wall time, then CPU time and peak RSS from os.wait4 (CPU summed over the
 process and its workers; RSS of the largest single process). The load average
 at the start is printed too: on a shared machine it explains slow runs.
-With --ab, runs alternate between the default (parts made by one worker per
-CPU) and --parts 1 (everything in one process), so both meet the same load.
+With --ab, runs alternate between the default (one process) and --jobs 2
+(parts made by two worker processes), so both meet the same load.
 
     .venv/bin/python bench/bench_fakedb.py [--files 1000000] [--runs 2] [--ab]
 """
@@ -65,9 +65,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=2, help="runs, each with its own seed and folder (default: %(default)s)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="parent of the run folders (default: bench/out)")
     p.add_argument("--keep", action="store_true", help="keep each run's deployment (default: removed after measuring)")
-    p.add_argument("--ab", action="store_true", help="alternate workers (A) and --parts 1 (B) (default: A only)")
+    p.add_argument("--ab", action="store_true", help="alternate one process (A) and --jobs 2 (B) (default: A only)")
     args, extra = p.parse_known_args()
-    variants = [("workers", [])] + ([("1 process", ["--parts", "1"])] if args.ab else [])
+    variants = [("1 process", [])] + ([("--jobs 2", ["--jobs", "2"])] if args.ab else [])
     base = args.out / f"fakedb-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"pmigrate fakedb --files {args.files} --metadata-only (SQLite), {os.cpu_count()} CPUs")
     header = f"{'run':>3} {'variant':>9} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,12 @@ def env() -> dict[str, str]:
         if k.startswith("PLIKD_"):
             del e[k]
     return e
+
+
+def cpu() -> float:
+    """CPU seconds (user + system) of every finished child process, grandchildren included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run_verify(src_cfg: Path, dst_cfg: Path, workers: int, out: Path, *extra: str) -> tuple[float, dict]:
@@ -151,21 +158,29 @@ def main() -> None:
     no_journal = ("--journal", str(work / "absent-journal.db"))
     print(f"{len(items)} blobs, {total / 2**20:.0f} MiB, workers {args.workers}, rounds {args.rounds}; work dir {work}")
 
-    res: dict[str, list[tuple[float, float, float]]] = {}
+    res: dict[str, list[tuple[float, ...]]] = {}
 
-    def record(case: str, phase_s: float, wall_s: float, plain_s: float, nbytes: int) -> None:
-        res.setdefault(case, []).append((nbytes / phase_s / 1e6, nbytes / wall_s / 1e6, nbytes / plain_s / 1e6))
+    def record(case: str, phase_s: float, wall_s: float, plain_s: float, nbytes: int, cpu_a: float, cpu_b: float) -> None:
+        gb = nbytes / 1e9
+        res.setdefault(case, []).append(
+            (nbytes / phase_s / 1e6, nbytes / wall_s / 1e6, nbytes / plain_s / 1e6, cpu_a / gb, cpu_b / gb)
+        )
+
+    def timed(fn, *a):
+        c = cpu()
+        v = fn(*a)
+        return v, cpu() - c
 
     out = work / "report.json"
     for r in range(args.rounds):
-        wall, s = run_verify(src_cfg, dst_cfg, args.workers, out)
+        (wall, s), ca = timed(run_verify, src_cfg, dst_cfg, args.workers, out)
         assert s["ok"] == len(items) and s["bytes_read"] == total, s
-        plain = cat_files(dst_paths, args.workers)
-        record("local, journal: target read", s["seconds"], wall, plain, total)
-        plain = cat_files(src_paths + dst_paths, args.workers)
-        wall, s = run_verify(src_cfg, dst_cfg, args.workers, out, *no_journal)
+        plain, cb = timed(cat_files, dst_paths, args.workers)
+        record("local, journal: target read", s["seconds"], wall, plain, total, ca, cb)
+        plain, cb = timed(cat_files, src_paths + dst_paths, args.workers)
+        (wall, s), ca = timed(run_verify, src_cfg, dst_cfg, args.workers, out, *no_journal)
         assert s["ok"] == len(items) and s["bytes_read"] == 2 * total, s
-        record("local, no journal: target + source read", s["seconds"], wall, plain, 2 * total)
+        record("local, no journal: target + source read", s["seconds"], wall, plain, 2 * total, ca, cb)
 
     moto = None
     if not args.no_s3:
@@ -180,27 +195,29 @@ def main() -> None:
                     plain = s3_read(s3, bucket, keys, args.workers, pool)
                     wall, s = run_verify(src_cfg, s3_cfg, args.workers, out)
                     assert s["ok"] == len(items) and s["bytes_read"] == total, s
-                    record("s3, journal: target read", s["seconds"], wall, plain, total)
+                    record("s3, journal: target read", s["seconds"], wall, plain, total, float("nan"), float("nan"))
                     wall, s = run_verify(src_cfg, s3_cfg, args.workers, out, "--checksum", "md5")
                     assert s["ok"] == len(items) and s["verified_by_etag"] > 0, s  # multipart objects are read
                     etag_share = f"{s['verified_by_etag']}/{len(items)}"
                     res.setdefault(f"s3 --checksum md5, {etag_share} by ETag (files/s)", []).append(
-                        (len(items) / s["seconds"], len(items) / wall, float("nan"))
+                        (len(items) / s["seconds"], len(items) / wall, float("nan"), float("nan"), float("nan"))
                     )
         finally:
             stop_process(moto)
 
     table: list[dict] = []
-    print(f"\n{'case':44} {'verify MB/s':>12} {'(whole cmd)':>12} {'plain MB/s':>11} {'ratio':>6}")
+    print(f"\n{'case':44} {'verify MB/s':>12} {'(whole cmd)':>12} {'plain MB/s':>11} {'ratio':>6} {'CPU s/GB verify':>16} {'plain':>6}")
     for case, vals in res.items():
         n = len(vals)
-        a, w, b = (sorted(v[i] for v in vals)[n // 2] for i in range(3))
+        a, w, b, ca, cb = (sorted(v[i] for v in vals)[n // 2] for i in range(5))
         ratio = f"{a / b:6.2f}" if b == b else "     -"
-        print(f"{case:44} {a:12.1f} {w:12.1f} {b:11.1f} {ratio}")
+        cpus = f"{ca:16.2f} {cb:6.2f}" if ca == ca else f"{'-':>16} {'-':>6}"
+        print(f"{case:44} {a:12.1f} {w:12.1f} {b:11.1f} {ratio} {cpus}")
         table.append({"case": case.strip(), "files": args.files, "mib": args.mib, "workers": args.workers, "rounds": n,
                       "verify": a, "verify_whole_command": w, "plain": b, "ratio": a / b if b == b else float("nan"),
-                      "unit": "files/s" if "files/s" in case else "MB/s"})
-    print("(medians of the rounds; ratio = verify blob phase / plain read)")
+                      "cpu_s_per_gb_verify": ca, "cpu_s_per_gb_plain": cb,
+                      "unit": "files/s" if "files/s" in case else "MB/s"})  # fmt: skip
+    print("(medians of the rounds; ratio = verify blob phase / plain read; CPU: user+system of all processes, whole command)")
     write_csv("verify", table, keys=("case", "workers", "files", "mib"))
 
 

@@ -81,8 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="write the metadata into this SQLAlchemy URL, e.g. postgresql://u:p@host/db or "
                         "mysql://u:p@host/db (it must hold no Plik tables) (default: SQLite DIR/plik.db)")
     p.add_argument("--parts", type=_count, default=None, metavar="N",
-                   help="split the uploads into N parts over whole days, made by up to one process per CPU; "
-                   "the rows depend on the seed and N (default: one part per 100000 files)")
+                   help="split the uploads into N parts over whole days; the rows depend on the seed and N "
+                   "(default: one part per 100000 files)")
+    p.add_argument("--jobs", type=_count, default=1, metavar="N",
+                   help="worker processes making the parts; the rows do not depend on it. More than 1 pays on "
+                   "idle CPUs only: SQLite parts are then copied in at the end (default: %(default)s)")
     p.add_argument("--batch-size", type=_count, default=20_000, metavar="N",
                    help="rows per insert batch and transaction (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one summary line (default: off)")
@@ -259,7 +262,7 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
                            mysql_zone=zone, files_dir=None if args.metadata_only else files_dir,
                            part_dir=files_dir.parent, batch=batch)
         with bar(quiet=args.quiet or not sys.stderr.isatty(), desc="files", total=shape.files, unit="row") as progress:
-            for done in parallel.run(job, writer=w, progress=progress.update):
+            for done in parallel.run(job, jobs=max(args.jobs, 1), writer=w, progress=progress.update):
                 gen.usage.merge(done.usage)
                 totals.bytes_stored += done.bytes_stored
                 totals.blob_count += done.blob_count
@@ -300,8 +303,9 @@ def _summary(*, args, out: Path, target: Target, shape: Shape, totals: Totals, c
     where = redact(f"{target.driver} {target.connection_string}")
     counts = totals.counts
     if args.quiet:
-        print(f"fakedb: {out}: {counts.get('files', 0)} files, {totals.blob_count} blobs "
-              f"({_human(totals.bytes_stored)}), metadata in {where}, config {cfg} ({seconds:.1f} s)")
+        blobs = "no blobs" if args.metadata_only else f"{totals.blob_count} blobs ({_human(totals.bytes_stored)})"
+        print(f"fakedb: {out}: {counts.get('files', 0)} files, {blobs}, metadata in {where}, "
+              f"config {cfg} ({seconds:.1f} s)")
         return
     rows = ", ".join(f"{t.name} {counts.get(t.name, 0)}" for t in tables.ALL)
     blobs = ("none (--metadata-only)" if args.metadata_only else

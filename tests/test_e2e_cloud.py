@@ -135,3 +135,41 @@ def test_swift_to_file(tmp_path, run_cli, swift_server):
         b.file_id: b.data for b in blobs if b.status in ("uploaded", "removed")
     }
     _verify(run_cli, src, target)
+
+
+def test_gcs_to_gcs_server_side(tmp_path, run_cli, gcs_server, gcs_bucket):
+    blobs = _blobs(65)
+    bucket = gcs_server.client().bucket(gcs_bucket)
+    for b in blobs:
+        if b.status in ("uploaded", "removed"):
+            bucket.blob(f"old/{b.upload_id}.{b.file_id}").upload_from_string(b.data)
+    src = _deployment(tmp_path / "src", blobs, _gcs_toml(gcs_bucket, "old"))
+    other = gcs_server.new_bucket()
+    target = tmp_path / "gcs.cfg"
+    target.write_text(_gcs_toml(other, ""))
+    code, doc, out = _run(run_cli, src, target, tmp_path, "--verify")
+    assert code == 0, out
+    data = doc["sections"]["data"]
+    assert data["server_side"] == data["copied"] == 9  # rewritten by GCS, no byte through pmigrate
+    assert _gcs_blobs(gcs_server, other, "") == _expected(blobs)
+
+
+def test_swift_to_swift_server_side_except_large_objects(tmp_path, run_cli, swift_server):
+    blobs = _blobs(66)
+    container = swift_server.new_container_name()
+    src_cfg = tmp_path / "src.cfg"
+    src_cfg.write_text(_swift_toml(swift_server, container))
+    first = tmp_path / "first"
+    dep = bd.file_source(first, blobs)
+    code, doc, out = _run(run_cli, dep.config, src_cfg, tmp_path)  # onto swift, the large blob segmented
+    assert code == 0, out
+    src = _deployment(tmp_path / "src", blobs, _swift_toml(swift_server, container))
+    other = swift_server.new_container_name()
+    target = tmp_path / "swift2.cfg"
+    target.write_text(_swift_toml(swift_server, other))
+    code, doc, out = _run(run_cli, src, target, tmp_path)
+    assert code == 0, out
+    data = doc["sections"]["data"]
+    assert data["copied"] == 9 and data["server_side"] == 8  # the segmented one is streamed
+    assert _swift_blobs(swift_server, other) == _expected(blobs)
+    _verify(run_cli, src, target)

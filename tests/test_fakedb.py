@@ -72,9 +72,9 @@ def test_same_seed_gives_same_rows_and_bytes(tmp_path, deployment):
 
 
 def test_parts_made_by_worker_processes(tmp_path):
-    """Several parts: the same rows again, every count exact, statistics summed across parts."""
+    """Parts made in one process or by workers: the same rows, every count exact, statistics summed across parts."""
     one = make(tmp_path / "one", "--parts", "3")
-    two = make(tmp_path / "two", "--parts", "3")
+    two = make(tmp_path / "two", "--parts", "3", "--jobs", "2")
     for table in ALL:
         assert rows(one / "plik.db", table.name) == rows(two / "plik.db", table.name), table.name
     assert blob_tree(one / "files") == blob_tree(two / "files")
@@ -272,7 +272,7 @@ def test_usage_errors_are_one_line(tmp_path, run_cli):
 
 def test_parts_written_by_workers_on_postgres(tmp_path, pg_db):
     """Workers write their parts straight into the server; uploads before files, counts exact."""
-    make(tmp_path / "dep", "--metadata-url", pg_db.url, "--parts", "3", "--metadata-only")
+    make(tmp_path / "dep", "--metadata-url", pg_db.url, "--parts", "3", "--jobs", "2", "--metadata-only")
     engine = sqlalchemy.create_engine(pg_db.url)
     counts = _counts(engine)
     assert (counts["users"], counts["uploads"], counts["files"]) == (6, 40, 150)

@@ -126,3 +126,15 @@ def test_gcs_same_location():
     assert a.same_location(open_backend("gcs", {"Bucket": "b", "Folder": "f"}))
     assert not a.same_location(open_backend("gcs", {"Bucket": "b", "Folder": ""}))
     assert not a.same_location(open_backend("gcs", {"Bucket": "c", "Folder": "f"}))
+
+
+@pytest.mark.parametrize("size", [CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 1])
+def test_gcs_sizes_around_the_chunk(gcs_bucket, size):
+    """The single-request / resumable boundary, and a resumable upload ending exactly on a chunk."""
+    b = open_backend("gcs", gcs_options(gcs_bucket))
+    data = payload(size, seed=size)
+    for known in (size, -1):
+        ref = make_ref(48, data, size=known)
+        b.write(ref, io.BufferedReader(io.BytesIO(data), 7000))
+        assert read_all(b, ref) == data
+        assert b.stat(ref).md5 == hashlib.md5(data).hexdigest()

@@ -204,3 +204,14 @@ def test_connection_keystone_needs_keystoneclient_or_maps_v3():
 def test_segment_size_refused():
     with pytest.raises(ConfigError, match="SegmentSize"):
         open_backend("swift", {"AuthUrl": "http://h/v1.0", "SegmentSize": 0})
+
+
+@pytest.mark.parametrize("size", [SEGMENT, SEGMENT + 1, 2 * SEGMENT + 1])
+def test_swift_sizes_around_the_segment(swift_backend, size):
+    b = swift_backend()
+    data = payload(size, seed=size)
+    for known in (size, -1):  # an unknown size is one PUT (Swift takes up to 5 GiB so)
+        ref = make_ref(49, data, size=known)
+        b.write(ref, io.BufferedReader(io.BytesIO(data), 7000))
+        assert read_all(b, ref) == data
+    assert b.orphan_segments() == []

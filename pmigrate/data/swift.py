@@ -156,6 +156,7 @@ class SwiftBackend(DataBackend):
             redact.register(o.get(secret))
         self._kwargs = connection_kwargs(o)
         self._conn_obj: swiftclient.Connection | None = None
+        self._segments_seen: bool | None = None
 
     # -- connection --------------------------------------------------------
     def _conn(self) -> swiftclient.Connection:
@@ -240,17 +241,38 @@ class SwiftBackend(DataBackend):
         try:
             if ref.size > self.segment_size:
                 self._write_large(key, checked, content_type)
-            else:
-                self._conn().put_object(
-                    self.container, key, contents=Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
-                )
+                return
+            # A large object replaced by a plain one would strand its segments.
+            previous = self._segments_of(key) if self._may_hold_segments() else []
+            self._conn().put_object(
+                self.container, key, contents=Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
+            )
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, item=key) from exc
+        self._delete_segments(self._own_segments(previous))
+
+    def _may_hold_segments(self) -> bool:
+        """Whether the segments container exists (asked once): without it, no large object does."""
+        if self._segments_seen is None:
+            try:
+                self._conn().head_container(self.segment_container)
+                self._segments_seen = True
+            except ClientException as exc:
+                if exc.http_status != 404:
+                    raise
+                self._segments_seen = False
+        return self._segments_seen
+
+    def _own_segments(self, paths: list[str], *, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """Object names in the segments container among manifest paths, minus those to keep."""
+        prefix = f"/{self.segment_container}/"
+        return [p[len(prefix) :] for p in paths if p.startswith(prefix) and p not in keep]
 
     def _write_large(self, key: str, src: SizeChecked, content_type: str) -> None:
         """A static large object; segments of a failed upload are deleted again."""
         conn = self._conn()
         conn.put_container(self.segment_container)
+        self._segments_seen = True
         previous = self._segments_of(key)
         prefix = f"{key}/{uuid.uuid4().hex}/"
         stream = Prefixed(b"", src)  # type: ignore[arg-type]
@@ -275,8 +297,7 @@ class SwiftBackend(DataBackend):
         except BaseException:
             self._delete_segments(attempted)
             raise
-        mine = {m["path"] for m in manifest}
-        self._delete_segments([p.split("/", 2)[2] for p in previous if p not in mine and p.startswith(f"/{self.segment_container}/")])
+        self._delete_segments(self._own_segments(previous, keep={m["path"] for m in manifest}))
 
     def _segments_of(self, key: str) -> list[str]:
         """Segment paths of the static large object now stored under key (none if plain or absent)."""
@@ -356,7 +377,7 @@ class SwiftBackend(DataBackend):
         names = self.segments()
         live: set[str] = set()
         for key in {n.split("/", 1)[0] for n in names}:
-            live.update(p.split("/", 2)[2] for p in self._segments_of(key) if p.startswith(f"/{self.segment_container}/"))
+            live.update(self._own_segments(self._segments_of(key)))
         return [n for n in names if n not in live]
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:

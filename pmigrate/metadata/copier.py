@@ -18,7 +18,7 @@ import functools
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -480,13 +480,15 @@ def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writ
     """On a re-run: delete target rows whose key the source no longer has (plikd purged them)."""
     kinds = {c.name: c.kind for c in t.columns}
 
-    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
-        return tuple(V.canonical(v, kind=kinds[k], driver=driver, zone=zone) for v, k in zip(row, t.pk))
+    step = 1000 if "mysql" in (plan.src_driver, plan.dst_driver) else 1  # datetime(3): compare at ms
 
-    q = reader.q
-    pk_sql = ", ".join(f"c.{q(k)}" for k in t.pk)
+    def coarse(v: Any) -> Any:
+        return v.replace(microsecond=v.microsecond - v.microsecond % step) if isinstance(v, datetime) else v
+
+    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
+        return tuple(coarse(V.canonical(v, kind=kinds[k], driver=driver, zone=zone)) for v, k in zip(row, t.pk))
+
     sql = _select(TablePlan(t.name, [Column(k, kinds[k], None) for k in t.pk], t.pk, t.known, t.fks), plan.src_driver, where_orphans=True)
-    del pk_sql
     source: set = set()
     for batch in reader.stream(sql, batch=opts.batch_size):
         source.update(canon(r, plan.src_driver, plan.src_zone) for r in batch)
@@ -503,6 +505,11 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     started = time.monotonic()
     sec = report.section(AREA)
     sec.update(source=plan.src_desc, target=plan.dst_desc, level=plan.level, target_state=plan.state)
+    for side, driver, zone in (("source", plan.src_driver, plan.src_zone), ("target", plan.dst_driver, plan.dst_zone)):
+        if driver == "mysql":
+            # datetime(3) has no zone: the DSN's loc says which one, and it must be plikd's.
+            sec[f"{side}_time_zone"] = V.zone_name(zone)
+            report.line(AREA, f"{side} mysql datetimes read as {V.zone_name(zone)} (the DSN's loc; Local is this machine's TZ)")
     for name in plan.unknown:
         report.warn(f"table {name} is not Plik's: copied as it is, after Plik's tables")
     results = {t.name: _TableResult() for t in plan.tables}
@@ -520,9 +527,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             _dry_report(plan, results, skipped_counts, report=report)
             return
         _load(plan, reader, results, opts=opts, report=report)
+        reader.close()
+        _prove(plan, results, skipped_counts, started=started, report=report)
     finally:
         reader.close()
-    _prove(plan, results, skipped_counts, started=started, report=report)
+        plan.src_engine.dispose()
+        plan.dst_engine.dispose()
 
 
 def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, report: Report) -> None:

@@ -170,8 +170,8 @@ def audit(
     )
     # fork: workers start in milliseconds (forkserver costs a second per run), and
     # nothing of the parent's is used in them: they build their own backends.
-    # Small chunks: a verify reads at page-cache speed, so a 32 MiB chunk left
-    # to one worker at the end would idle the others.
+    # Chunks smaller than the copy's: a verify reads at page-cache speed, so a
+    # 32 MiB chunk left to one worker at the end would idle the others.
     pool = Pool(
         factory=worker_mod.make_handler,
         context=context,
@@ -179,8 +179,8 @@ def audit(
         lost=blobjob.lost,
         preload=preload,
         start_method="fork",
-        chunk_jobs=16,
-        chunk_bytes=4 << 20,
+        chunk_jobs=64,
+        chunk_bytes=16 << 20,
     )
     start = time.perf_counter()
     with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:

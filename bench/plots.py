@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Charts from the bench scripts' CSVs: bench/results/*.csv -> bench/results/*.png.
+
+    .venv/bin/python bench/plots.py [--results DIR]     (make bench-plots)
+
+- throughput_vs_workers.png: pmigrate's MB/s against --workers, one line per
+  backend pair (bench_blobs.py, bench_cloud.py), one panel per size profile;
+- blobs_vs_tools.png: pmigrate, cp and rclone side by side (bench_blobs.py);
+- metadata_vs_pgloader.png: rows/s per direction, pmigrate and pgloader
+  (bench_metadata.py);
+- verify_vs_plain.png: verify against a plain read of the same bytes
+  (bench_verify.py).
+
+A chart whose CSV is absent is skipped with a note. Figures are plotted as
+the scripts wrote them (medians or best of their rounds); nothing is timed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROFILE = {"a": "mixed sizes", "b": "small blobs", "c": "one large blob", "mixed": "mixed sizes", "small": "small blobs",
+           "large": "large blobs"}  # fmt: skip
+
+
+def read(folder: Path, name: str) -> list[dict[str, str]]:
+    path = folder / f"{name}.csv"
+    if not path.exists():
+        print(f"{path.name}: absent, its chart is skipped (run bench/bench_{name}.py)")
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def num(row: dict[str, str], key: str) -> float | None:
+    try:
+        return float(row[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def runs_of(*tables: list[dict[str, str]]) -> str:
+    stamps = sorted({r.get("run", "") for t in tables for r in t if r.get("run")})
+    if not stamps:
+        return ""
+    return f"runs {stamps[0]}" + (f" to {stamps[-1]}" if len(stamps) > 1 else "")
+
+
+def save(fig, folder: Path, name: str, *, source: str) -> None:
+    fig.text(0.99, 0.005, source, ha="right", va="bottom", fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = folder / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def throughput_vs_workers(folder: Path, blobs: list[dict], cloud: list[dict]) -> None:
+    # (profile) -> (pair label) -> {workers: MB/s}
+    series: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in blobs:
+        if r.get("tool") == "pmigrate" and num(r, "mb_per_s") is not None:
+            pair = f"file → {'file' if r['target'] == 'local' else r['target']}"
+            series[PROFILE.get(r["case"], r["case"])][pair][int(float(r["workers"]))] = num(r, "mb_per_s")
+    for r in cloud:
+        if num(r, "mb_per_s") is not None:
+            pair = f"file → {r['target']} (bench_cloud)"
+            series[PROFILE.get(r["profile"], r["profile"])][pair][int(float(r["workers"]))] = num(r, "mb_per_s")
+    if not series:
+        print("throughput_vs_workers.png: no pmigrate rows in blobs.csv or cloud.csv, skipped")
+        return
+    panels = sorted(series)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for pair, points in sorted(series[panel].items()):
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=pair)
+        ax.set_title(panel)
+        ax.set_xlabel("--workers")
+        ax.set_ylabel("MB/s (10^6 bytes)")
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted({x for p in series[panel].values() for x in p}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("pmigrate blob copy throughput against workers")
+    save(fig, folder, "throughput_vs_workers.png", source=runs_of(blobs, cloud))
+
+
+def blobs_vs_tools(folder: Path, blobs: list[dict]) -> None:
+    if not blobs:
+        return
+    # The highest worker count measured for each case and target, all tools at that count.
+    top: dict[tuple[str, str], int] = {}
+    for r in blobs:
+        key = (r["case"], r["target"])
+        top[key] = max(top.get(key, 0), int(float(r["workers"])))
+    groups = sorted(top)
+    tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone") if any(r["tool"] == t for r in blobs)]
+    value = {(r["case"], r["target"], r["tool"]): num(r, "mb_per_s") for r in blobs if int(float(r["workers"])) == top[(r["case"], r["target"])]}
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 2), 4.5))
+    width = 0.8 / len(tools)
+    for i, tool in enumerate(tools):
+        shift = (i - (len(tools) - 1) / 2) * width
+        here = [(g + shift, value[(c, t, tool)]) for g, (c, t) in enumerate(groups) if value.get((c, t, tool))]
+        if not here:
+            continue
+        bars = ax.bar([x for x, _ in here], [y for _, y in here], width, label=tool, color=f"C{i}")
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{PROFILE.get(c, c)}\nfile → {'file' if t == 'local' else t}\n{top[(c, t)]} workers" for c, t in groups], fontsize=8)
+    ax.set_ylabel("MB/s (10^6 bytes)")
+    ax.set_title("Blob copy: pmigrate, cp and rclone at the same concurrency")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save(fig, folder, "blobs_vs_tools.png", source=runs_of(blobs))
+
+
+def metadata_vs_pgloader(folder: Path, meta: list[dict]) -> None:
+    if not meta:
+        return
+    files = max(int(float(r["files"])) for r in meta)
+    rows = [r for r in meta if int(float(r["files"])) == files]
+    labels = [f"{r['direction']}\n({r['tool']})" for r in rows]
+    values = [num(r, "rows_per_s") or 0 for r in rows]
+    colors = ["tab:orange" if r["tool"] != "pmigrate" else "tab:blue" for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 1 + 0.7 * len(rows)))
+    bars = ax.barh(range(len(rows)), values, color=colors)
+    ax.bar_label(bars, fmt="{:,.0f}", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("rows/s")
+    ax.set_title(f"Metadata copy of {int(float(rows[0]['rows'])):,} rows ({files:,} files)")
+    ax.grid(axis="x", alpha=0.3)
+    save(fig, folder, "metadata_vs_pgloader.png", source=runs_of(rows))
+
+
+def verify_vs_plain(folder: Path, ver: list[dict]) -> None:
+    rows = [r for r in ver if r.get("unit", "MB/s") == "MB/s" and num(r, "plain") is not None]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(rows) + 1), 4.5))
+    xs = range(len(rows))
+    a = ax.bar([x - 0.2 for x in xs], [num(r, "verify") for r in rows], 0.4, label="pmigrate verify (blob phase)")
+    b = ax.bar([x + 0.2 for x in xs], [num(r, "plain") for r in rows], 0.4, label="plain read, no hashing")
+    ax.bar_label(a, fmt="%.0f", fontsize=8)
+    ax.bar_label(b, fmt="%.0f", fontsize=8)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([f"{r['case']}\n{r['workers']} workers" for r in rows], fontsize=8)
+    ax.set_ylabel("MB/s (10^6 bytes)")
+    ax.set_title("Verify against a plain read of the same bytes")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save(fig, folder, "verify_vs_plain.png", source=runs_of(rows))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the CSVs and charts (default: bench/results)")
+    args = p.parse_args()
+    folder = args.results
+    if not folder.is_dir():
+        print(f"{folder}: no results yet; run the bench scripts first", file=sys.stderr)
+        return 1
+    blobs, cloud = read(folder, "blobs"), read(folder, "cloud")
+    throughput_vs_workers(folder, blobs, cloud)
+    blobs_vs_tools(folder, blobs)
+    metadata_vs_pgloader(folder, read(folder, "metadata"))
+    verify_vs_plain(folder, read(folder, "verify"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
