@@ -20,6 +20,7 @@ its start-up (mostly imports) overlaps the rest of the parent's work.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from pmigrate import progress
 from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
 from pmigrate.data.registry import backend_class, open_backend
-from pmigrate.errors import ConfigError, FatalError
+from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
 from pmigrate.transfer import worker as worker_mod
@@ -221,6 +222,8 @@ class _Copy:
         self.stop: _Stop | None = None
         self.dst: DataBackend | None = None
         self.last_commit = time.monotonic()
+        self._committer: threading.Thread | None = None
+        self._commit_error: BaseException | None = None
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
 
@@ -263,7 +266,11 @@ class _Copy:
             # What finished while stopping is on the target all the same.
             if pool.drained:
                 self._account([r for r in pool.drained if r.outcome == COPIED])
-            self._commit()
+            commit_error: PmigrateError | None = None
+            try:
+                self._commit(wait=True)
+            except PmigrateError as exc:
+                commit_error = exc
             self.journal.close()
             self.dst.close()
             self.files_bar.close()
@@ -271,6 +278,8 @@ class _Copy:
             for line in pool.deaths:
                 self.report.warn(line)
             self._summarise(time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths), stopped=stop)
+            if commit_error is not None:
+                raise commit_error
         if stop is not None:
             hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
@@ -336,16 +345,43 @@ class _Copy:
         if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
             self._commit()
 
-    def _commit(self) -> None:
-        """Durable first (one syncfs for a file target), then the journal says so."""
+    def _commit(self, *, wait: bool = False) -> None:
+        """Durable first (one syncfs for a file target), then the journal says so.
+
+        Runs in a thread so that the parent keeps feeding workers while the
+        filesystem flushes; one commit at a time, the next batch waits its turn.
+        """
         assert self.journal is not None and self.dst is not None
+        if self._committer is not None:
+            if self._committer.is_alive() and not wait:
+                return
+            self._committer.join()
+            self._committer = None
+            if self._commit_error is not None:
+                err, self._commit_error = self._commit_error, None
+                raise err
         self.last_commit = time.monotonic()
-        if not self.journal.pending:
+        rows = self.journal.take()
+        if not rows:
             return
-        sync = getattr(self.dst, "sync", None)
-        if sync is not None:
-            sync()
-        self.journal.commit()
+        if wait:
+            self._durable(rows)
+            if self._commit_error is not None:
+                err, self._commit_error = self._commit_error, None
+                raise err
+            return
+        self._committer = threading.Thread(target=self._durable, args=(rows,), name="pmigrate-journal", daemon=True)
+        self._committer.start()
+
+    def _durable(self, rows: list[tuple]) -> None:
+        assert self.journal is not None and self.dst is not None
+        try:
+            sync = getattr(self.dst, "sync", None)
+            if sync is not None:
+                sync()
+            self.journal.write(rows)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the parent's thread
+            self._commit_error = exc if isinstance(exc, PmigrateError) else FatalError(f"journal commit failed: {exc}")
 
     def _error(self, kind: str, item: str, message: str) -> None:
         self.fig.errors += 1
