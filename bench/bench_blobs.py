@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -66,35 +67,44 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss(pid: int) -> int:
+def _memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; PSS shares pages between the processes mapping them."""
+    rss = pss = 0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return rss, pss
 
 
 @dataclass
 class Run:
     seconds: float
-    peak_rss: int
+    peak_rss: int  # peak of the summed RSS of the process tree (shared pages counted in every process)
     ok: bool
     note: str = ""
+    peak_pss: int = 0  # peak of the summed PSS (shared pages counted once)
+    cpu: float = 0.0  # user + system seconds of the whole tree
 
 
 def timed(cmd: list[str], *, env: dict | None = None) -> Run:
-    """Run a command; wall time and the peak of the summed RSS of its process tree."""
-    peak = 0
+    """Run a command; wall time, CPU time and the peak summed RSS and PSS of its process tree."""
+    peak = peak_pss = 0
     stop = threading.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_pss
         while not stop.is_set():
-            peak = max(peak, sum(_rss(p) for p in _tree(proc.pid)))
+            mem = [_memory(p) for p in _tree(proc.pid)]
+            peak = max(peak, sum(m[0] for m in mem))
+            peak_pss = max(peak_pss, sum(m[1] for m in mem))
             stop.wait(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -103,7 +113,10 @@ def timed(cmd: list[str], *, env: dict | None = None) -> Run:
     seconds = time.perf_counter() - started
     stop.set()
     t.join()
-    return Run(seconds, peak, proc.returncode == 0, "" if proc.returncode == 0 else err.strip()[-300:])
+    # Descendants reaped by reaped children count here too (workers, via the fork server).
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, peak, proc.returncode == 0, "" if proc.returncode == 0 else err.strip()[-300:], peak_pss, cpu)
 
 
 # -- deployments ------------------------------------------------------------------------
@@ -258,6 +271,7 @@ class Row:
     case: Case
     target: str
     runs: dict[str, list[Run]] = field(default_factory=dict)
+    part_size: int = 16 * MiB  # S3 PartSize of the target (plikd's default); the file backend's buffer is 1 MiB
 
     def median(self, tool: str) -> float | None:
         ok = [r.seconds for r in self.runs.get(tool, []) if r.ok]
@@ -266,11 +280,20 @@ class Row:
     def peak(self, tool: str) -> int:
         return max((r.peak_rss for r in self.runs.get(tool, [])), default=0)
 
+    def peak_pss(self, tool: str) -> int:
+        return max((r.peak_pss for r in self.runs.get(tool, [])), default=0)
+
+    def cpu(self, tool: str) -> float:
+        ok = [r.cpu for r in self.runs.get(tool, []) if r.ok]
+        return statistics.median(ok) if ok else 0.0
+
 
 def print_table(rows: list[Row], *, workers: int) -> None:
     print()
-    print(f"workers/transfers = {workers}; median of rounds; MB = 10^6 bytes; RSS = peak of the summed process tree")
-    head = f"{'case':<26} {'target':<6} {'tool':<9} {'seconds':>8} {'MB/s':>8} {'files/s':>9} {'RSS MiB':>8}  vs pmigrate"
+    print(f"workers/transfers = {workers}; median of rounds; MB = 10^6 bytes; RSS/PSS = peak of the sum over the "
+          "process tree (PSS counts pages shared by processes once); CPU = user+sys seconds of the tree")  # fmt: skip
+    head = (f"{'case':<26} {'target':<6} {'tool':<9} {'seconds':>8} {'MB/s':>8} {'files/s':>9} {'CPU s':>7} "
+            f"{'RSS MiB':>8} {'PSS MiB':>8}  vs pmigrate")  # fmt: skip
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -284,8 +307,11 @@ def print_table(rows: list[Row], *, workers: int) -> None:
                 print(f"{label:<26} {row.target:<6} {tool:<9} {'FAILED':>8}  {notes[:120]}")
                 continue
             ratio = f"pmigrate = {med / pm:.2f}x its speed" if pm and tool != "pmigrate" else ""
+            if tool == "pmigrate":
+                budget = workers * 2 * row.part_size + 100e6
+                ratio = f"budget {budget / MiB:.0f} MiB (workers x 2 x PartSize + 100 MB)"
             print(f"{label:<26} {row.target:<6} {tool:<9} {med:8.2f} {c.bytes / med / 1e6:8.1f} {c.blobs / med:9.0f} "
-                  f"{row.peak(tool) / MiB:8.0f}  {ratio}")  # fmt: skip
+                  f"{row.cpu(tool):7.1f} {row.peak(tool) / MiB:8.0f} {row.peak_pss(tool) / MiB:8.0f}  {ratio}")  # fmt: skip
     print()
 
 
@@ -319,8 +345,9 @@ def main() -> int:
                     for tool in order:
                         run = run_tool(tool, case, target, work, workers=args.workers, s3=s3)
                         row.runs[tool].append(run)
-                        print(f"  {case.name} {target:<5} {tool:<8} round {rnd + 1}: {run.seconds:7.2f}s "
-                              f"rss {run.peak_rss / MiB:6.0f} MiB {'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
+                        print(f"  {case.name} {target:<5} {tool:<8} round {rnd + 1}: {run.seconds:7.2f}s cpu {run.cpu:6.1f}s "
+                              f"rss {run.peak_rss / MiB:6.0f} MiB pss {run.peak_pss / MiB:6.0f} MiB "
+                              f"{'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
                 rows.append(row)
         print_table(rows, workers=args.workers)
     finally:
