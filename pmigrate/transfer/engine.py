@@ -10,6 +10,11 @@ holding the job (a HEAD on S3, run in parallel with the other workers'
 copies), and only for journal hits; blobs the journal does not know are
 simply copied. Listing the whole target up front was rejected: it costs as
 much as the stats on a fresh target, and holds every key in memory.
+
+Workers start from a fork server, not by fork: by then the parent holds
+boto3 clients, database connections and a progress thread, none of which
+survive a fork safely. The server is started at the end of preflight, so
+its start-up (mostly imports) overlaps the rest of the parent's work.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pmigrate.report import Report
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
+from pmigrate.transfer import pool as pool_mod
 from pmigrate.transfer.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -87,9 +93,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             try:
                 dst_b.check(create=False)
             except ConfigError as exc:
-                # Most often the directory or bucket is not there yet: run()
-                # creates it as plikd would, and fails then if it cannot.
-                log.info("target not ready yet (%s); it is created when the copy starts", exc)
+                # A directory or bucket that is not there yet is fine: run()
+                # creates it as plikd would. Anything else (unreachable,
+                # refused credentials) is bad input, found before any write.
+                if "does not exist" not in str(exc):
+                    raise
+                log.info("target not there yet (%s); it is created when the copy starts", exc)
     finally:
         src_b.close()
         dst_b.close()
@@ -107,7 +116,15 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:
             j.close()
+    if not skip and not opts.dry_run:
+        pool_mod.warm_up(preload=_preload(src, dst))  # starts a process, writes nothing
     return Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+
+
+def _preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
+    """Modules the fork server imports once, so each worker starts with them."""
+    mods = {backend_class(src.data.backend).__module__, backend_class(dst.data.backend).__module__}
+    return ["pmigrate.transfer.worker", *sorted(mods)]
 
 
 # -- run ------------------------------------------------------------------------
@@ -224,9 +241,7 @@ class _Copy:
             dst_options=dict(plan.dst.data.options),
             checksum=opts.checksum,
         )
-        preload = ["pmigrate.transfer.worker"] + sorted(
-            {backend_class(plan.src.data.backend).__module__, backend_class(plan.dst.data.backend).__module__}
-        )
+        preload = _preload(plan.src, plan.dst)
         pool = Pool(
             factory=worker_mod.make_handler,
             context=context,
@@ -336,7 +351,7 @@ class _Copy:
         self.fig.errors += 1
         self.fig.errors_by_kind[kind] = self.fig.errors_by_kind.get(kind, 0) + 1
         self.report.problem(area=AREA, kind=kind, item=item, message=message)
-        if self.stop is None and (kind in ("fatal", "worker-died") or not self.opts.ignore_errors):
+        if self.stop is None and (kind == "fatal" or not self.opts.ignore_errors):
             # Raised once the current batch of results is accounted for.
             self.stop = _Stop(kind, item, message)
 
