@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.servers import start_moto, stop_process  # noqa: E402
+from bench.common import write_csv  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -315,6 +316,20 @@ def print_table(rows: list[Row], *, workers: int) -> None:
     print()
 
 
+def csv_rows(rows: list[Row], *, workers: int, scale: float) -> list[dict]:
+    """The printed table's figures, one dict per case, target and tool, for bench/results/blobs.csv."""
+    out = []
+    for row in rows:
+        c = row.case
+        for tool in row.runs:
+            med = row.median(tool)
+            if med is not None:
+                out.append({"case": c.name, "target": row.target, "tool": tool, "workers": workers, "scale": scale,
+                            "rounds": sum(r.ok for r in row.runs[tool]), "blobs": c.blobs, "bytes": c.bytes, "seconds": med,
+                            "mb_per_s": c.bytes / med / 1e6, "files_per_s": c.blobs / med, "rss_mib": row.peak(tool) / MiB})
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, default=1.0, help="size of every case relative to the full one (default: 1)")
@@ -350,6 +365,7 @@ def main() -> int:
                               f"{'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
                 rows.append(row)
         print_table(rows, workers=args.workers)
+        write_csv("blobs", csv_rows(rows, workers=args.workers, scale=args.scale), keys=("case", "target", "tool", "workers"))
     finally:
         if s3 is not None:
             s3.stop()

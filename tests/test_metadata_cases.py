@@ -276,3 +276,15 @@ def test_mysql_datetimes_are_wall_times_in_the_dsn_loc(load_dump, dumps_dir, mys
         eng.dispose()
     assert days == ["2000-01-01 01:00:00", "2026-07-08 02:00:00"]  # what plikd wrote in the mysql dump
     assert str(_scalar(mysql_db, "SELECT created_at FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'")) == "2000-01-01 01:00:00"
+
+
+@pytest.mark.postgres
+def test_nul_in_text_is_refused_for_postgres_or_skipped(source, pg_db, tmp_path):
+    db, con = source
+    con.execute("UPDATE files SET name = 'a' || char(0) || 'b' WHERE id = 'FILE3XXXXXXXXXXX'")
+    with pytest.raises(ConfigError, match="files id=FILE3XXXXXXXXXXX column name"):
+        migrate(db, pg_db, tmp_path / "a")
+    assert _tables(pg_db) == []
+    report = migrate(db, pg_db, tmp_path / "b", ignore_errors=True)
+    assert [p.item for p in report.problems if p.kind == "skipped-row"] == ["files:FILE3XXXXXXXXXXX"]
+    assert report.sections["metadata"]["tables"]["files"]["target"] == 2
