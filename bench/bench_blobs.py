@@ -326,7 +326,8 @@ def csv_rows(rows: list[Row], *, workers: int, scale: float) -> list[dict]:
             if med is not None:
                 out.append({"case": c.name, "target": row.target, "tool": tool, "workers": workers, "scale": scale,
                             "rounds": sum(r.ok for r in row.runs[tool]), "blobs": c.blobs, "bytes": c.bytes, "seconds": med,
-                            "mb_per_s": c.bytes / med / 1e6, "files_per_s": c.blobs / med, "rss_mib": row.peak(tool) / MiB})
+                            "mb_per_s": c.bytes / med / 1e6, "files_per_s": c.blobs / med, "rss_mib": row.peak(tool) / MiB,
+                            "pss_mib": row.peak_pss(tool) / MiB, "cpu_s": row.cpu(tool)})
     return out
 
 
