@@ -8,7 +8,8 @@ DEMO   := demo/run-$(shell date +%Y%m%d-%H%M%S)
 .PHONY: demo test man bench bench-plots clean
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a dangling .venv link (a clone made on another machine) gives way to a real venv
+	test -x $(BIN)/python || { rm -f $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)

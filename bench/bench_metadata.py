@@ -159,8 +159,8 @@ def cfg(path: Path, driver: str, dsn: str) -> Path:
     return path
 
 
-def timed(cmd: list[str], *, env: dict | None = None) -> tuple[float, int, int, str]:
-    """(seconds, peak RSS in MB of that process, exit code, stderr tail)."""
+def timed(cmd: list[str], *, env: dict | None = None) -> tuple[float, int, int, str, float]:
+    """(seconds, peak RSS in MB of that process, exit code, stderr tail, its CPU seconds)."""
     t0 = time.perf_counter()
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
@@ -169,19 +169,19 @@ def timed(cmd: list[str], *, env: dict | None = None) -> tuple[float, int, int, 
     proc.returncode = os.waitstatus_to_exitcode(status)
     err.seek(0)
     tail = err.read().decode(errors="replace")[-400:]
-    return seconds, usage.ru_maxrss // 1024, proc.returncode, tail
+    return seconds, usage.ru_maxrss // 1024, proc.returncode, tail, usage.ru_utime + usage.ru_stime
 
 
-def run_pmigrate(src_cfg: Path, target: Target, work: Path) -> tuple[float, int, int, str, dict]:
+def run_pmigrate(src_cfg: Path, target: Target, work: Path) -> tuple[float, int, int, str, float, dict]:
     dst_cfg = cfg(work / f"{target.name}.cfg", target.driver, target.go_dsn())
     report = work / f"{target.name}.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    secs, rss, rc, tail = timed(
+    secs, rss, rc, tail, cpu = timed(
         [sys.executable, "-m", "pmigrate", "--config", str(src_cfg), "--to", str(dst_cfg), "--metadata-only", "-q", "--json", str(report)],
         env=env,
     )
     data = json.loads(report.read_text()) if report.exists() else {}
-    return secs, rss, rc, tail, data
+    return secs, rss, rc, tail, cpu, data
 
 
 def ensure_pgloader() -> str | None:
@@ -197,7 +197,7 @@ def ensure_pgloader() -> str | None:
     return shutil.which("pgloader")
 
 
-def run_pgloader(exe: str, src: Path, target: Target, work: Path) -> tuple[float, int, int, str]:
+def run_pgloader(exe: str, src: Path, target: Target, work: Path) -> tuple[float, int, int, str, float]:
     url = f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{target.name}"
     return timed([exe, "--no-ssl-cert-verification", "--quiet", f"sqlite://{src}", url])
 
@@ -207,24 +207,32 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one, removed after)")
-    ap.add_argument("--no-pgloader", action="store_true")
+    ap.add_argument("--no-pgloader", action="store_true", help="skip the pgloader row")
+    ap.add_argument("--source", type=Path, default=None, help="an existing Plik sqlite3 database to use instead of making one")
+    ap.add_argument("--targets", default="postgres,pgloader,mysql,sqlite3", help="rows to run (default: %(default)s)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pmbench-", dir=args.out))
     try:
         t0 = time.perf_counter()
-        src, how = make_source(work, files=args.files)
+        if args.source:
+            src, how = args.source.resolve(), "given"
+        else:
+            src, how = make_source(work, files=args.files)
         rows = source_rows(src)
         print(f"source: {src} ({how}), {rows:,} rows, made in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         src_cfg = cfg(work / "src.cfg", "sqlite3", str(src))
         pgloader = None if args.no_pgloader else ensure_pgloader()
-        results: dict[str, list[tuple[float, int]]] = {}
+        results: dict[str, list[tuple[float, int, float]]] = {}
+        load_before = os.getloadavg()[0]
         tag = uuid.uuid4().hex[:8]
         for rnd in range(args.rounds):
             cases = [("postgres", "pmigrate"), ("pgloader", "pgloader"), ("mysql", "pmigrate"), ("sqlite3", "pmigrate")]
             if rnd % 2:
                 cases = [cases[1], cases[0], *cases[2:]]  # alternate A and B
             for driver, tool in cases:
+                if driver not in args.targets.split(","):
+                    continue
                 label = f"sqlite3 -> {'postgres' if driver == 'pgloader' else driver} ({tool})"
                 if tool == "pgloader" and pgloader is None:
                     continue
@@ -232,9 +240,9 @@ def main() -> int:
                 target.create()
                 try:
                     if tool == "pgloader":
-                        secs, rss, rc, tail = run_pgloader(pgloader, src, target, work)
+                        secs, rss, rc, tail, cpu = run_pgloader(pgloader, src, target, work)
                     else:
-                        secs, rss, rc, tail, data = run_pmigrate(src_cfg, target, work)
+                        secs, rss, rc, tail, cpu, data = run_pmigrate(src_cfg, target, work)
                         if rc == 0 and not data.get("sections", {}).get("metadata", {}).get("ok"):
                             rc = -1
                 finally:
@@ -242,20 +250,25 @@ def main() -> int:
                 if rc != 0:
                     print(f"{label}: exit {rc}: {tail}", file=sys.stderr)
                     continue
-                results.setdefault(label, []).append((secs, rss))
+                results.setdefault(label, []).append((secs, rss, cpu))
                 print(f"  round {rnd + 1}: {label}: {secs:.1f}s", file=sys.stderr)
         if pgloader is None and not args.no_pgloader:
             print("pgloader: skipped (not installable here)")
-        print(f"\n{rows:,} rows ({args.files:,} files), best of {args.rounds} round(s), this machine: {os.cpu_count()} cores")
+        print(
+            f"\n{rows:,} rows from {src.name} ({how}), best of {args.rounds} round(s); {os.cpu_count()} cores, "
+            f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after"
+        )
         table: list[dict] = []
-        print(f"{'direction':<38} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12}")
+        print(f"{'direction':<38} {'seconds':>8} {'rows/s':>10} {'peak RSS MB':>12} {'CPU s':>7}")
         for label, runs in results.items():
-            secs = min(s for s, _ in runs)
-            rss = max(r for _, r in runs)
-            print(f"{label:<38} {secs:>8.1f} {rows / secs:>10,.0f} {rss:>12}")
+            secs, _, cpu = min(runs)
+            rss = max(r for _, r, _ in runs)
+            print(f"{label:<38} {secs:>8.1f} {rows / secs:>10,.0f} {rss:>12} {cpu:>7.1f}")
             direction, tool = label.rsplit(" (", 1)
             table.append({"direction": direction, "tool": tool.rstrip(")"), "files": args.files, "rows": rows,
-                          "rounds": len(runs), "seconds": secs, "rows_per_s": rows / secs, "peak_rss_mb": rss})
+                          "rounds": len(runs), "seconds": secs, "rows_per_s": rows / secs, "peak_rss_mb": rss,
+                          "cpu_s": cpu})
+        print("CPU s: user+sys of the tool's own process (not the database servers')")
         write_csv("metadata", table, keys=("direction", "tool", "files"))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -296,69 +297,144 @@ def _gone(pids: list[int], timeout: float = 20) -> bool:
     return False
 
 
-def _slow_deployment(tmp_path: Path) -> bd.Deployment:
-    # Enough bytes that the run is still going when the journal first commits.
-    return bd.file_source(tmp_path / "src", bd.make_blobs(400, seed=21, sizes=[400_000, 3, 0, 1_500_000]))
+class _Held:
+    """A deployment whose first blob is a FIFO: the run cannot finish until the test feeds it.
+
+    The worker that takes that blob blocks in open() or read() like a stalled
+    disk or network would; everything else is copied and journaled meanwhile.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        blobs = bd.make_blobs(300, seed=21, sizes=[200_000, 3, 0, 600_000])
+        self.dep = bd.file_source(tmp_path / "src", blobs)
+        self.blob = blobs[0]
+        self.path = tmp_path / "src" / "files" / self.blob.file_id[:2] / self.blob.file_id
+        self.path.unlink()
+        os.mkfifo(self.path)
+        self._thread: threading.Thread | None = None
+
+    def feed(self) -> None:
+        """Write the blob's bytes into the FIFO from a thread (opening blocks until a reader comes)."""
+
+        def write() -> None:
+            try:
+                with open(self.path, "wb") as f:
+                    f.write(self.blob.data)
+            except BrokenPipeError:
+                pass  # the reader gave up after a first chunk: that is what a stopping worker does
+
+        self._thread = threading.Thread(target=write, daemon=True)
+        self._thread.start()
+
+    def settle(self) -> None:
+        """Wait for the feeding to end, then make the blob an ordinary file for the next run."""
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            assert not self._thread.is_alive(), "nobody read the FIFO"
+        self.path.unlink()
+        self.path.write_bytes(self.blob.data)
+
+
+def _final_names_whole(files: Path, dep: bd.Deployment) -> dict[str, bytes]:
+    """Every blob under a final name is complete; returns them."""
+    by_id = {b.file_id: b.data for b in dep.blobs}
+    got = {k: v for k, v in bd.file_target_blobs(files).items() if not k.startswith(".")}
+    for name, data in got.items():
+        assert data == by_id[name], f"{name} is not whole"
+    return got
 
 
 def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
-    dep = _slow_deployment(tmp_path)
+    held = _Held(tmp_path)
+    dep = held.dep
     target = bd.file_target(tmp_path / "dst")
     args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
     proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_journal(tmp_path / "dst", proc)
+        _wait_journal(tmp_path / "dst", proc, rows=50)
         workers = _workers_of(proc.pid)
         others = _descendants(proc.pid)
+        assert workers, "no worker process found"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert workers, "no worker process found"
+        held.feed()  # the worker blocked on the FIFO reads on, finds its parent gone, and quits
         assert _gone(others), "worker processes outlived the parent"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    held.settle()
     done_before = len(_journal_rows(_journal(target)))
-    assert 0 < done_before < 400
+    assert 50 <= done_before < 300
     files = tmp_path / "dst" / "files"
-    # no partial blob under a final name: every final name holds the whole blob
-    by_id = {b.file_id: b.data for b in dep.blobs}
-    for name, data in bd.file_target_blobs(files).items():
-        if not name.startswith("."):
-            assert data == by_id[name]
+    assert held.blob.file_id not in _final_names_whole(files, dep)
 
     report = tmp_path / "r.json"
     cp = _copy(run_cli, dep, target, "--workers", "2", json_path=report)
     assert cp.returncode == 0, cp.stderr
     data = json.loads(report.read_text())["sections"]["data"]
-    assert data["already_done"] >= done_before and data["copied"] + data["already_done"] == 400
-    got = {k: v for k, v in bd.file_target_blobs(files).items() if not k.startswith(".")}
-    assert got == by_id
+    assert data["already_done"] >= done_before and data["copied"] + data["already_done"] == 300
+    assert _final_names_whole(files, dep) == {b.file_id: b.data for b in dep.blobs}
     rows = _journal_rows(_journal(target))
     assert rows == {b.file_id: (len(b.data), xxhash.xxh3_128_hexdigest(b.data), "") for b in dep.blobs}
 
 
 def test_kill_9_of_a_worker_is_survived(tmp_path):
-    dep = _slow_deployment(tmp_path)
+    held = _Held(tmp_path)
+    dep = held.dep
     target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
     args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
             "--workers", "2", "--json", str(report)]  # fmt: skip
     proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_journal(tmp_path / "dst", proc)
+        _wait_journal(tmp_path / "dst", proc, rows=50)
         victims = _workers_of(proc.pid)
-        assert victims, "no worker process found"
+        assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
+        held.feed()
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    held.settle()
     assert proc.returncode == 0, err
     doc = json.loads(report.read_text())
     assert doc["sections"]["data"]["worker_deaths"] == 1
     assert any(f"worker pid {victims[0]} killed by signal 9" in w for w in doc["warnings"])
+    got = _final_names_whole(tmp_path / "dst" / "files", dep)
+    assert got == {b.file_id: b.data for b in dep.blobs}
+    assert len(_journal_rows(_journal(target))) == 300
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
+    held = _Held(tmp_path)
+    dep = held.dep
+    target = bd.file_target(tmp_path / "dst")
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_journal(tmp_path / "dst", proc, rows=50)
+        family = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)  # the parent owns Ctrl-C; workers ignore it and are stopped by it
+        time.sleep(0.5)
+        held.feed()  # the blocked worker reads on, sees the cancel flag and drops the blob
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    held.settle()
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert _gone(family, timeout=10)
     got = bd.file_target_blobs(tmp_path / "dst" / "files")
-    assert {k: v for k, v in got.items() if not k.startswith(".")} == {b.file_id: b.data for b in dep.blobs}
-    assert len(_journal_rows(_journal(target))) == 400
+    assert not [k for k in got if k.startswith(".")], "a stopped write left its temporary file"
+    assert held.blob.file_id not in got
+    _final_names_whole(tmp_path / "dst" / "files", dep)
+    assert 50 <= len(_journal_rows(_journal(target))) < 300
+
+    cp = _copy(run_cli, dep, target, "--workers", "2")
+    assert cp.returncode == 0, cp.stderr
+    assert bd.file_target_blobs(tmp_path / "dst" / "files") == {b.file_id: b.data for b in dep.blobs}

@@ -159,3 +159,15 @@ def test_missing_s3_blob_with_ignore_errors(tmp_path, run_cli, s3_server, s3_buc
     assert [(p["kind"], p["item"]) for p in doc["problems"]] == [("missing", blobs[5].file_id)]
     assert "pass --ignore-errors" in err
     _no_open_uploads(s3_server, other)
+
+
+def test_unreachable_target_is_refused_before_anything_is_written(tmp_path, run_cli, s3_server):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(3, seed=36))
+    from tests.servers import free_port
+
+    target = bd.s3_target(tmp_path / "t", server=s3_server, bucket="nowhere")
+    target.write_text(target.read_text().replace(s3_server.endpoint, f"127.0.0.1:{free_port()}"))
+    code, doc, err = _run(run_cli, dep.config, target, tmp_path)
+    assert code == 2, err
+    assert "cannot reach" in err
+    assert not list((tmp_path / "t").glob(".pmigrate-journal-*"))

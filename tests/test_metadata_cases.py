@@ -239,3 +239,52 @@ def test_awkward_text_null_and_empty_survive(source, pg_db, mysql_db, tmp_path):
                _scalar(dst, "SELECT login FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'"),
                _scalar(dst, "SELECT password FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'"))
         assert row == (AWKWARD, "", None)
+
+
+@pytest.mark.mysql
+def test_mysql_datetimes_are_wall_times_in_the_dsn_loc(load_dump, dumps_dir, mysql_db, tmp_path, run_cli):
+    """plikd's dumps were made in Europe/Paris with loc=Local: mysql holds Paris wall times, sqlite3 the instants.
+
+    Read with the same zone, the mysql dump's instants are the sqlite3 dump's, winter (+01) and summer (+02) alike;
+    written with it, sqlite3's instants become the wall times plikd itself wrote to mysql.
+    """
+    paris = {"TZ": "Europe/Paris"}
+    my_src = load_dump(dumps_dir / "mysql" / "0011-stats.mysql.dump")
+    lite = sqlite_database(tmp_path / "from-mysql.db")
+    r = run_cli("--config", str(write_cfg(my_src, tmp_path / "my.cfg")), "--to", str(write_cfg(lite, tmp_path / "lite.cfg")),
+                "--metadata-only", "-q", env=paris)
+    assert r.returncode == 0, r.stderr
+    assert "read as Europe/Paris" in r.stdout
+    con = sqlite3.connect(tmp_path / "from-mysql.db")
+    try:
+        created, expire = con.execute("SELECT created_at, expire_at FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'").fetchone()
+        days = sorted({d for (d,) in con.execute("SELECT day FROM upload_stats_daily")})
+    finally:
+        con.close()
+    assert (created, expire) == ("2000-01-01 01:00:00+01:00", "2000-01-01 02:00:00+01:00")  # = 00:00Z and 01:00Z
+    assert days == ["2000-01-01 01:00:00+01:00", "2026-07-08 02:00:00+02:00"]  # midnight UTC, as in the sqlite3 dump
+
+    lite_src = load_dump(dumps_dir / "sqlite3" / "0011-stats.sqlite3.dump")
+    r = run_cli("--config", str(write_cfg(lite_src, tmp_path / "l2.cfg")), "--to", str(write_cfg(mysql_db, tmp_path / "m2.cfg")),
+                "--metadata-only", "-q", env=paris)
+    assert r.returncode == 0, r.stderr
+    eng = sa.create_engine(mysql_db.url)
+    try:
+        with eng.connect() as c:
+            days = sorted({str(d) for (d,) in c.exec_driver_sql("SELECT day FROM upload_stats_daily")})
+    finally:
+        eng.dispose()
+    assert days == ["2000-01-01 01:00:00", "2026-07-08 02:00:00"]  # what plikd wrote in the mysql dump
+    assert str(_scalar(mysql_db, "SELECT created_at FROM uploads WHERE id = 'UPLOAD1XXXXXXXXX'")) == "2000-01-01 01:00:00"
+
+
+@pytest.mark.postgres
+def test_nul_in_text_is_refused_for_postgres_or_skipped(source, pg_db, tmp_path):
+    db, con = source
+    con.execute("UPDATE files SET name = 'a' || char(0) || 'b' WHERE id = 'FILE3XXXXXXXXXXX'")
+    with pytest.raises(ConfigError, match="files id=FILE3XXXXXXXXXXX column name"):
+        migrate(db, pg_db, tmp_path / "a")
+    assert _tables(pg_db) == []
+    report = migrate(db, pg_db, tmp_path / "b", ignore_errors=True)
+    assert [p.item for p in report.problems if p.kind == "skipped-row"] == ["files:FILE3XXXXXXXXXXX"]
+    assert report.sections["metadata"]["tables"]["files"]["target"] == 2

@@ -18,7 +18,7 @@ import functools
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Sequence
 
 import sqlalchemy as sa
@@ -79,6 +79,7 @@ class Plan:
     src_zone: tzinfo
     dst_zone: tzinfo
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
+    nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
 
 
 # -- preflight ---------------------------------------------------------------
@@ -189,6 +190,8 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     )
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
+    if dd == "postgres" and sd != "postgres":
+        _check_nuls(plan, opts=opts)
     return plan
 
 
@@ -283,6 +286,35 @@ def _check_lengths(plan: Plan, *, opts: RunOptions) -> None:
     plan.oversized = found
 
 
+def _check_nuls(plan: Plan, *, opts: RunOptions) -> None:
+    """Text holding a NUL character, which postgres cannot store: refused, or skipped row by row."""
+    sd = plan.src_driver
+    q = lambda n: dialects.quote(sd, n)  # noqa: E731
+    has_nul = (lambda col: f"instr({q(col)}, char(0)) > 0") if sd == "sqlite3" else (lambda col: f"LOCATE(CHAR(0), {q(col)}) > 0")
+    found: list[str] = []
+    with plan.src_engine.connect() as c:
+        for t in plan.tables:
+            cols = [col.name for col in t.columns if col.kind == V.KIND_TEXT]
+            if not cols or not t.pk:
+                continue
+            pk = ", ".join(q(k) for k in t.pk)
+            flags = ", ".join(has_nul(col) for col in cols)
+            where = " OR ".join(has_nul(col) for col in cols)  # one scan of the table for all its columns
+            sql = f"SELECT {pk}, {flags} FROM {q(t.name)} WHERE {where}"
+            for row in c.exec_driver_sql(sql):
+                key = "/".join(map(str, row[: len(t.pk)]))
+                for col, flag in zip(cols, row[len(t.pk) :]):
+                    if flag:
+                        plan.nul_columns.add((t.name, col))
+                        found.append(f"{t.name} {'/'.join(t.pk)}={key} column {col}")
+    if found and not opts.ignore_errors:
+        raise ConfigError(
+            "text holding a NUL character, which postgres cannot store; nothing written: "
+            + "; ".join(found[:MAX_NAMED])
+            + ". Clean it at the source, or pass --ignore-errors to skip those rows (listed in the report)"
+        )
+
+
 # -- run ---------------------------------------------------------------------
 
 
@@ -338,6 +370,8 @@ def _converters(plan: Plan, t: TablePlan) -> tuple[list[tuple[int, Any]], list[t
         if c.name in limits:
             checks.append((i, limits[c.name]))
         if c.kind == V.KIND_TEXT:
+            if (t.name, c.name) in plan.nul_columns:
+                convs.append((i, _no_nul))
             continue  # text passes as is; its length is checked inline
         f = V.column_converter(
             kind=c.kind,
@@ -430,6 +464,12 @@ def _copy_table(
         skipped_keys[t.name] = mine
 
 
+def _no_nul(value: Any) -> Any:
+    if value.__class__ is str and "\x00" in value:
+        raise V.ValueError_("holds a NUL character, which postgres text cannot store")
+    return value
+
+
 def _too_long(value: Any, limit: int) -> Any:
     raise V.ValueError_(f"{len(value)} characters do not fit the target's {limit}")
 
@@ -480,13 +520,15 @@ def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writ
     """On a re-run: delete target rows whose key the source no longer has (plikd purged them)."""
     kinds = {c.name: c.kind for c in t.columns}
 
-    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
-        return tuple(V.canonical(v, kind=kinds[k], driver=driver, zone=zone) for v, k in zip(row, t.pk))
+    step = 1000 if "mysql" in (plan.src_driver, plan.dst_driver) else 1  # datetime(3): compare at ms
 
-    q = reader.q
-    pk_sql = ", ".join(f"c.{q(k)}" for k in t.pk)
+    def coarse(v: Any) -> Any:
+        return v.replace(microsecond=v.microsecond - v.microsecond % step) if isinstance(v, datetime) else v
+
+    def canon(row: Sequence[Any], driver: str, zone: tzinfo) -> tuple:
+        return tuple(coarse(V.canonical(v, kind=kinds[k], driver=driver, zone=zone)) for v, k in zip(row, t.pk))
+
     sql = _select(TablePlan(t.name, [Column(k, kinds[k], None) for k in t.pk], t.pk, t.known, t.fks), plan.src_driver, where_orphans=True)
-    del pk_sql
     source: set = set()
     for batch in reader.stream(sql, batch=opts.batch_size):
         source.update(canon(r, plan.src_driver, plan.src_zone) for r in batch)
@@ -503,6 +545,11 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     started = time.monotonic()
     sec = report.section(AREA)
     sec.update(source=plan.src_desc, target=plan.dst_desc, level=plan.level, target_state=plan.state)
+    for side, driver, zone in (("source", plan.src_driver, plan.src_zone), ("target", plan.dst_driver, plan.dst_zone)):
+        if driver == "mysql":
+            # datetime(3) has no zone: the DSN's loc says which one, and it must be plikd's.
+            sec[f"{side}_time_zone"] = V.zone_name(zone)
+            report.line(AREA, f"{side} mysql datetimes read as {V.zone_name(zone)} (the DSN's loc; Local is this machine's TZ)")
     for name in plan.unknown:
         report.warn(f"table {name} is not Plik's: copied as it is, after Plik's tables")
     results = {t.name: _TableResult() for t in plan.tables}
@@ -520,9 +567,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             _dry_report(plan, results, skipped_counts, report=report)
             return
         _load(plan, reader, results, opts=opts, report=report)
+        reader.close()
+        _prove(plan, results, skipped_counts, started=started, report=report)
     finally:
         reader.close()
-    _prove(plan, results, skipped_counts, started=started, report=report)
+        plan.src_engine.dispose()
+        plan.dst_engine.dispose()
 
 
 def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, report: Report) -> None:
@@ -586,10 +636,19 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
     known = [t for t in plan.tables if t.known]
     unknown = [t for t in plan.tables if not t.known]
     try:
-        if plan.dst_driver == "sqlite3" and not raw.in_transaction:
+        if plan.dst_driver == "sqlite3":
+            if raw.in_transaction:
+                raw.rollback()
+            if fresh:
+                # Bulk load: orphans are filtered above, so the foreign keys hold without a
+                # lookup per row (the pragma only takes effect outside a transaction).
+                raw.execute("PRAGMA foreign_keys = OFF")
+            raw.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages for the B-tree inserts
             raw.execute("BEGIN")  # DDL and rows in one transaction: all or nothing
         if plan.dst_driver == "postgres":
             conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # text without offset is UTC, as in go-sqlite3
+            if fresh:  # keys and indexes are built after the rows: sort them in memory
+                conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
         later: list[str] = []
         if fresh:
             later = _create(plan, conn)
@@ -617,6 +676,8 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
         raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
         if fresh and plan.dst_driver == "mysql":
             writer.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1").close()
+        if fresh and plan.dst_driver == "sqlite3":
+            raw.execute("PRAGMA foreign_keys = ON")
     except BaseException as exc:
         try:
             raw.rollback()

@@ -74,6 +74,8 @@ class SnapshotReader:
         self._open = True
 
     def close(self) -> None:
+        if self._proxy is None:
+            return
         try:
             if self._open:
                 self.conn.rollback()
@@ -83,6 +85,7 @@ class SnapshotReader:
         finally:
             self._open = False
             self._proxy.close()
+            self._proxy = None
 
     def q(self, name: str) -> str:
         return quote(self.driver, name)

@@ -57,9 +57,15 @@ def local_zone() -> tzinfo:
             return ZoneInfo(name)
         except Exception:  # noqa: BLE001 - Go falls back to UTC too
             return UTC
+    real = os.path.realpath("/etc/localtime")
+    if "/zoneinfo/" in real:
+        try:
+            return ZoneInfo(real.split("/zoneinfo/", 1)[1])  # named, as Go names it
+        except Exception:  # noqa: BLE001 - read the file itself below
+            pass
     try:
         with open("/etc/localtime", "rb") as fh:
-            return ZoneInfo.from_file(fh, key="localtime")
+            return ZoneInfo.from_file(fh, key="Local")
     except OSError:
         return UTC
 

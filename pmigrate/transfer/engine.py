@@ -10,11 +10,17 @@ holding the job (a HEAD on S3, run in parallel with the other workers'
 copies), and only for journal hits; blobs the journal does not know are
 simply copied. Listing the whole target up front was rejected: it costs as
 much as the stats on a fresh target, and holds every key in memory.
+
+Workers start from a fork server, not by fork: by then the parent holds
+boto3 clients, database connections and a progress thread, none of which
+survive a fork safely. The server is started at the end of preflight, so
+its start-up (mostly imports) overlaps the rest of the parent's work.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +33,13 @@ from pmigrate import progress
 from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
 from pmigrate.data.registry import backend_class, open_backend
-from pmigrate.errors import ConfigError, FatalError
+from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
+from pmigrate.transfer import pool as pool_mod
 from pmigrate.transfer.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -87,9 +94,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             try:
                 dst_b.check(create=False)
             except ConfigError as exc:
-                # Most often the directory or bucket is not there yet: run()
-                # creates it as plikd would, and fails then if it cannot.
-                log.info("target not ready yet (%s); it is created when the copy starts", exc)
+                # A directory or bucket that is not there yet is fine: run()
+                # creates it as plikd would. Anything else (unreachable,
+                # refused credentials) is bad input, found before any write.
+                if "does not exist" not in str(exc):
+                    raise
+                log.info("target not there yet (%s); it is created when the copy starts", exc)
     finally:
         src_b.close()
         dst_b.close()
@@ -107,7 +117,15 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:
             j.close()
+    if not skip and not opts.dry_run:
+        pool_mod.warm_up(preload=_preload(src, dst))  # starts a process, writes nothing
     return Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+
+
+def _preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
+    """Modules the fork server imports once, so each worker starts with them."""
+    mods = {backend_class(src.data.backend).__module__, backend_class(dst.data.backend).__module__}
+    return ["pmigrate.transfer.worker", *sorted(mods)]
 
 
 # -- run ------------------------------------------------------------------------
@@ -204,6 +222,8 @@ class _Copy:
         self.stop: _Stop | None = None
         self.dst: DataBackend | None = None
         self.last_commit = time.monotonic()
+        self._committer: threading.Thread | None = None
+        self._commit_error: BaseException | None = None
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
 
@@ -224,9 +244,7 @@ class _Copy:
             dst_options=dict(plan.dst.data.options),
             checksum=opts.checksum,
         )
-        preload = ["pmigrate.transfer.worker"] + sorted(
-            {backend_class(plan.src.data.backend).__module__, backend_class(plan.dst.data.backend).__module__}
-        )
+        preload = _preload(plan.src, plan.dst)
         pool = Pool(
             factory=worker_mod.make_handler,
             context=context,
@@ -248,7 +266,11 @@ class _Copy:
             # What finished while stopping is on the target all the same.
             if pool.drained:
                 self._account([r for r in pool.drained if r.outcome == COPIED])
-            self._commit()
+            commit_error: PmigrateError | None = None
+            try:
+                self._commit(wait=True)
+            except PmigrateError as exc:
+                commit_error = exc
             self.journal.close()
             self.dst.close()
             self.files_bar.close()
@@ -256,6 +278,8 @@ class _Copy:
             for line in pool.deaths:
                 self.report.warn(line)
             self._summarise(time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths), stopped=stop)
+            if commit_error is not None:
+                raise commit_error
         if stop is not None:
             hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
@@ -321,22 +345,49 @@ class _Copy:
         if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
             self._commit()
 
-    def _commit(self) -> None:
-        """Durable first (one syncfs for a file target), then the journal says so."""
+    def _commit(self, *, wait: bool = False) -> None:
+        """Durable first (one syncfs for a file target), then the journal says so.
+
+        Runs in a thread so that the parent keeps feeding workers while the
+        filesystem flushes; one commit at a time, the next batch waits its turn.
+        """
         assert self.journal is not None and self.dst is not None
+        if self._committer is not None:
+            if self._committer.is_alive() and not wait:
+                return
+            self._committer.join()
+            self._committer = None
+            if self._commit_error is not None:
+                err, self._commit_error = self._commit_error, None
+                raise err
         self.last_commit = time.monotonic()
-        if not self.journal.pending:
+        rows = self.journal.take()
+        if not rows:
             return
-        sync = getattr(self.dst, "sync", None)
-        if sync is not None:
-            sync()
-        self.journal.commit()
+        if wait:
+            self._durable(rows)
+            if self._commit_error is not None:
+                err, self._commit_error = self._commit_error, None
+                raise err
+            return
+        self._committer = threading.Thread(target=self._durable, args=(rows,), name="pmigrate-journal", daemon=True)
+        self._committer.start()
+
+    def _durable(self, rows: list[tuple]) -> None:
+        assert self.journal is not None and self.dst is not None
+        try:
+            sync = getattr(self.dst, "sync", None)
+            if sync is not None:
+                sync()
+            self.journal.write(rows)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the parent's thread
+            self._commit_error = exc if isinstance(exc, PmigrateError) else FatalError(f"journal commit failed: {exc}")
 
     def _error(self, kind: str, item: str, message: str) -> None:
         self.fig.errors += 1
         self.fig.errors_by_kind[kind] = self.fig.errors_by_kind.get(kind, 0) + 1
         self.report.problem(area=AREA, kind=kind, item=item, message=message)
-        if self.stop is None and (kind in ("fatal", "worker-died") or not self.opts.ignore_errors):
+        if self.stop is None and (kind == "fatal" or not self.opts.ignore_errors):
             # Raised once the current batch of results is accounted for.
             self.stop = _Stop(kind, item, message)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -59,6 +60,9 @@ class Journal:
         self.path = path
         self.readonly = readonly
         self._pending: list[tuple[str, int, str, str, float, float]] = []
+        # One connection, used by the parent's main thread (lookups) and by
+        # the thread that commits after the target is made durable.
+        self._lock = threading.Lock()
 
     # -- opening -----------------------------------------------------------------
     @classmethod
@@ -115,8 +119,9 @@ class Journal:
         for i in range(0, len(ids), LOOKUP_CHUNK):
             part = ids[i : i + LOOKUP_CHUNK]
             marks = ",".join("?" * len(part))
-            for fid, size in self._con.execute(f"SELECT file_id, size FROM blobs WHERE file_id IN ({marks})", part):
-                out[fid] = size
+            with self._lock:
+                found = self._con.execute(f"SELECT file_id, size FROM blobs WHERE file_id IN ({marks})", part).fetchall()
+            out.update(found)
         return out
 
     def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
@@ -126,12 +131,15 @@ class Journal:
             part = ids[i : i + LOOKUP_CHUNK]
             marks = ",".join("?" * len(part))
             q = f"SELECT file_id, size, xxh3, md5 FROM blobs WHERE file_id IN ({marks})"
-            for fid, size, xxh3, md5 in self._con.execute(q, part):
+            with self._lock:
+                found = self._con.execute(q, part).fetchall()
+            for fid, size, xxh3, md5 in found:
                 out[fid] = (size, xxh3, md5)
         return out
 
     def count(self) -> int:
-        return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]
 
     # -- writing -----------------------------------------------------------------
     def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0) -> None:
@@ -141,23 +149,34 @@ class Journal:
     def pending(self) -> int:
         return len(self._pending)
 
+    def take(self) -> list[tuple]:
+        """The rows recorded so far, handed over to write() once they are durable."""
+        rows, self._pending = self._pending, []
+        return rows
+
+    def write(self, rows: list[tuple]) -> int:
+        """Commit rows from take(); call only once those blobs are durable. Thread-safe."""
+        if rows:
+            with self._lock:
+                self._con.execute("BEGIN IMMEDIATE")
+                self._con.executemany(
+                    "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._con.execute("COMMIT")
+        return len(rows)
+
     def commit(self) -> int:
         """Write what was recorded; call only once those blobs are durable."""
-        rows, self._pending = self._pending, []
-        if rows:
-            self._con.execute("BEGIN IMMEDIATE")
-            self._con.executemany(
-                "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at) VALUES (?, ?, ?, ?, ?, ?)", rows
-            )
-            self._con.execute("COMMIT")
-        return len(rows)
+        return self.write(self.take())
 
     def forget(self, ids: Iterable[str]) -> None:
         """Drop rows (a blob found wrong on the target must be copied again)."""
         self._con.executemany("DELETE FROM blobs WHERE file_id = ?", [(i,) for i in ids])
 
     def close(self) -> None:
-        self._con.close()
+        with self._lock:
+            self._con.close()
 
 
 def _foreign(path: Path) -> ConfigError:

@@ -37,6 +37,7 @@ from pmigrate.errors import FatalError
 log = logging.getLogger(__name__)
 
 IDLE = -1
+EARLY_REPORT_SIZE = 8 << 20  # before a job this big, a worker sends the results it holds
 
 
 class Job(Protocol):
@@ -101,6 +102,12 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
             conn.send(("fatal", f"worker could not start: {exc}"))
             return
         while True:
+            # Idle workers wake up every second: with the fork start method a
+            # sibling may hold the parent's end of this pipe open, so EOF alone
+            # would not tell that the parent is gone.
+            while not conn.poll(1.0):
+                if lifeline.stopped():
+                    return
             chunk = conn.recv()
             if chunk is None:
                 return
@@ -109,22 +116,34 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
             for job in chunk:
                 if cancel.value:
                     return
+                if out and (job.size >= EARLY_REPORT_SIZE or time.monotonic() - last_send > 0.25):
+                    # A long job ahead, or a long chunk: report what is done so
+                    # far, so that progress stays live and a death does not
+                    # redo finished work.
+                    conn.send(("results", out, False))
+                    out = []
+                    last_send = time.monotonic()
                 current.value = job.seq
                 out.append(handler(job))
                 current.value = IDLE
-                now = time.monotonic()
-                if now - last_send > 0.25:
-                    # Long chunk: report what is done so far, so that a death
-                    # later on does not redo it and progress stays live.
-                    conn.send(("results", out, False))
-                    out = []
-                    last_send = now
             conn.send(("results", out, True))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone
     finally:
         if handler is not None:
             handler.close()
+
+
+def warm_up(*, preload: Sequence[str], start_method: str = "forkserver") -> None:
+    """Start the fork server now, preloading ``preload``, so that its start-up
+    overlaps the parent's own work (a second or so, mostly imports)."""
+    if start_method != "forkserver":
+        return
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(preload))
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 @dataclass(eq=False)

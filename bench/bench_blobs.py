@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Blob copy benchmark: pmigrate against `cp -r` and `rclone copy`, local->local and local->S3.
+
+Cases, on fake Plik deployments:
+  a  about 1 GiB of mixed sizes     (pmigrate fakedb --sizes mixed)
+  b  20,000 blobs of about 4 KiB    (pmigrate fakedb --sizes small)
+  c  one 1 GiB blob
+--scale shrinks all three (e.g. --scale 0.05 for a quick run).
+
+Each case runs pmigrate, cp -r and cp -r + sync (local only; pmigrate
+makes every blob durable with syncfs before its journal says done, cp does
+not) and rclone at the same
+concurrency (--workers N = --transfers N), alternating tools round by round,
+each run into a fresh directory or bucket. The S3 side is a moto server on
+loopback, started and stopped here by its PID. Printed per tool: median
+seconds, MB/s, files/s and peak RSS of the whole process tree (parent,
+forkserver, workers), and pmigrate's ratios to the others.
+
+    .venv/bin/python bench/bench_blobs.py --scale 0.1 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.servers import start_moto, stop_process  # noqa: E402
+from bench.common import write_csv  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+PY = sys.executable
+
+
+# -- measuring ---------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [pid], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; PSS shares pages between the processes mapping them."""
+    rss = pss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss, pss
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss: int  # peak of the summed RSS of the process tree (shared pages counted in every process)
+    ok: bool
+    note: str = ""
+    peak_pss: int = 0  # peak of the summed PSS (shared pages counted once)
+    cpu: float = 0.0  # user + system seconds of the whole tree
+
+
+def timed(cmd: list[str], *, env: dict | None = None) -> Run:
+    """Run a command; wall time, CPU time and the peak summed RSS and PSS of its process tree."""
+    peak = peak_pss = 0
+    stop = threading.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def sample() -> None:
+        nonlocal peak, peak_pss
+        while not stop.is_set():
+            mem = [_memory(p) for p in _tree(proc.pid)]
+            peak = max(peak, sum(m[0] for m in mem))
+            peak_pss = max(peak_pss, sum(m[1] for m in mem))
+            stop.wait(0.02)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    stop.set()
+    t.join()
+    # Descendants reaped by reaped children count here too (workers, via the fork server).
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, peak, proc.returncode == 0, "" if proc.returncode == 0 else err.strip()[-300:], peak_pss, cpu)
+
+
+# -- deployments ------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    src: Path  # folder with plikd.cfg, plik.db, files/
+    blobs: int = 0
+    bytes: int = 0
+
+
+def _fakedb(out: Path, *, files: int, sizes: str) -> None:
+    subprocess.run([PY, "-m", "pmigrate", "fakedb", str(out), "--files", str(files), "--sizes", sizes, "--seed", "7", "-q"],
+                   check=True, cwd=REPO, env=_env())  # fmt: skip
+
+
+def _one_big_blob(out: Path, size: int) -> None:
+    """A deployment holding one blob of `size` bytes (fakedb's sizes stop below 1 GiB)."""
+    from tests import blobdeploy as bd
+
+    out.mkdir(parents=True)
+    fid, uid = "BigBlob000000001", "BigUpload0000001"
+    path = out / "files" / fid[:2] / fid
+    path.parent.mkdir(parents=True)
+    rng = random.Random(3)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            f.write(rng.randbytes(n))
+            left -= n
+    blob = bd.Blob(fid, uid, b"", size=size)
+    bd.create_db(out / "plik.db", [blob])
+    (out / "plikd.cfg").write_text(bd.file_toml(out / "files") + bd.meta_toml(out / "plik.db"))
+
+
+def _measure(case: Case) -> None:
+    con = sqlite3.connect(case.src / "plik.db")
+    try:
+        case.blobs, case.bytes = con.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE status IN ('uploaded', 'removed')"
+        ).fetchone()
+    finally:
+        con.close()
+
+
+def build(cases: list[str], root: Path, scale: float) -> list[Case]:
+    out = []
+    for name in cases:
+        src = root / f"src-{name}"
+        if name == "a":
+            _fakedb(src, files=max(20, int(6_250 * scale)), sizes="mixed")
+        elif name == "b":
+            _fakedb(src, files=max(20, int(23_300 * scale)), sizes="small")
+        elif name == "c":
+            _one_big_blob(src, max(MiB, int(GiB * scale)))
+        case = Case(name, src)
+        _measure(case)
+        out.append(case)
+    return out
+
+
+# -- tools ---------------------------------------------------------------------------------
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLIKD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+class S3:
+    def __init__(self) -> None:
+        self.proc, self.server = start_moto()
+
+    def rclone_env(self) -> dict:
+        env = _env(
+            RCLONE_CONFIG_MOTO_TYPE="s3",
+            RCLONE_CONFIG_MOTO_PROVIDER="Other",
+            RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=self.server.access_key,
+            RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=self.server.secret_key,
+            RCLONE_CONFIG_MOTO_ENDPOINT=self.server.url,
+            RCLONE_CONFIG_MOTO_REGION=self.server.region,
+        )
+        env.pop("AWS_CA_BUNDLE", None)
+        return env
+
+    def empty(self, bucket: str) -> None:
+        """Delete a bucket and its objects: moto keeps everything in memory."""
+        client = self.server.client()
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                for i in range(0, len(keys), 1000):
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys[i : i + 1000]})
+            client.delete_bucket(Bucket=bucket)
+        except Exception:  # noqa: BLE001 - a bucket never created
+            pass
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def run_tool(tool: str, case: Case, target: str, work: Path, *, workers: int, s3: S3 | None) -> Run:
+    """One run into a fresh place; that place is removed afterwards."""
+    dest = work / f"{tool}-{uuid.uuid4().hex[:8]}"
+    dest.mkdir(parents=True)
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    try:
+        if tool == "pmigrate":
+            cfg = dest / "target.cfg"
+            if target == "local":
+                cfg.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{dest / "files"}"\n')
+            else:
+                assert s3 is not None
+                cfg.write_text(s3.server.toml(bucket))
+            cmd = [PY, "-m", "pmigrate", "--config", str(case.src / "plikd.cfg"), "--to", str(cfg), "--data-only", "-q",
+                   "--workers", str(workers), "--journal", str(dest / "journal.db"), "--json", str(dest / "report.json")]  # fmt: skip
+            run = timed(cmd, env=_env())
+            if run.ok:
+                data = json.loads((dest / "report.json").read_text())["sections"]["data"]
+                if data["copied"] != case.blobs:
+                    run.ok, run.note = False, f"copied {data['copied']} of {case.blobs}"
+            return run
+        if tool == "cp":
+            return timed(["cp", "-r", str(case.src / "files"), str(dest / "files")])
+        if tool == "cp+sync":  # cp -r made durable, as pmigrate's syncfs per journal batch makes it
+            return timed(["sh", "-c", 'cp -r "$1" "$2" && sync -f "$2"', "sh", str(case.src / "files"), str(dest / "files")])
+        if tool == "rclone":
+            common = ["--transfers", str(workers), "--checkers", str(max(8, workers)), "-q"]
+            if target == "local":
+                return timed(["rclone", "copy", str(case.src / "files"), str(dest / "files"), *common], env=_env())
+            assert s3 is not None
+            return timed(["rclone", "copy", str(case.src / "files"), f"moto:{bucket}", *common,
+                          "--s3-chunk-size", "16M", "--s3-upload-cutoff", "16M", "--s3-upload-concurrency", "4"],
+                         env=s3.rclone_env())  # fmt: skip
+        raise ValueError(tool)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+        if target == "s3" and s3 is not None:
+            s3.empty(bucket)
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    case: Case
+    target: str
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    part_size: int = 16 * MiB  # S3 PartSize of the target (plikd's default); the file backend's buffer is 1 MiB
+
+    def median(self, tool: str) -> float | None:
+        ok = [r.seconds for r in self.runs.get(tool, []) if r.ok]
+        return statistics.median(ok) if ok else None
+
+    def peak(self, tool: str) -> int:
+        return max((r.peak_rss for r in self.runs.get(tool, [])), default=0)
+
+    def peak_pss(self, tool: str) -> int:
+        return max((r.peak_pss for r in self.runs.get(tool, [])), default=0)
+
+    def cpu(self, tool: str) -> float:
+        ok = [r.cpu for r in self.runs.get(tool, []) if r.ok]
+        return statistics.median(ok) if ok else 0.0
+
+
+def print_table(rows: list[Row], *, workers: int) -> None:
+    print()
+    print(f"workers/transfers = {workers}; median of rounds; MB = 10^6 bytes; RSS/PSS = peak of the sum over the "
+          "process tree (PSS counts pages shared by processes once); CPU = user+sys seconds of the tree")  # fmt: skip
+    head = (f"{'case':<26} {'target':<6} {'tool':<9} {'seconds':>8} {'MB/s':>8} {'files/s':>9} {'CPU s':>7} "
+            f"{'RSS MiB':>8} {'PSS MiB':>8}  vs pmigrate")  # fmt: skip
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        c = row.case
+        label = {"a": "a mixed", "b": "b small", "c": "c one blob"}[c.name] + f" {c.blobs}f {c.bytes / MiB:.0f}MiB"
+        pm = row.median("pmigrate")
+        for tool in row.runs:
+            med = row.median(tool)
+            if med is None:
+                notes = "; ".join(r.note for r in row.runs[tool] if not r.ok)
+                print(f"{label:<26} {row.target:<6} {tool:<9} {'FAILED':>8}  {notes[:120]}")
+                continue
+            ratio = f"pmigrate = {med / pm:.2f}x its speed" if pm and tool != "pmigrate" else ""
+            if tool == "pmigrate":
+                budget = workers * 2 * row.part_size + 100e6
+                ratio = f"budget {budget / MiB:.0f} MiB (workers x 2 x PartSize + 100 MB)"
+            print(f"{label:<26} {row.target:<6} {tool:<9} {med:8.2f} {c.bytes / med / 1e6:8.1f} {c.blobs / med:9.0f} "
+                  f"{row.cpu(tool):7.1f} {row.peak(tool) / MiB:8.0f} {row.peak_pss(tool) / MiB:8.0f}  {ratio}")  # fmt: skip
+    print()
+
+
+def csv_rows(rows: list[Row], *, workers: int, scale: float) -> list[dict]:
+    """The printed table's figures, one dict per case, target and tool, for bench/results/blobs.csv."""
+    out = []
+    for row in rows:
+        c = row.case
+        for tool in row.runs:
+            med = row.median(tool)
+            if med is not None:
+                out.append({"case": c.name, "target": row.target, "tool": tool, "workers": workers, "scale": scale,
+                            "rounds": sum(r.ok for r in row.runs[tool]), "blobs": c.blobs, "bytes": c.bytes, "seconds": med,
+                            "mb_per_s": c.bytes / med / 1e6, "files_per_s": c.blobs / med, "rss_mib": row.peak(tool) / MiB,
+                            "pss_mib": row.peak_pss(tool) / MiB, "cpu_s": row.cpu(tool)})
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="size of every case relative to the full one (default: 1)")
+    p.add_argument("--workers", type=int, default=4, help="pmigrate --workers and rclone --transfers (default: 4)")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating (default: 3)")
+    p.add_argument("--cases", default="a,b,c", help="comma-separated among a,b,c (default: all)")
+    p.add_argument("--targets", default="local,s3", help="comma-separated among local,s3 (default: both)")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new one under /tmp, removed after)")
+    args = p.parse_args()
+    if shutil.which("rclone") is None:
+        print("rclone not found: apt-get install rclone", file=sys.stderr)
+        return 2
+    work = args.work or Path(f"/tmp/pmigrate-bench-{uuid.uuid4().hex[:8]}")
+    work.mkdir(parents=True, exist_ok=True)
+    targets = args.targets.split(",")
+    s3 = S3() if "s3" in targets else None
+    rows: list[Row] = []
+    try:
+        t0 = time.perf_counter()
+        cases = build(args.cases.split(","), work, args.scale)
+        print(f"built {len(cases)} deployment(s) in {time.perf_counter() - t0:.0f}s under {work}", flush=True)
+        for case in cases:
+            for target in targets:
+                tools = ["pmigrate", "cp", "cp+sync", "rclone"] if target == "local" else ["pmigrate", "rclone"]
+                row = Row(case, target, {t: [] for t in tools})
+                for rnd in range(args.rounds):
+                    order = tools if rnd % 2 == 0 else list(reversed(tools))
+                    for tool in order:
+                        run = run_tool(tool, case, target, work, workers=args.workers, s3=s3)
+                        row.runs[tool].append(run)
+                        print(f"  {case.name} {target:<5} {tool:<8} round {rnd + 1}: {run.seconds:7.2f}s cpu {run.cpu:6.1f}s "
+                              f"rss {run.peak_rss / MiB:6.0f} MiB pss {run.peak_pss / MiB:6.0f} MiB "
+                              f"{'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
+                rows.append(row)
+        print_table(rows, workers=args.workers)
+        write_csv("blobs", csv_rows(rows, workers=args.workers, scale=args.scale), keys=("case", "target", "tool", "workers"))
+    finally:
+        if s3 is not None:
+            s3.stop()
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

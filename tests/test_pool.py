@@ -1,0 +1,100 @@
+"""The worker pool on its own, with real processes: chunks, deaths, cancellation.
+
+The handler here is a real module-level handler run in forkserver children; a
+job of mode "die" makes its worker SIGKILL itself, as the OOM killer would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from pmigrate.data.base import BlobRef
+from pmigrate.errors import FatalError
+from pmigrate.transfer.jobs import COPIED, FAILED, BlobJob, BlobResult
+from pmigrate.transfer.pool import Pool
+
+
+class _Handler:
+    def __init__(self, lifeline) -> None:
+        self.lifeline = lifeline
+
+    def __call__(self, job: BlobJob) -> BlobResult:
+        if job.mode == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if job.mode == "die-once" and job.attempt == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if job.mode == "slow":
+            deadline = time.monotonic() + 60
+            while not self.lifeline.stopped() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return BlobResult(job.seq, job.ref.file_id, "cancelled")
+        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size, xxh3=str(os.getpid()))
+
+    def close(self) -> None:
+        pass
+
+
+def factory(context, *, lifeline):
+    if context == "broken":
+        raise RuntimeError("cannot build a client")
+    return _Handler(lifeline)
+
+
+def lost(job, reason):
+    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="worker-died", error=reason)
+
+
+def _jobs(n: int, *, poison: dict[int, str] | None = None) -> list[BlobJob]:
+    poison = poison or {}
+    return [BlobJob(i, poison.get(i, "copy"), BlobRef(f"F{i:015d}", f"U{i:015d}", i)) for i in range(n)]
+
+
+def _pool(workers: int, context=None) -> Pool:
+    return Pool(factory=factory, context=context, workers=workers, lost=lost, chunk_jobs=8, stop_timeout=20)
+
+
+def test_every_job_once_across_workers():
+    results: list[BlobResult] = []
+    pool = _pool(3)
+    pool.run(_jobs(500), on_results=results.extend)
+    assert sorted(r.seq for r in results) == list(range(500))
+    assert len({r.xxh3 for r in results}) > 1  # more than one worker did work
+    assert pool.deaths == []
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_its_jobs_handed_out_again():
+    results: list[BlobResult] = []
+    pool = _pool(2)
+    pool.run(_jobs(200, poison={37: "die-once", 150: "die"}), on_results=results.extend)
+    by_seq = {r.seq: r for r in results}
+    assert sorted(by_seq) == list(range(200)) and len(results) == 200  # nothing lost, nothing twice
+    assert by_seq[37].outcome == COPIED  # retried once, then fine
+    assert by_seq[150].outcome == FAILED and by_seq[150].error_kind == "worker-died"
+    assert "killed by signal 9" in by_seq[150].error
+    assert all(r.outcome == COPIED for s, r in by_seq.items() if s != 150)
+    assert len(pool.deaths) == 3  # 37 once, 150 twice
+    assert all("killed by signal 9" in d for d in pool.deaths)
+
+
+def test_a_worker_that_cannot_start_stops_the_run():
+    with pytest.raises(FatalError, match="cannot build a client"):
+        _pool(2, context="broken").run(_jobs(10), on_results=lambda r: None)
+
+
+def test_an_error_in_the_parent_cancels_workers_promptly():
+    pool = _pool(2)
+    started = time.monotonic()
+
+    def on_tick():
+        if time.monotonic() - started > 1:
+            raise RuntimeError("stop here")
+
+    jobs = _jobs(40, poison={i: "slow" for i in range(40)})
+    with pytest.raises(RuntimeError, match="stop here"):
+        pool.run(jobs, on_results=lambda r: None, on_tick=on_tick)
+    assert time.monotonic() - started < 15  # the slow jobs saw the cancel flag
+    assert pool._slots == []
