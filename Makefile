@@ -29,6 +29,15 @@ man: $(STAMP)
 	  --manual-title "pmigrate manual" --version "$$($(BIN)/python -c 'import pmigrate;print(pmigrate.__version__)')"
 	@echo "wrote pmigrate.1; read it with: man ./pmigrate.1"
 
+# The reference run of bench/results/README.md: small scale, minutes rather than hours.
+bench: $(STAMP)
+	$(BIN)/python bench/bench_metadata.py --files 50000 --rounds 2
+	for w in 1 2 4; do $(BIN)/python bench/bench_blobs.py --scale 0.05 --rounds 2 --workers $$w || exit 1; done
+	for w in 1 2 4; do $(BIN)/python bench/bench_cloud.py --rounds 2 --workers $$w || exit 1; done
+	$(BIN)/python bench/bench_verify.py --files 150 --mib 96 --rounds 2 --workers 2
+	$(BIN)/python bench/bench_fakedb.py --files 50000 --runs 2
+	$(BIN)/python bench/plots.py
+
 bench-plots: $(STAMP)
 	$(BIN)/python bench/plots.py
 

@@ -100,12 +100,21 @@ def timed(cmd: list[str], *, env: dict | None = None) -> Run:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
+    ticks: dict[int, int] = {}  # pid -> utime + stime last seen: workers are not reaped by us
+
     def sample() -> None:
         nonlocal peak, peak_pss
         while not stop.is_set():
-            mem = [_memory(p) for p in _tree(proc.pid)]
+            tree = _tree(proc.pid)
+            mem = [_memory(p) for p in tree]
             peak = max(peak, sum(m[0] for m in mem))
             peak_pss = max(peak_pss, sum(m[1] for m in mem))
+            for p in tree:
+                try:
+                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                    ticks[p] = int(fields[11]) + int(fields[12])
+                except (OSError, IndexError, ValueError):
+                    pass
             stop.wait(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -114,9 +123,11 @@ def timed(cmd: list[str], *, env: dict | None = None) -> Run:
     seconds = time.perf_counter() - started
     stop.set()
     t.join()
-    # Descendants reaped by reaped children count here too (workers, via the fork server).
+    # rusage counts only descendants reaped along a chain of waits; pmigrate's
+    # workers hang off a fork server nobody waits for, hence the sampled ticks.
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = max((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+              sum(ticks.values()) / os.sysconf("SC_CLK_TCK"))  # fmt: skip
     return Run(seconds, peak, proc.returncode == 0, "" if proc.returncode == 0 else err.strip()[-300:], peak_pss, cpu)
 
 

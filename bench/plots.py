@@ -104,24 +104,29 @@ def blobs_vs_tools(folder: Path, blobs: list[dict]) -> None:
     for r in blobs:
         key = (r["case"], r["target"])
         top[key] = max(top.get(key, 0), int(float(r["workers"])))
-    groups = sorted(top)
+    cases = sorted({c for c, _ in top})
     tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone") if any(r["tool"] == t for r in blobs)]
-    value = {(r["case"], r["target"], r["tool"]): num(r, "mb_per_s") for r in blobs if int(float(r["workers"])) == top[(r["case"], r["target"])]}
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 2), 4.5))
-    width = 0.8 / len(tools)
-    for i, tool in enumerate(tools):
-        shift = (i - (len(tools) - 1) / 2) * width
-        here = [(g + shift, value[(c, t, tool)]) for g, (c, t) in enumerate(groups) if value.get((c, t, tool))]
-        if not here:
-            continue
-        bars = ax.bar([x for x, _ in here], [y for _, y in here], width, label=tool, color=f"C{i}")
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{PROFILE.get(c, c)}\nfile → {'file' if t == 'local' else t}\n{top[(c, t)]} workers" for c, t in groups], fontsize=8)
-    ax.set_ylabel("MB/s (10^6 bytes)")
-    ax.set_title("Blob copy: pmigrate, cp and rclone at the same concurrency")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4.2), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        # Small blobs are counted in files/s: their bytes say little.
+        metric, unit = ("files_per_s", "files/s") if case == "b" else ("mb_per_s", "MB/s (10^6 bytes)")
+        targets = sorted(t for c, t in top if c == case)
+        value = {(r["target"], r["tool"]): num(r, metric) for r in blobs
+                 if r["case"] == case and int(float(r["workers"])) == top[(case, r["target"])]}  # fmt: skip
+        width = 0.8 / len(tools)
+        for i, tool in enumerate(tools):
+            shift = (i - (len(tools) - 1) / 2) * width
+            here = [(g + shift, value[(t, tool)]) for g, t in enumerate(targets) if value.get((t, tool))]
+            if here:
+                bars = ax.bar([x for x, _ in here], [y for _, y in here], width, label=tool, color=f"C{i}")
+                ax.bar_label(bars, fmt="%.0f" if max(y for _, y in here) >= 10 else "%.1f", fontsize=7)
+        ax.set_xticks(range(len(targets)))
+        ax.set_xticklabels([f"file → {'file' if t == 'local' else t}\n{top[(case, t)]} workers" for t in targets], fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(PROFILE.get(case, case))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Blob copy: pmigrate, cp and rclone at the same concurrency")
     save(fig, folder, "blobs_vs_tools.png", source=runs_of(blobs))
 
 

@@ -187,3 +187,22 @@ def test_full_migration_to_s3_verifies_clean(deployment, run_cli, tmp_path, s3_s
     assert (s["ok"], s["unowned"], s["objects_listed"]) == (N, 0, N)
     assert report["sections"]["verify-rows"]["tables"]["files"]["ok"] == N + 4
     assert not [p for p in report["problems"] if p["fatal"]]
+
+
+def test_hostile_id_is_named_never_a_path(deployment, run_cli, tmp_path):
+    """A files row whose id would escape the directory is reported, and nothing outside is read."""
+    import sqlalchemy as sa
+
+    items, src_cfg, dst_cfg, where = deployment()
+    db = str(src_cfg.read_text()).split('ConnectionString = "')[1].split('"')[0]
+    eng = sa.create_engine(f"sqlite:///{db}")
+    with eng.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO files (id, upload_id, name, status, md5, type, size) "
+            "VALUES ('../../etc/passwd', 'UPLOAD1XXXXXXXXX', 'x', 'uploaded', '', '', 10)"
+        )
+    eng.dispose()
+    proc, report = _verify(run_cli, src_cfg, dst_cfg, tmp_path, "--data-only")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert _problems(report) == {("invalid-id", "../../etc/passwd")}
+    assert report["sections"]["verify-blobs"]["ok"] == N

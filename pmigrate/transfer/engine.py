@@ -13,8 +13,9 @@ much as the stats on a fresh target, and holds every key in memory.
 
 Workers start from a fork server, not by fork: by then the parent holds
 boto3 clients, database connections and a progress thread, none of which
-survive a fork safely. The server is started at the end of preflight, so
-its start-up (mostly imports) overlaps the rest of the parent's work.
+survive a fork safely. They are started at the end of preflight, so that
+their start-up (imports, building clients) overlaps the rest of the
+parent's work; they write nothing until run() feeds them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from pmigrate.report import Report
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
-from pmigrate.transfer import pool as pool_mod
 from pmigrate.transfer.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Plan:
     journal_path: Path
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
+    pool: Pool | None = None  # workers started by preflight
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -117,9 +118,31 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:
             j.close()
+    plan = Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
     if not skip and not opts.dry_run:
-        pool_mod.warm_up(preload=_preload(src, dst))  # starts a process, writes nothing
-    return Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+        # Workers start now and build their clients while the parent goes on
+        # (other stages' checks, the metadata copy): starting processes and
+        # clients writes nothing.
+        plan.pool = _pool(plan, opts=opts)
+        plan.pool.start()
+    return plan
+
+
+def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
+    context = worker_mod.WorkerContext(
+        src_backend=plan.src.data.backend,
+        src_options=dict(plan.src.data.options),
+        dst_backend=plan.dst.data.backend,
+        dst_options=dict(plan.dst.data.options),
+        checksum=opts.checksum,
+    )
+    return Pool(
+        factory=worker_mod.make_handler,
+        context=context,
+        workers=opts.workers,
+        lost=worker_mod.lost_result,
+        preload=_preload(plan.src, plan.dst),
+    )
 
 
 def _preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
@@ -229,29 +252,19 @@ class _Copy:
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
-        src = _backend(plan.src)
+        pool = plan.pool or _pool(plan, opts=opts)
         try:
-            src.check(create=False)
-        finally:
-            src.close()
-        self.dst = _backend(plan.dst)
-        self.dst.check(create=True)
-        self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
-        context = worker_mod.WorkerContext(
-            src_backend=plan.src.data.backend,
-            src_options=dict(plan.src.data.options),
-            dst_backend=plan.dst.data.backend,
-            dst_options=dict(plan.dst.data.options),
-            checksum=opts.checksum,
-        )
-        preload = _preload(plan.src, plan.dst)
-        pool = Pool(
-            factory=worker_mod.make_handler,
-            context=context,
-            workers=opts.workers,
-            lost=worker_mod.lost_result,
-            preload=preload,
-        )
+            src = _backend(plan.src)
+            try:
+                src.check(create=False)
+            finally:
+                src.close()
+            self.dst = _backend(plan.dst)
+            self.dst.check(create=True)
+            self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+        except BaseException:
+            pool.close()
+            raise
         if not opts.quiet:
             n, size = enum_mod.totals(plan.metadata)
             self.files_bar = progress.bar(quiet=False, desc="blobs", total=n, unit="file")

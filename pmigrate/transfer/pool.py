@@ -134,18 +134,6 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
             handler.close()
 
 
-def warm_up(*, preload: Sequence[str], start_method: str = "forkserver") -> None:
-    """Start the fork server now, preloading ``preload``, so that its start-up
-    overlaps the parent's own work (a second or so, mostly imports)."""
-    if start_method != "forkserver":
-        return
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(preload))
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-
-
 @dataclass(eq=False)
 class _Slot:
     process: Any
@@ -199,6 +187,16 @@ class Pool:
         self._max_deaths = 3 + 2 * workers
 
     # -- public --------------------------------------------------------------
+    def start(self) -> None:
+        """Start the workers now (idempotent): their start-up, client building
+        included, then overlaps whatever the parent does before run()."""
+        while len(self._slots) < self._workers:
+            self._slots.append(self._start())
+
+    def close(self) -> None:
+        """Stop workers started but never run (another stage's check failed)."""
+        self._stop(cancel=True)
+
     def run(
         self,
         jobs: Iterable[Any],
@@ -216,8 +214,7 @@ class Pool:
         exhausted = False
         next_tick = time.monotonic() + tick
         try:
-            for _ in range(self._workers):
-                self._slots.append(self._start())
+            self.start()
             while True:
                 while True:
                     slot = self._free_slot()

@@ -10,7 +10,6 @@ objects the target stores that no file row claims are listed, never deleted
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 

@@ -27,7 +27,7 @@ from pmigrate.errors import BlobNotFound, ItemError
 
 BUFFER = 256 << 10  # fits in L2 beside the kernel copy: hashing reads it from cache
 MAP_STEP = 8 << 20  # mapped files are hashed in steps, to notice a stop request
-_buffer: memoryview | None = None  # one per process, reused: a fresh 1 MiB buffer per blob costs page faults
+_buffer: memoryview | None = None  # one per process, reused: a fresh buffer per blob costs page faults
 
 
 def _view() -> memoryview:
@@ -35,6 +35,7 @@ def _view() -> memoryview:
     if _buffer is None:
         _buffer = memoryview(bytearray(BUFFER))
     return _buffer
+
 
 # Outcome kinds, as they appear in the report.
 OK = "ok"

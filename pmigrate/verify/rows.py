@@ -19,7 +19,7 @@ import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 import xxhash
