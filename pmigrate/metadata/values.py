@@ -266,6 +266,18 @@ def _to_mysql(read: Convert, dst_zone: tzinfo, step: int) -> Convert:
 _SQLITE_TIME = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d)(:[0-5]\d:[0-5]\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
 
 
+_UTC_NAMES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "GMT0"}
+
+
+def _fixed_offset(zone: tzinfo) -> timedelta | None:
+    """The offset of a zone that never changes (UTC, a fixed offset), else None."""
+    if getattr(zone, "key", None) in _UTC_NAMES:
+        return timedelta(0)
+    if isinstance(zone, timezone):
+        return zone.utcoffset(None)
+    return None
+
+
 def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> Convert:
     """go-sqlite3 text to mysql datetime text without a datetime per value.
 
@@ -293,10 +305,37 @@ def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> C
             return None
         return a.strftime("%Y-%m-%d %H")
 
+    fixed = _fixed_offset(dst_zone)
+    days: dict[tuple[str, str | None], tuple[str, str, str, int] | None] = {}
+
+    def around(day: str, off: str | None) -> tuple[str, str, str, int] | None:
+        """(day before, day, day after, hours to add) for a fixed target zone; None: the general path."""
+        try:
+            start = parse_sqlite_time(f"{day} 00:00:00{off or ''}")
+        except ValueError_:
+            return None
+        shift = fixed - (start.utcoffset() or timedelta(0))  # type: ignore[operator]
+        if start.year < 1000 or start.year > 9998 or shift % timedelta(hours=1):
+            return None
+        d = start.date()
+        return (d - timedelta(days=1)).isoformat(), d.isoformat(), (d + timedelta(days=1)).isoformat(), shift // timedelta(hours=1)
+
     def conv(v: Any) -> Any:
         if v.__class__ is not str or (m := match(v)) is None:
             return None if v is None else slow(v)
         hour, rest, frac, off = m.groups()
+        if fixed is not None:
+            key = (hour[:10], off)
+            t = days.get(key, "")
+            if t == "":
+                if len(days) > 100_000:
+                    days.clear()
+                t = days[key] = around(hour[:10], off)
+            h = int(hour[11:13])
+            if t is not None and h < 24:
+                h += t[3]
+                head = f"{t[0 if h < 0 else 2 if h > 23 else 1]} {h % 24:02d}"
+                return f"{head}{rest}.{frac[:fsp]}" if fsp and frac else head + rest
         key = (hour, off)
         head = hours.get(key, "")
         if head == "":
