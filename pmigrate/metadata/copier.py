@@ -130,7 +130,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     if not absent:
         db.check_connect(dst.metadata, must_exist=False)
     src_engine = db.engine(src.metadata)
-    dst_engine = db.engine(dst.metadata)
+    dst_engine = db.engine(dst.metadata, local_infile=True)  # mysql: LOAD DATA LOCAL into a fresh target
     sd, dd = src.metadata.driver, dst.metadata.driver
 
     with src_engine.connect() as c:

@@ -17,13 +17,16 @@ from pmigrate.redact import redact
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
 
 
-def engine(meta, *, echo: bool = False) -> sa.Engine:
+def engine(meta, *, echo: bool = False, local_infile: bool = False) -> sa.Engine:
     """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
 
     sqlite3: busy timeout (go-sqlite3's default 5 s or _busy_timeout) and
     foreign keys on, as plikd runs it. postgres: psycopg 3. mysql: PyMySQL,
     utf8mb4, session time zone UTC (plikd's DATETIME(3) values are naive; see
-    time_zone() for how to read them).
+    time_zone() for how to read them). ``local_infile`` (mysql) lets the
+    connection send files for LOAD DATA LOCAL; the driver refuses a server's
+    request for one except while pmigrate's own bulk load runs
+    (dialects._MysqlLoad).
     """
     t = meta.translation()
     kwargs: dict = {"echo": echo, "pool_pre_ping": t.driver != "sqlite3", "future": True}
@@ -37,11 +40,19 @@ def engine(meta, *, echo: bool = False) -> sa.Engine:
         ssl = connect_args.get("ssl")
         if isinstance(ssl, dict):
             connect_args["ssl"] = dict(ssl)
+        if local_infile:
+            connect_args["local_infile"] = True
     if t.driver == "postgres" and "connect_timeout" not in t.url.query:
         # libpq waits forever for a silent host; a check must end with a message.
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     kwargs["connect_args"] = connect_args
     eng = sa.create_engine(t.url, **kwargs)
+    if t.driver == "mysql" and local_infile:
+
+        @event.listens_for(eng, "connect")
+        def _no_local_files(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            dbapi_conn._local_infile = False  # the capability stays; sending waits for our own LOAD DATA
+
     if t.driver == "sqlite3":
 
         @event.listens_for(eng, "connect")

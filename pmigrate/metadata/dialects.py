@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import re
 import threading
 from datetime import date, datetime
 from typing import Any, Iterable, Iterator, Sequence
@@ -223,6 +224,8 @@ class TargetWriter:
         if self.driver == "postgres":
             return _PgMerge(self, table, columns, pk) if upsert else _PgCopy(self, table, columns)
         if self.driver == "mysql":
+            if not upsert and _mysql_can_load(self):
+                return _MysqlLoad(self, table, columns)
             return _MysqlInsert(self, table, columns, pk, upsert=upsert)
         return _SqliteInsert(self, table, columns, pk, upsert=upsert)
 
@@ -384,6 +387,153 @@ class _MysqlInsert(Sink):
         finally:
             cur.close()
         return None
+
+
+class _NotText(Exception):
+    """A value LOAD DATA's text cannot carry as is (bytes, ...): that batch goes by INSERT."""
+
+
+def _mysql_can_load(w: TargetWriter) -> bool:
+    """LOAD DATA LOCAL works when this connection may send files and the server accepts them."""
+    from pymysql.constants import CLIENT
+
+    if not getattr(w.conn, "client_flag", 0) & CLIENT.LOCAL_FILES:
+        return False
+    try:
+        return bool(int(w.all("SELECT @@local_infile")[0][0]))
+    except Exception:  # noqa: BLE001 - a server without the variable: INSERT it is
+        return False
+
+
+class _MysqlLoad(Sink):
+    """LOAD DATA LOCAL INFILE per batch, from a private temporary file (fresh tables only).
+
+    The server reads tab-separated text instead of parsing SQL: about three
+    times less server time than multi-row INSERT. Each load runs in a thread
+    while the next batch is converted (the driver releases the GIL while it
+    waits), one at a time on the connection. LOCAL turns the server's errors
+    into warnings (it cannot stop the client mid-file), so any warning or any
+    row not loaded fails the batch: nothing is truncated or skipped silently,
+    as under INSERT in strict mode.
+    """
+
+    def __init__(self, w: TargetWriter, table: str, columns: Sequence[str]) -> None:
+        import os
+        import tempfile
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._w = w
+        self._table = table
+        self._insert = _MysqlInsert(w, table, columns, (), upsert=False)
+        self._row = _mysql_tsv_row(len(columns))
+        fd, self._path = tempfile.mkstemp(prefix="pmigrate-load-", suffix=".tsv")
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        cols = ", ".join(w.q(c) for c in columns)
+        self._sql = (
+            f"LOAD DATA LOCAL INFILE {w.conn.escape(self._path)} INTO TABLE {w.q(table)} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY X'09' ESCAPED BY X'5C' LINES TERMINATED BY X'0A' ({cols})"
+        )
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pmigrate-load")
+        self._pending: Any = None
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        try:
+            text = "".join(map(self._row, rows))
+        except _NotText:
+            self._wait()
+            return self._insert.write(rows)
+        self._wait()
+        self._pending = self._pool.submit(self._load, text, len(rows))
+        return None
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _load(self, text: str, n: int) -> None:
+        fh = self._fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(text)
+        fh.flush()
+        conn = self._w.conn
+        cur = conn.cursor()
+        conn._local_infile = True  # only for our own file, only during this statement
+        try:
+            cur.execute(self._sql)
+        finally:
+            conn._local_infile = False
+        try:
+            if cur.rowcount != n or cur.warning_count:
+                import pymysql
+
+                cur.execute("SHOW WARNINGS LIMIT 5")
+                why = "; ".join(f"{m} ({c})" for _, c, m in cur.fetchall()) or "no warning given"
+                raise pymysql.err.DataError(1265, f"bulk load into {self._table}: {cur.rowcount} of {n} rows loaded: {why}")
+        finally:
+            cur.close()
+
+    def close(self) -> int | None:
+        try:
+            self._wait()
+        finally:
+            self._drop()
+        return None
+
+    def abort(self, exc: BaseException) -> None:
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        self._drop()
+
+    def _drop(self) -> None:
+        import os
+
+        self._pool.shutdown(wait=True)
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            try:
+                os.unlink(self._path)
+            except OSError:
+                pass
+
+
+# LOAD DATA's escapes; most values hold none of these, which one regex search tells.
+_TSV_SPECIAL = re.compile(r"[\\\t\n\r\x00]")
+
+
+def _tsv_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r").replace("\x00", "\\0")
+
+
+def _tsv_other(v: Any) -> str:
+    c = v.__class__
+    if c is bool:
+        return "1" if v else "0"
+    if c is datetime:
+        return v.isoformat(" ")
+    if c is date:
+        return v.isoformat()
+    if c is float:
+        return repr(v)
+    from decimal import Decimal
+
+    if c is Decimal:
+        return str(v)
+    raise _NotText
+
+
+def _mysql_tsv_row(width: int):
+    """One compiled function turning a row into a LOAD DATA line: text escaped, NULL as \\N."""
+    env: dict[str, Any] = {"other": _tsv_other, "S": _TSV_SPECIAL.search, "E": _tsv_escape, "str": str, "int": int}
+    field = "((E(v) if S(v) else v) if (v := r[{i}]).__class__ is str else str(v) if v.__class__ is int else '\\\\N' if v is None else other(v))"
+    parts = " + '\\t' + ".join(field.format(i=i) for i in range(width))
+    code = f"def row(r):\n    return {parts} + '\\n'\n"
+    exec(compile(code, "<pmigrate mysql tsv row>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
 
 
 def _mysql_statement_limit(w: TargetWriter) -> int:
