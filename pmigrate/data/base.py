@@ -75,6 +75,13 @@ class DataBackend(abc.ABC):
     def check_source(self, source: "DataBackend") -> None:
         """Fail with ConfigError when blobs from source cannot be stored here (e.g. SSE-C keys missing)."""
 
+    def prepare(self) -> None:
+        """Build clients ahead of the first blob; a worker calls it as it starts.
+
+        The cost (imports, client set-up) then overlaps the parent's
+        enumeration instead of delaying each worker's first blob.
+        """
+
     def close(self) -> None:
         """Release clients and connections."""
 

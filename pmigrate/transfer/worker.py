@@ -183,6 +183,11 @@ class BlobHandler:
         self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
         self._md5 = context.checksum == "md5"
         self._server_side = self.dst.features.server_side_copy
+        for b in (self.src, self.dst):
+            try:
+                b.prepare()  # clients built now, while the parent enumerates
+            except Exception:  # noqa: BLE001 - the first blob meets the same error and reports it
+                log.debug("preparing %s failed", b.name, exc_info=True)
 
     def close(self) -> None:
         for b in (self.src, self.dst):
