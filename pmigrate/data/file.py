@@ -28,6 +28,7 @@ from pmigrate.ids import check_id
 
 BUFFER = 1 << 20  # large reads and writes: fewer syscalls per byte
 PARTIAL = ".partial-"
+_fadvise = getattr(os, "posix_fadvise", None)
 
 
 class FileBackend(DataBackend):
@@ -41,6 +42,7 @@ class FileBackend(DataBackend):
             raise ConfigError(f"file backend: Directory must be a string, not {directory!r}")
         self.directory = directory
         self._buffer: bytearray | None = None
+        self._folders: set[str] = set()  # made (or found) already: one mkdir syscall per folder, not per blob
 
     # -- locations ---------------------------------------------------------
     def key(self, ref: BlobRef) -> str:
@@ -108,11 +110,17 @@ class FileBackend(DataBackend):
             path, st = self._existing(ref)
             try:
                 # a buffer no larger than the blob: a 1 MiB buffer per 4 KiB file costs more than the read
-                return open(path, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
+                f = open(path, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise ItemError(f"cannot read {path}: {exc.strerror}", item=ref.file_id) from None
+            if st.st_size > BUFFER and _fadvise is not None:
+                try:
+                    _fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window
+                except OSError:
+                    pass
+            return f
         raise BlobNotFound(f"no blob for file {ref.file_id} in {self.directory}", item=ref.file_id)
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
@@ -124,15 +132,24 @@ class FileBackend(DataBackend):
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
         final = self.key(ref)
         folder = os.path.dirname(final)
-        try:
-            os.makedirs(folder, 0o777, exist_ok=True)
-        except OSError as exc:
-            raise ItemError(f"cannot create {folder}: {exc.strerror}", item=ref.file_id) from None
         temp = os.path.join(folder, f".{ref.file_id}{PARTIAL}{secrets.token_hex(6)}")
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except OSError as exc:
-            raise _write_error(exc, temp, ref) from None
+        fd = -1
+        for known in (folder in self._folders, False):
+            if not known:
+                try:
+                    os.makedirs(folder, 0o777, exist_ok=True)
+                except OSError as exc:
+                    raise ItemError(f"cannot create {folder}: {exc.strerror}", item=ref.file_id) from None
+                self._folders.add(folder)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileNotFoundError as exc:
+                if not known:
+                    raise _write_error(exc, temp, ref) from None
+                self._folders.discard(folder)  # removed since: make it again
+            except OSError as exc:
+                raise _write_error(exc, temp, ref) from None
         try:
             try:
                 written = self._copy_into(src, fd, hint=ref.size)
