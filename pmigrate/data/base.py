@@ -47,6 +47,8 @@ class DataBackend(abc.ABC):
 
     name: ClassVar[str]
     features: ClassVar[Features] = Features()
+    # Imported once by the process that forks the workers, so that they share those pages
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)

@@ -147,7 +147,8 @@ def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
 
 def _preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
     """Modules the fork server imports once, so each worker starts with them."""
-    mods = {backend_class(src.data.backend).__module__, backend_class(dst.data.backend).__module__}
+    classes = (backend_class(src.data.backend), backend_class(dst.data.backend))
+    mods = {c.__module__ for c in classes} | {m for c in classes for m in c.preload}
     return ["pmigrate.transfer.worker", *sorted(mods)]
 
 
