@@ -288,10 +288,18 @@ def _wait_journal(journal_dir: Path, proc: subprocess.Popen, *, rows: int = 1, t
     raise AssertionError("the journal showed no progress")
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _gone(pids: list[int], timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]:
+        if not [p for p in pids if _running(p)]:
             return True
         time.sleep(0.1)
     return False
@@ -392,6 +400,9 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
         victims = _workers_of(proc.pid)
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
+        # Feed only once it is dead: a victim still in open() could take the
+        # FIFO's writer, then vanish and leave its retry with none.
+        assert _gone(victims[:1])
         held.feed()
         out, err = proc.communicate(timeout=300)
     finally:
