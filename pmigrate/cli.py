@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pmigrate import __version__
-from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
+from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.redact import redact
 
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("pmigrate: interrupted; run the same command again to resume\n")
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as exc:
         if verbose:
             log.debug("details", exc_info=True)

@@ -3,6 +3,7 @@
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run happened but something failed or did not match
 EXIT_USAGE = 2  # bad usage or configuration: nothing was written
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class PmigrateError(Exception):

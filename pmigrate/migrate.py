@@ -45,6 +45,12 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
     try:
         for stage, plan in zip(stages, plans):
             stage.run(plan, opts=opts, report=report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    except Exception:
+        report.fail()  # the error itself is printed by the CLI
+        raise
     finally:
         report.print_summary(sys.stdout)
         if json_path is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pmigrate import __version__
-from pmigrate.errors import EXIT_FAILED, EXIT_OK
+from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from pmigrate.redact import redact, redact_mapping
 
 # Problems listed in full in the JSON report; past this they are only counted.
@@ -40,6 +40,7 @@ class Report:
     problem_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     failed: bool = False
+    interrupted: bool = False  # Ctrl-C: the run stopped before its end
 
     def section(self, area: str) -> dict[str, Any]:
         """The JSON-able figures of one area, created on first use."""
@@ -66,6 +67,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,7 +77,8 @@ class Report:
             "command": self.command,
             "started": self.started,
             "seconds": round(time.time() - self.started, 3),
-            "ok": not self.failed,
+            "ok": not self.failed and not self.interrupted,
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "sections": self.sections,
             "warnings": self.warnings,
@@ -105,5 +109,5 @@ class Report:
                 print(redact(f"  ! [{p.area}] {p.kind} {p.item}: {p.message}"), file=out)
             if total > len(shown):
                 print(f"  ... {total - len(shown)} more (see --json)", file=out)
-        verdict = "FAILED" if self.failed else "OK"
+        verdict = "INTERRUPTED (run the same command again to resume)" if self.interrupted else "FAILED" if self.failed else "OK"
         print(f"{self.command}: {verdict} in {time.time() - self.started:.1f}s", file=out)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from pmigrate.errors import EXIT_INTERRUPTED
 from tests import blobdeploy as bd
 from tests.conftest import REPO
 
@@ -449,3 +450,33 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
     cp = _copy(run_cli, dep, target, "--workers", "2")
     assert cp.returncode == 0, cp.stderr
     assert bd.file_target_blobs(tmp_path / "dst" / "files") == {b.file_id: b.data for b in dep.blobs}
+
+
+def test_ctrl_c_is_reported_as_interrupted_then_rerun_completes(tmp_path, run_cli):
+    held = _Held(tmp_path)
+    dep = held.dep
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
+            "--workers", "2", "--json", str(report)]  # fmt: skip
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_journal(tmp_path / "dst", proc, rows=50)
+        proc.send_signal(signal.SIGINT)
+        held.feed()  # the worker blocked on the FIFO gets its bytes and sees the cancel
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    held.settle()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "INTERRUPTED" in out and "Traceback" not in err
+    doc = json.loads(report.read_text())
+    assert doc["ok"] is False and doc["interrupted"] is True and doc["exit_code"] == EXIT_INTERRUPTED
+    assert doc["sections"]["data"]["complete"] is False
+
+    cp = _copy(run_cli, dep, target, "--workers", "2", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(report.read_text())["sections"]["data"]["complete"] is True
+    assert _final_names_whole(tmp_path / "dst" / "files", dep) == {b.file_id: b.data for b in dep.blobs}

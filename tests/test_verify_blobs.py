@@ -170,6 +170,16 @@ def test_after_pmigrate_journal_is_the_reference(deployment, run_cli, tmp_path):
     assert proc.returncode == 1
     assert _problems(report) == {("hash-mismatch", items[6].file_id)}
     assert "recorded when it was copied" in next(p["message"] for p in report["problems"] if p["kind"] == "hash-mismatch")
+    assert report["sections"]["verify-blobs"]["dropped_from_journal"] == 1
+
+    # The audit dropped the damaged blob from the journal: the next run repairs it.
+    proc = run_cli("--config", str(src_cfg), "--to", str(dst_cfg), "--data-only", "-q", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())["sections"]["data"]
+    assert (data["copied"], data["already_done"]) == (1, N - 1)
+    assert _dst_path(where, items[6]).read_bytes() == items[6].data
+    proc, report = _verify(run_cli, src_cfg, dst_cfg, tmp_path, "--data-only")
+    assert proc.returncode == 0 and not _problems(report)
 
 
 def test_full_migration_to_s3_verifies_clean(deployment, run_cli, tmp_path, s3_server):

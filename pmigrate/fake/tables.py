@@ -7,20 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MIGRATIONS = (
-    "SCHEMA_INIT",
-    "0001-initial",
-    "0002-user-limits",
-    "0003-extend-ttl",
-    "0004-max-user-size",
-    "0005-cli-auth-sessions",
-    "0006-user-profile-picture",
-    "0007-upload-e2ee",
-    "0008-user-theme",
-    "0009-file-is-text",
-    "0010-user-language",
-    "0011-stats",
-)
+from pmigrate.metadata.schema import MIGRATION_IDS
+
+# The migrations rows plikd writes, gormigrate's marker first.
+MIGRATIONS = ("SCHEMA_INIT", *MIGRATION_IDS)
 
 SCHEMA_LEVEL = MIGRATIONS[-1]
 

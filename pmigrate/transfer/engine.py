@@ -272,10 +272,14 @@ class _Copy:
             self.bytes_bar = progress.bar(quiet=False, desc="bytes", total=size, unit="B", unit_scale=True)
         started = time.perf_counter()
         stop: _Stop | None = None
+        interrupted = False
         try:
             pool.run(self._jobs(), on_results=self._on_results, on_tick=self._tick)
         except _Stop as exc:
             stop = exc
+        except BaseException:  # Ctrl-C or a fatal error: still account for what is on the target
+            interrupted = True
+            raise
         finally:
             # What finished while stopping is on the target all the same.
             if pool.drained:
@@ -291,7 +295,12 @@ class _Copy:
             self.bytes_bar.close()
             for line in pool.deaths:
                 self.report.warn(line)
-            self._summarise(time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths), stopped=stop)
+            self._summarise(
+                time.perf_counter() - started,
+                workers=opts.workers,
+                deaths=len(pool.deaths),
+                complete=stop is None and not interrupted,
+            )
             if commit_error is not None:
                 raise commit_error
         if stop is not None:
@@ -405,7 +414,7 @@ class _Copy:
             # Raised once the current batch of results is accounted for.
             self.stop = _Stop(kind, item, message)
 
-    def _summarise(self, seconds: float, *, workers: int, deaths: int, stopped: _Stop | None) -> None:
+    def _summarise(self, seconds: float, *, workers: int, deaths: int, complete: bool) -> None:
         fig, tally = self.fig, self.tally
         skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
         if fig.present:
@@ -431,7 +440,7 @@ class _Copy:
             workers=workers,
             worker_deaths=deaths,
             journal=str(self.plan.journal_path),
-            complete=stopped is None,
+            complete=complete,
         )
         line = f"copied {fig.copied} blob(s), {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
         if fig.server_side:
@@ -442,7 +451,7 @@ class _Copy:
         if fig.errors:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
-        if stopped is not None:
+        if not complete:
             self.report.line(AREA, "stopped before the end: run the same command again to resume")
 
 

@@ -172,7 +172,10 @@ class Journal:
 
     def forget(self, ids: Iterable[str]) -> None:
         """Drop rows (a blob found wrong on the target must be copied again)."""
-        self._con.executemany("DELETE FROM blobs WHERE file_id = ?", [(i,) for i in ids])
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.executemany("DELETE FROM blobs WHERE file_id = ?", [(i,) for i in ids])
+            self._con.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

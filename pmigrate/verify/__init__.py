@@ -108,13 +108,19 @@ def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
 
 
 def _open_journal(where: Any) -> Any:
-    """The copy journal, read-only, or None when this target has none (yet)."""
+    """The copy journal, or None when this target has none (yet).
+
+    Opened for writing: a blob found missing or wrong on the target is dropped
+    from it, so that the next `pmigrate` run copies that blob again.
+    """
     if where is None:
         return None
     from pmigrate.transfer.journal import Journal
 
     path, identity = where
-    return Journal.peek(path, identity=identity)
+    if not path.exists():
+        return None
+    return Journal.open(path, identity=identity)
 
 
 def _hash_lookup(journal: Any) -> Any:
@@ -186,6 +192,13 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
             report.line(area, section["skipped"])
             return
         journal = _open_journal(plan.journal)
+        forgotten = 0
+
+        def forget(ids: list[str]) -> None:
+            nonlocal forgotten
+            journal.forget(ids)
+            forgotten += len(ids)
+
         try:
             totals = blobs.audit(
                 engine=src_engine,
@@ -197,10 +210,14 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 expected=_hash_lookup(journal) if journal is not None else None,
                 batch_size=opts.batch_size,
                 quiet=opts.quiet,
+                on_target_wrong=forget if journal is not None else None,
             )
         finally:
             if journal is not None:
                 journal.close()
+        if forgotten:
+            section["dropped_from_journal"] = forgotten
+            report.line(area, f"{forgotten} blob(s) dropped from the copy journal: the next pmigrate run copies them again")
         section.update(totals.figures())
         section["reference"] = f"copy journal {plan.journal[0]}, else the source blobs" if journal is not None else "source blobs"
         if dst.features.listable:

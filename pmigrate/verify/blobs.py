@@ -33,6 +33,9 @@ KINDS = (
     blobjob.ERROR,
 )
 
+# Outcomes that a fresh copy of the blob repairs.
+TARGET_WRONG = frozenset({blobjob.MISSING, blobjob.SIZE, blobjob.HASH})
+
 ExpectedHashes = Callable[[list[str]], Mapping[str, str]]
 
 
@@ -144,11 +147,13 @@ def audit(
     expected: ExpectedHashes | None = None,
     batch_size: int = 5000,
     quiet: bool = True,
+    on_target_wrong: Callable[[list[str]], None] | None = None,
 ) -> BlobTotals:
     """Verify every blob of the source's uploaded and removed files on the target.
 
     Runs in the blob engine's worker pool: the jobs have mode "verify", which
-    its worker hands to blobjob.verify_blob.
+    its worker hands to blobjob.verify_blob. ``on_target_wrong`` hears the ids
+    of blobs missing or wrong on the target, batch by batch.
     """
     from pmigrate import progress
     from pmigrate.data.registry import backend_class
@@ -189,6 +194,10 @@ def audit(
             for res in results:
                 _record(res, t, report)
                 bar.update(res.target_bytes)
+            if on_target_wrong is not None:
+                wrong = [r.file_id for r in results if r.problems and r.problems[0][0] in TARGET_WRONG]
+                if wrong:
+                    on_target_wrong(wrong)
 
         try:
             pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results)

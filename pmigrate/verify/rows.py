@@ -34,19 +34,6 @@ MAX_LISTED = 20_000
 # Keys named in the summary line of a table, per kind.
 FIRST_KEYS = 3
 
-# Plik's tables in foreign-key order (PLIK.md), used when the schema module is absent.
-KNOWN_ORDER = (
-    "users",
-    "tokens",
-    "uploads",
-    "files",
-    "settings",
-    "cli_auth_sessions",
-    "usage_stats",
-    "download_stats_daily",
-    "upload_stats_daily",
-    "migrations",
-)
 SESSIONS = "cli_auth_sessions"
 
 
@@ -127,17 +114,12 @@ class _OutOfOrder(Exception):
 
 
 def _known_order(src: Side) -> list[str]:
-    """Plik's tables in foreign-key order, from the schema module when it is there."""
-    try:
-        from pmigrate.metadata import schema  # type: ignore[attr-defined]
+    """Plik's tables at the source's schema level, in foreign-key order."""
+    from pmigrate.metadata import schema
 
-        with src.engine.connect() as conn:
-            level = schema.detect_level(conn)
-        names = [getattr(t, "name", t) for t in schema.known_tables(level)]
-        rest = [n for n in KNOWN_ORDER if n not in names]
-        return list(names) + rest
-    except Exception:  # noqa: BLE001 - absent or unable: PLIK.md's order is the same
-        return list(KNOWN_ORDER)
+    with src.engine.connect() as conn:
+        level = schema.detect_level(conn)
+    return schema.known_tables(level)
 
 
 def _quote(engine: Engine, name: str) -> str:
