@@ -362,17 +362,24 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> PlikConfig:
     for name in ("DataBackendConfig", "MetadataBackendConfig"):
         if name in fields and not isinstance(fields[name], dict):
             raise ConfigError(f"{path}: {name} must be a table ([{name}]), not {type(fields[name]).__name__}: fix the config")
-    warnings: list[str] = []
-    data = _data(fields.get("DataBackend", "file"), dict(fields.get("DataBackendConfig") or {}), path, warnings)
-    meta = _metadata(dict(fields.get("MetadataBackendConfig") or {}), path, warnings)
+    has_data = given["DataBackend"] or given["DataBackendConfig"]
+    has_metadata = given["MetadataBackendConfig"]
+    data_warnings: list[str] = []
+    meta_warnings: list[str] = []
+    data = _data(fields.get("DataBackend", "file"), dict(fields.get("DataBackendConfig") or {}), path, data_warnings)
+    meta = _metadata(dict(fields.get("MetadataBackendConfig") or {}), path, meta_warnings)
+    # plikd's defaults stand in for a missing section of a source (plikd would
+    # use them); a target's missing section is never used, so nothing to warn of.
+    source = env is not None
+    warnings = [*(data_warnings if has_data or source else ()), *(meta_warnings if has_metadata or source else ())]
     for w in warnings:
         log.warning("%s", w)
     return PlikConfig(
         path=path,
         data=data,
         metadata=meta,
-        has_data=given["DataBackend"] or given["DataBackendConfig"],
-        has_metadata=given["MetadataBackendConfig"],
+        has_data=has_data,
+        has_metadata=has_metadata,
         warnings=tuple(warnings),
     )
 

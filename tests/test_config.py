@@ -141,6 +141,17 @@ def test_relative_paths_resolve_from_the_working_directory(tmp_path, monkeypatch
     assert len([w for w in cfg.warnings if "is relative" in w]) == 2
 
 
+def test_defaults_of_a_missing_target_section_raise_no_warning(tmp_path, monkeypatch):
+    """A data-only target needs no [MetadataBackendConfig]: its unused default plik.db is not worth a warning."""
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    path = write(tmp_path / "etc" / "target.cfg", f'DataBackend = "file"\n[DataBackendConfig]\nDirectory = "{tmp_path / "blobs"}"\n')
+    monkeypatch.chdir(cwd)
+    assert not config.load(path).warnings
+    # The same file as a source: plikd would use plik.db from its working directory, so say so.
+    assert any("is relative" in w for w in config.load(path, env={}).warnings)
+
+
 # -- validation --------------------------------------------------------------
 
 S3 = 'DataBackend = "s3"\n[DataBackendConfig]\nEndpoint = "h:9000"\nAccessKeyID = "a"\nSecretAccessKey = "s3cret"\n'
