@@ -8,9 +8,10 @@ the copy itself.
   ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite)
   and server-side cursors, so memory stays flat whatever the table size.
 - Writing: COPY on postgres (into a staging table merged with ON CONFLICT on
-  a re-run), multi-row INSERT bounded by max_allowed_packet on mysql (ON
-  DUPLICATE KEY UPDATE on a re-run), executemany on sqlite (ON CONFLICT DO
-  UPDATE on a re-run); the whole load in one transaction.
+  a re-run), one LOAD DATA LOCAL per table on a fresh mysql target, else
+  multi-row INSERT bounded by max_allowed_packet (ON DUPLICATE KEY UPDATE on
+  a re-run), executemany on sqlite (ON CONFLICT DO UPDATE on a re-run); the
+  whole load in one transaction (one per table on a fresh mysql target).
 """
 
 from __future__ import annotations
