@@ -218,6 +218,8 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         if args.source:
+            if not args.source.is_file():
+                sys.exit(f"bench_metadata: --source {args.source} is not a file: name an existing Plik sqlite3 database")
             src, how = args.source.resolve(), "given"
         else:
             src, how = make_source(work, files=args.files)
