@@ -306,7 +306,7 @@ def test_mysql_unix_socket(mysql_server, mysql_db):
         sock = cur.fetchone()[0]
     c.close()
     if not sock or not os.path.exists(sock) or servers.MY_HOST not in ("127.0.0.1", "localhost"):
-        pytest.skip(f"MariaDB socket {sock!r} not reachable from here")
+        servers.unavailable(f"MariaDB socket {sock!r} not reachable from here")
     meta = MetadataConfig("mysql", f"{servers.MY_USER}:{servers.MY_PASSWORD}@unix({sock})/{mysql_db.name}")
     eng = db.engine(meta)
     try:
@@ -314,7 +314,7 @@ def test_mysql_unix_socket(mysql_server, mysql_db):
             assert conn.exec_driver_sql("SELECT DATABASE()").scalar() == mysql_db.name
     except sa.exc.OperationalError as exc:  # e.g. unix_socket auth for another OS user
         if "Access denied" in str(exc):
-            pytest.skip(f"socket login refused for {servers.MY_USER}: {exc.orig}")
+            servers.unavailable(f"socket login refused for {servers.MY_USER}: {exc.orig}")
         raise
     finally:
         eng.dispose()
