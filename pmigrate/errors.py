@@ -53,3 +53,7 @@ class RetryableError(ItemError):
     """A transient failure (timeout, 5xx, reset connection): worth another try."""
 
     retryable = True
+
+
+class Cancelled(Exception):
+    """The run is stopping (or the parent died): a worker abandons its blob."""

@@ -18,7 +18,7 @@ import xxhash
 
 from pmigrate.data.base import DataBackend
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import FatalError, ItemError, PmigrateError, RetryableError
+from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 RETRIES = 3  # tries of a blob whose backend raised RetryableError
 SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
 _KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
-
-
-class Cancelled(Exception):
-    """The run is stopping (or the parent died): abandon this blob."""
 
 
 class SizeMismatch(ItemError):

@@ -23,7 +23,7 @@ from typing import BinaryIO, Callable
 import xxhash
 
 from pmigrate.data.base import BlobRef, DataBackend
-from pmigrate.errors import BlobNotFound, ItemError
+from pmigrate.errors import BlobNotFound, Cancelled, ItemError
 
 BUFFER = 256 << 10  # fits in L2 beside the kernel copy: hashing reads it from cache
 MAP_STEP = 8 << 20  # mapped files are hashed in steps, to notice a stop request
@@ -79,10 +79,6 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-class Cancelled(Exception):
-    """The run is stopping: abandon this blob."""
 
 
 def _regular_size(stream: BinaryIO) -> int | None:
