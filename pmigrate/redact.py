@@ -43,18 +43,13 @@ def register(secret: str | None) -> None:
     forms = {
         secret,
         quote(secret, safe=""),
-        quote(secret, safe=" "),  # SQLAlchemy's URL rendering keeps spaces
+        quote(secret, safe=" "),
+        quote(secret, safe=" +"),  # SQLAlchemy's URL.render_as_string(hide_password=False)
         quote_plus(secret),
         repr(secret)[1:-1],
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
     }
-    try:
-        from sqlalchemy.engine.url import _sqla_url_quote
-
-        forms.add(_sqla_url_quote(secret))
-    except ImportError:  # pragma: no cover - older or newer SQLAlchemy
-        pass
     with _lock:
         _secrets.update(f for f in forms if len(f) >= 3)
 
