@@ -22,6 +22,9 @@ the backend cleans up after itself) and a sentinel.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -90,8 +93,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _return_large_buffers() -> None:
+    """Have glibc give every buffer of 1 MiB or more back to the system as soon as it is freed.
+
+    By default glibc raises its mmap threshold to the size of the largest
+    buffer freed so far, so after the first upload part (16 MiB) every part is
+    carved from the heap and per-thread arenas, which keep the freed memory:
+    a worker's RSS then grows by tens of MiB beyond the parts it holds.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+
+
 def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, cancel: Any, main_pid: int) -> None:
     """A worker's life: build the handler, then handle chunks until the sentinel."""
+    # What the fork server preloaded (boto3 and its models: tens of MiB) stays
+    # shared with it only while nothing writes to those pages; the cyclic GC
+    # writes to every object it scans, so it is told to leave them alone.
+    gc.freeze()
+    _return_large_buffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lifeline = Lifeline(cancel, main_pid)
     handler: Handler | None = None
