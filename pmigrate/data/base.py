@@ -84,6 +84,13 @@ class DataBackend(abc.ABC):
         enumeration instead of delaying each worker's first blob.
         """
 
+    def use_part_budget(self, budget: Any) -> None:
+        """Count the upload parts this backend holds in memory against budget (pmigrate.data.budget).
+
+        Only a backend that buffers whole parts of a streamed upload needs it;
+        the others ignore it.
+        """
+
     def close(self) -> None:
         """Release clients and connections."""
 

@@ -5,9 +5,12 @@ options and defaults as plikd's server/data/s3. A blob below PartSize goes
 in one plain PutObject; a larger one through s3transfer as a multipart
 upload of PartSize parts, aborted by s3transfer on any failure so no part is left
 behind. Sources are non-seekable streams (the engine hashes them), which
-s3transfer reads into memory a part at a time: one part uploading while the
-next one is read (MEMORY_PARTS = 1 in flight, plus the one read ahead), so a
-worker holds about 2 x PartSize, and reading overlaps sending.
+s3transfer reads into memory a part at a time, uploading parts in parallel
+threads while the next one is read. How many parts may be in memory is a
+token budget (pmigrate.data.budget): a token is taken before a part is read
+and given back when its upload ends. In a worker pool the budget is shared,
+2 x workers x PartSize in all, so a worker alone on a big blob keeps several
+parts in flight; a backend used alone holds at most OWN_PARTS parts.
 
 SSE-C: plikd keeps a 32-character key per file in files.backend_details
 (JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
@@ -30,6 +33,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
@@ -37,8 +41,9 @@ from pmigrate.ids import check_id
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
-MEMORY_PARTS = 1  # parts in flight per streamed upload; s3transfer reads one more ahead: 2 x PartSize
+OWN_PARTS = 2  # parts in memory for a backend outside a worker pool: one uploading, one being read
 CONCURRENCY = 4  # threads per worker for parts and server-side part copies
+BUDGETED = 1 * MiB  # a plain PutObject body this large takes a budget token too
 SSE_MODES = ("", "S3", "SSE-C")
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
@@ -78,6 +83,8 @@ class S3Backend(DataBackend):
         redact.register(self.secret_key)
         self._validate()
         self._lock = threading.Lock()
+        self._budget = PartBudget(own=OWN_PARTS)
+        self._budget_hooked = False  # s3transfer gives tokens back as parts finish
         self._client: Any = None
         self._manager: Any = None
         self._pid = 0
@@ -140,12 +147,18 @@ class S3Backend(DataBackend):
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
             max_request_concurrency=CONCURRENCY,
-            max_in_memory_upload_chunks=MEMORY_PARTS,
+            max_in_memory_upload_chunks=1,  # in force only if the budget cannot be hooked in below
             max_request_queue_size=CONCURRENCY * 2,
             max_submission_queue_size=CONCURRENCY * 2,
         )
         self._manager = TransferManager(self._client, tconfig)
+        self._budget_hooked = _hook_budget(self._manager, self._budget)
         self._pid = os.getpid()
+
+    def use_part_budget(self, budget: PartBudget) -> None:
+        self._budget = budget
+        if self._manager is not None:
+            self._budget_hooked = _hook_budget(self._manager, budget)
 
     def prepare(self) -> None:
         self.client
@@ -247,14 +260,26 @@ class S3Backend(DataBackend):
             extra["ContentType"] = _header(ref.content_type)
         reader = SizedReader(src, expected=ref.size, item=ref.file_id)
         if 0 <= ref.size < self.part_size:
-            self._put(ref, key, reader, extra)
+            if ref.size < BUDGETED:
+                self._put(ref, key, reader, extra)
+                return
+            self._budget.acquire()
+            try:
+                self._put(ref, key, reader, extra)
+            finally:
+                self._budget.release()
             return
         subscribers = [_KnownSize(ref.size)] if ref.size >= 0 else None
+        manager = self.manager
+        body: Any = _PartGate(reader, self._budget) if self._budget_hooked else reader
         try:
-            future = self.manager.upload(reader, self.bucket, key, extra_args=extra, subscribers=subscribers)
+            future = manager.upload(body, self.bucket, key, extra_args=extra, subscribers=subscribers)
             future.result()
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}") from None
+        finally:
+            if self._budget_hooked:
+                self._budget.release_all()  # parts read but never sent, when the upload failed
 
     def _put(self, ref: BlobRef, key: str, reader: SizedReader, extra: dict[str, str]) -> None:
         """A blob below PartSize in one PutObject, without s3transfer's futures and threads (~5 ms CPU each)."""
@@ -376,6 +401,63 @@ def _etag_md5(head: Mapping[str, Any]) -> str | None:
     if head.get("SSECustomerAlgorithm") or head.get("ServerSideEncryption") == "aws:kms":
         return None
     return etag.lower()
+
+
+def _hook_budget(manager: Any, budget: PartBudget) -> bool:
+    """Make s3transfer give a budget token back as each in-memory part finishes uploading.
+
+    s3transfer bounds in-memory parts with its own per-manager semaphore; ours
+    replaces it, so that the bound holds across all the workers. False (and
+    s3transfer's own bound of one part) if its internals are not as expected.
+    """
+    try:
+        from s3transfer.futures import IN_MEMORY_UPLOAD_TAG
+
+        semaphores = manager._request_executor._tag_semaphores
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(semaphores, dict) or IN_MEMORY_UPLOAD_TAG not in semaphores:
+        return False
+    semaphores[IN_MEMORY_UPLOAD_TAG] = _TokenReturn(budget)
+    return True
+
+
+class _TokenReturn:
+    """s3transfer's TaskSemaphore interface: the token was taken when the part was read (_PartGate)."""
+
+    def __init__(self, budget: PartBudget) -> None:
+        self._budget = budget
+
+    def acquire(self, tag: Any, blocking: bool = True) -> None:
+        return None
+
+    def release(self, tag: Any, acquire_token: Any) -> None:
+        self._budget.release()
+
+
+class _PartGate:
+    """The upload's source: takes a budget token before s3transfer reads each part into memory."""
+
+    def __init__(self, src: SizedReader, budget: PartBudget) -> None:
+        self._src = src
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        self._budget.acquire()
+        try:
+            data = self._src.read(n)
+        except BaseException:
+            self._budget.release()
+            raise
+        if not data:
+            self._budget.release()  # the end of the blob: nothing to upload
+        return data
 
 
 class _KnownSize:

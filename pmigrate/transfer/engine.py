@@ -21,6 +21,7 @@ parent's work; they write nothing until run() feeds them.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from pmigrate import enumerate as enum_mod
 from pmigrate import progress
 from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
+from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 AREA = "data"
 COMMIT_ROWS = 4096  # journal rows per group commit ...
 COMMIT_SECONDS = 1.0  # ... or at least this often
+START_METHOD = "forkserver"  # see the module docstring
 
 
 @dataclass
@@ -135,12 +138,14 @@ def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
+        extra={"part_budget": PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)},
     )
     return Pool(
         factory=worker_mod.make_handler,
         context=context,
         workers=opts.workers,
         lost=worker_mod.lost_result,
+        start_method=START_METHOD,
         preload=_preload(plan.src, plan.dst),
     )
 

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import xxhash
 
 from pmigrate.data.base import DataBackend
+from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -177,6 +178,8 @@ class BlobHandler:
         self.lifeline = lifeline
         self.src: DataBackend = open_backend(context.src_backend, context.src_options)
         self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
+        # upload parts in memory: one token of this worker's own, more borrowed from the pool's shared ones
+        self.dst.use_part_budget(PartBudget(context.extra.get("part_budget")))
         self._md5 = context.checksum == "md5"
         self._server_side = self.dst.features.server_side_copy
         for b in (self.src, self.dst):

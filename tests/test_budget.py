@@ -1,0 +1,135 @@
+"""The upload part budget shared by the workers, alone and under a real S3 multipart upload."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmigrate.data.base import BlobRef
+from pmigrate.data.budget import PartBudget
+from pmigrate.data.s3 import S3Backend
+from pmigrate.errors import ItemError
+
+MiB = 1 << 20
+REPO = Path(__file__).resolve().parent.parent
+NEVER = lambda: True  # noqa: E731 - acquire() gives up at once instead of waiting
+
+
+def test_own_token_first_then_borrowed_ones_then_none():
+    ctx = mp.get_context("forkserver")
+    budget = PartBudget(PartBudget.shared_pool(ctx, 2))
+    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, True]  # 1 own + 2 borrowed
+    assert budget.acquire(NEVER) is False
+    assert (budget.held, budget.peak) == (3, 3)
+    budget.release_all()
+    assert budget.held == 0
+    assert [budget.acquire(NEVER) for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_release_hands_the_borrowed_token_back_to_the_others():
+    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 1)
+    a, b = PartBudget(shared), PartBudget(shared)
+    assert a.acquire(NEVER) and a.acquire(NEVER)  # a holds its own token and the shared one
+    assert b.acquire(NEVER) is True  # b's own
+    assert b.acquire(NEVER) is False  # nothing left to borrow
+    a.release()
+    assert b.acquire(NEVER) is True
+    assert (a.held, b.held) == (1, 2)
+
+
+def _hold_then_give_back(shared, holding, give_back) -> None:
+    budget = PartBudget(shared)
+    budget.acquire()
+    budget.acquire()  # the shared token
+    holding.set()
+    give_back.wait(60)
+    budget.release_all()
+
+
+def test_tokens_are_shared_across_processes():
+    ctx = mp.get_context("forkserver")
+    shared = PartBudget.shared_pool(ctx, 1)
+    holding, give_back = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_then_give_back, args=(shared, holding, give_back))
+    proc.start()
+    try:
+        assert holding.wait(60)
+        mine = PartBudget(shared)
+        assert mine.acquire(NEVER) is True  # own
+        assert mine.acquire(NEVER) is False  # the other process holds the shared one
+        give_back.set()
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert mine.acquire(NEVER) is True
+    finally:
+        give_back.set()
+        proc.join(5)
+
+
+# -- under s3transfer ------------------------------------------------------------------------------
+
+
+def _backend(server, bucket: str) -> S3Backend:
+    return S3Backend(
+        {
+            "Endpoint": server.endpoint,
+            "AccessKeyID": server.access_key,
+            "SecretAccessKey": server.secret_key,
+            "Bucket": bucket,
+            "Location": server.region,
+            "PartSize": 5 * MiB,
+        }
+    )
+
+
+def test_one_multipart_upload_keeps_several_parts_in_flight_within_the_budget(s3_server, s3_bucket):
+    data = random.Random(5).randbytes(4 * 5 * MiB + 7)  # five parts
+    ref = BlobRef("Budget0000000001", "BudgetUpload0001", size=len(data))
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))
+    backend = _backend(s3_server, s3_bucket)
+    backend.use_part_budget(budget)
+    try:
+        backend.write(ref, io.BufferedReader(io.BytesIO(data)))
+    finally:
+        backend.close()
+    got = s3_server.client().get_object(Bucket=s3_bucket, Key=ref.file_id)["Body"].read()
+    assert got == data
+    assert 2 <= budget.peak <= 3  # parts in parallel, never more than own + shared tokens
+    assert budget.held == 0
+
+
+def test_a_failed_multipart_upload_gives_every_token_back(s3_server, s3_bucket):
+    data = random.Random(6).randbytes(12 * MiB)
+    ref = BlobRef("Budget0000000002", "BudgetUpload0002", size=len(data) + 5 * MiB)  # the source ends early
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))
+    backend = _backend(s3_server, s3_bucket)
+    backend.use_part_budget(budget)
+    try:
+        with pytest.raises(ItemError):
+            backend.write(ref, io.BufferedReader(io.BytesIO(data)))
+    finally:
+        backend.close()
+    assert budget.held == 0
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_a_worker_does_not_import_sqlalchemy():
+    """A worker copying file -> s3 needs neither SQLAlchemy's 0.15 s nor its ~14 MiB."""
+    code = (
+        "import sys\n"
+        "from pmigrate.transfer.worker import WorkerContext, make_handler\n"
+        "ctx = WorkerContext('file', {'Directory': '/nonexistent'}, 's3', {'Endpoint': '127.0.0.1:9',"
+        " 'AccessKeyID': 'AK', 'SecretAccessKey': 'secret-key-value', 'Bucket': 'b'})\n"
+        "h = make_handler(ctx, lifeline=None)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
