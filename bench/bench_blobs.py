@@ -11,7 +11,10 @@ Each case runs pmigrate, cp -r and cp -r + sync (local only; pmigrate
 makes every blob durable with syncfs before its journal says done, cp does
 not) and rclone at the same
 concurrency (--workers N = --transfers N), alternating tools round by round,
-each run into a fresh directory or bucket. The S3 side is a moto server on
+each run into a fresh directory or bucket. Local run directories are removed
+only when the script ends: on ext4 here, creating many files right after
+deleting many is slow, and would charge one tool for the previous one's
+clean-up. The S3 side is a moto server on
 loopback, started and stopped here by its PID. Printed per tool: median
 seconds, MB/s, files/s and peak RSS of the whole process tree (parent,
 forkserver, workers), and pmigrate's ratios to the others.
@@ -236,7 +239,7 @@ class S3:
 
 
 def run_tool(tool: str, case: Case, target: str, work: Path, *, workers: int, s3: S3 | None) -> Run:
-    """One run into a fresh place; that place is removed afterwards."""
+    """One run into a fresh place; a bucket is emptied afterwards, a folder is left for the end."""
     dest = work / f"{tool}-{uuid.uuid4().hex[:8]}"
     dest.mkdir(parents=True)
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
@@ -270,7 +273,8 @@ def run_tool(tool: str, case: Case, target: str, work: Path, *, workers: int, s3
                          env=s3.rclone_env())  # fmt: skip
         raise ValueError(tool)
     finally:
-        shutil.rmtree(dest, ignore_errors=True)
+        if target == "s3":
+            shutil.rmtree(dest, ignore_errors=True)  # a target config and a journal: a handful of files
         if target == "s3" and s3 is not None:
             s3.empty(bucket)
 
@@ -383,6 +387,10 @@ def main() -> int:
             s3.stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+        else:  # keep the deployments for the next run, not the runs' copies
+            for run_dir in work.iterdir():
+                if not run_dir.name.startswith("src-"):
+                    shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 
