@@ -335,6 +335,38 @@ class _Held:
         self._thread = threading.Thread(target=write, daemon=True)
         self._thread.start()
 
+    def feed_part(self, n: int) -> threading.Event:
+        """Write the first n bytes and hold the FIFO open until the returned event is set, then close it."""
+        done = threading.Event()
+
+        def write() -> None:
+            try:
+                with open(self.path, "wb") as f:
+                    f.write(self.blob.data[:n])
+                    f.flush()
+                    done.wait(120)
+            except BrokenPipeError:
+                pass  # its reader was killed
+
+        self._thread = threading.Thread(target=write, daemon=True)
+        self._thread.start()
+        return done
+
+    def reader(self, pids: list[int]) -> int | None:
+        """The process among pids that holds the FIFO open."""
+        for p in pids:
+            try:
+                fds = os.listdir(f"/proc/{p}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(f"/proc/{p}/fd/{fd}") == str(self.path):
+                        return p
+                except OSError:
+                    continue
+        return None
+
     def settle(self) -> None:
         """Wait for the feeding to end, then make the blob an ordinary file for the next run."""
         if self._thread is not None:
@@ -418,6 +450,60 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
     got = _final_names_whole(tmp_path / "dst" / "files", dep)
     assert got == {b.file_id: b.data for b in dep.blobs}
     assert len(_journal_rows(_journal(target))) == 300
+
+
+def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
+    held = _Held(tmp_path)
+    dep = held.dep
+    target = bd.file_target(tmp_path / "dst")
+    report = tmp_path / "r.json"
+    folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
+            "--workers", "2", "--json", str(report)]  # fmt: skip
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_journal(tmp_path / "dst", proc, rows=50)
+        release = held.feed_part(len(held.blob.data) // 2)
+        deadline = time.monotonic() + 60
+        while not list(folder.glob(f".{held.blob.file_id}.partial-*")):  # the write has begun
+            assert time.monotonic() < deadline, "the held blob's write never started"
+            time.sleep(0.02)
+        victim = held.reader(_workers_of(proc.pid))
+        assert victim is not None
+        # A fresh FIFO for the retry: the victim keeps the first one open, half read.
+        held.path.rename(held.path.with_name("first-fifo"))
+        os.mkfifo(held.path)
+        os.kill(victim, signal.SIGKILL)
+        assert _gone([victim])
+        release.set()
+        held._thread.join(30)
+        held.feed()  # the retry gets the whole blob
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    held.settle()
+    assert proc.returncode == 0, err
+    assert json.loads(report.read_text())["sections"]["data"]["worker_deaths"] == 1
+    _assert_target_complete(dep, tmp_path / "dst" / "files")  # no .partial file of the dead write
+
+
+def test_discard_partial_removes_only_that_blobs_temporary_files(tmp_path):
+    from pmigrate.data.base import BlobRef
+    from pmigrate.data.file import FileBackend
+
+    backend = FileBackend({"Directory": str(tmp_path)})
+    ref = BlobRef("AbCdEfGh12345678", "Up00000000000001", size=3)
+    folder = tmp_path / "Ab"
+    folder.mkdir()
+    (folder / ".AbCdEfGh12345678.partial-0a1b2c3d4e5f").write_bytes(b"x")
+    (folder / ".AbCdEfGh12345678.partial-ffffffffffff").write_bytes(b"")
+    (folder / ".AbCdEfGh12345679.partial-0a1b2c3d4e5f").write_bytes(b"other blob")
+    (folder / "AbCdEfGh12345678").write_bytes(b"old")
+    backend.discard_partial(ref)
+    assert sorted(p.name for p in folder.iterdir()) == [".AbCdEfGh12345679.partial-0a1b2c3d4e5f", "AbCdEfGh12345678"]
+    backend.discard_partial(BlobRef("ZzNoFolderHere00", "Up00000000000001"))  # nothing there: no error
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):

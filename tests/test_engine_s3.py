@@ -171,3 +171,23 @@ def test_unreachable_target_is_refused_before_anything_is_written(tmp_path, run_
     assert code == 2, err
     assert "cannot reach" in err
     assert not list((tmp_path / "t").glob(".pmigrate-journal-*"))
+
+
+def test_discard_partial_aborts_only_that_blobs_open_uploads(s3_server, s3_bucket):
+    """What the parent does when a worker died mid-upload: S3 would bill the parts until then."""
+    from pmigrate.data.base import BlobRef
+    from pmigrate.data.s3 import S3Backend
+
+    client = s3_server.client()
+    for key in ("pre/AbCdEfGh12345678", "pre/AbCdEfGh12345678x"):
+        up = client.create_multipart_upload(Bucket=s3_bucket, Key=key)
+        client.upload_part(Bucket=s3_bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=b"part")
+    backend = S3Backend({"Endpoint": s3_server.endpoint, "AccessKeyID": s3_server.access_key,
+                         "SecretAccessKey": s3_server.secret_key, "Bucket": s3_bucket, "Prefix": "pre"})  # fmt: skip
+    try:
+        backend.discard_partial(BlobRef("AbCdEfGh12345678", "Up00000000000001", size=10))
+        backend.discard_partial(BlobRef("NothingOpen00001", "Up00000000000001", size=10))
+    finally:
+        backend.close()
+    left = [u["Key"] for u in client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])]
+    assert left == ["pre/AbCdEfGh12345678x"]

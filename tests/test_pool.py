@@ -80,6 +80,21 @@ def test_a_worker_killed_mid_job_is_replaced_and_its_jobs_handed_out_again():
     assert all("killed by signal 9" in d for d in pool.deaths)
 
 
+def test_the_job_a_worker_died_on_is_handed_to_on_death_before_its_retry():
+    results: list[BlobResult] = []
+    events: list[tuple[str, int, int]] = []
+    pool = _pool(2)
+    pool.on_death = lambda job: events.append(("death", job.seq, job.attempt))
+
+    def on_results(batch: list[BlobResult]) -> None:
+        results.extend(batch)
+        events.extend(("result", r.seq, 0) for r in batch if r.seq == 37)
+
+    pool.run(_jobs(100, poison={37: "die-once"}), on_results=on_results)
+    assert [e for e in events if e[1] == 37] == [("death", 37, 0), ("result", 37, 0)]  # only the job in progress
+    assert sorted(r.seq for r in results) == list(range(100))
+
+
 def test_a_worker_that_cannot_start_stops_the_run():
     with pytest.raises(FatalError, match="cannot build a client"):
         _pool(2, context="broken").run(_jobs(10), on_results=lambda r: None)

@@ -84,6 +84,13 @@ class DataBackend(abc.ABC):
         enumeration instead of delaying each worker's first blob.
         """
 
+    def discard_partial(self, ref: BlobRef) -> None:
+        """Remove what an interrupted write of ref left behind, never visible under its final name.
+
+        Called by the parent when a worker died while writing ref (a crash,
+        the OOM killer, kill -9): a worker that is stopped cleans up itself.
+        """
+
     def use_part_budget(self, budget: Any) -> None:
         """Count the upload parts this backend holds in memory against budget (pmigrate.data.budget).
 

@@ -199,6 +199,16 @@ class FileBackend(DataBackend):
                 self._buffer = buf
         return total
 
+    def discard_partial(self, ref: BlobRef) -> None:
+        folder = os.path.dirname(self.key(ref))
+        start = f".{ref.file_id}{PARTIAL}"
+        for entry in _scandir(folder):
+            if entry.name.startswith(start) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
+
     def delete(self, ref: BlobRef) -> None:
         for path in self.candidate_keys(ref):
             try:

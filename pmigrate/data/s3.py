@@ -327,6 +327,19 @@ class S3Backend(DataBackend):
             raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}") from None
         return True
 
+    def discard_partial(self, ref: BlobRef) -> None:
+        """Abort the multipart uploads left open for ref's key: S3 bills their parts until then."""
+        key = self.key(ref)
+        try:
+            resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for upload in resp.get("Uploads", ()):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
+        except Exception as exc:  # noqa: BLE001
+            err = _classify(exc, ref=ref, what=f"abort the open uploads of {self.bucket}/{key}")
+            if not isinstance(err, BlobNotFound):
+                raise err from None
+
     def delete(self, ref: BlobRef) -> None:
         key = self.key(ref)
         try:

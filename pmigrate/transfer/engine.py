@@ -267,6 +267,7 @@ class _Copy:
                 src.close()
             self.dst = _backend(plan.dst)
             self.dst.check(create=True)
+            pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
         except BaseException:
             pool.close()
@@ -311,6 +312,12 @@ class _Copy:
         if stop is not None:
             hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
+
+    def _discard_partial(self, job: BlobJob) -> None:
+        """A worker died writing this blob: clear its temporary file or open upload before the retry."""
+        assert self.dst is not None
+        self.dst.discard_partial(job.ref)
+        log.info("cleared what the dead worker left of blob %s", job.ref.file_id)
 
     def _jobs(self) -> Iterator[BlobJob]:
         seq = 0

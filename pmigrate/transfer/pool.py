@@ -209,6 +209,9 @@ class Pool:
         self._slots: list[_Slot] = []
         self._retry: deque[Any] = deque()
         self.deaths: list[str] = []  # one line per worker that died, for the report
+        # Called with the job a worker was handling when it died, before that job
+        # is handed out again: the place to clear what the dead write left behind.
+        self.on_death: Callable[[Any], None] | None = None
         self.drained: list[Any] = []  # results that arrived while stopping after an error
         self._max_deaths = 3 + 2 * workers
 
@@ -364,6 +367,7 @@ class Pool:
         lost = []
         for seq, job in slot.jobs.items():
             if seq == in_progress:
+                self._clear_after(job)
                 job.attempt += 1
                 if job.attempt >= self._max_attempts:
                     lost.append(self._lost(job, f"worker process died twice while handling it ({how})"))
@@ -378,6 +382,14 @@ class Pool:
         self._slots.append(self._start())
         if lost:
             yield lost
+
+    def _clear_after(self, job: Any) -> None:
+        if self.on_death is None:
+            return
+        try:
+            self.on_death(job)
+        except Exception:  # noqa: BLE001 - clearing is best effort; the retry overwrites anyway
+            log.warning("could not clear what a dead worker left of job %s", job.seq, exc_info=True)
 
     # -- stopping --------------------------------------------------------------
     def _stop(self, *, cancel: bool) -> None:
