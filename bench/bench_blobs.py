@@ -381,7 +381,7 @@ def main() -> int:
                               f"{'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
                 rows.append(row)
         print_table(rows, workers=args.workers)
-        write_csv("blobs", csv_rows(rows, workers=args.workers, scale=args.scale), keys=("case", "target", "tool", "workers"))
+        write_csv("blobs", csv_rows(rows, workers=args.workers, scale=args.scale), keys=("case", "target", "tool", "workers", "scale"))
     finally:
         if s3 is not None:
             s3.stop()

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,13 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    try:
+        run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     items = make_blobs(args.files, args.mib << 20)
     total = sum(len(b.data) for b in items)
     dump = dumps_mod.dumps_dir() / "sqlite3" / "0011-stats.sqlite3.dump"

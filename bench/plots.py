@@ -70,12 +70,17 @@ def throughput_vs_workers(folder: Path, blobs: list[dict], cloud: list[dict]) ->
     series: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in blobs:
         if r.get("tool") == "pmigrate" and num(r, "mb_per_s") is not None:
-            pair = f"file → {'file' if r['target'] == 'local' else r['target']}"
+            # one line per scale: runs at other scales are other deployments
+            pair = f"file → {'file' if r['target'] == 'local' else r['target']} (scale {float(r['scale']):g})"
             series[PROFILE.get(r["case"], r["case"])][pair][int(float(r["workers"]))] = num(r, "mb_per_s")
     for r in cloud:
         if num(r, "mb_per_s") is not None:
             pair = f"file → {r['target']} (bench_cloud)"
             series[PROFILE.get(r["profile"], r["profile"])][pair][int(float(r["workers"]))] = num(r, "mb_per_s")
+    for panel in list(series):  # a single point says nothing about workers
+        series[panel] = defaultdict(dict, {k: v for k, v in series[panel].items() if len(v) > 1})
+        if not series[panel]:
+            del series[panel]
     if not series:
         print("throughput_vs_workers.png: no pmigrate rows in blobs.csv or cloud.csv, skipped")
         return
@@ -99,11 +104,19 @@ def throughput_vs_workers(folder: Path, blobs: list[dict], cloud: list[dict]) ->
 def blobs_vs_tools(folder: Path, blobs: list[dict]) -> None:
     if not blobs:
         return
-    # The highest worker count measured for each case and target, all tools at that count.
+    # The highest worker count measured for each case and target, all tools at that count,
+    # from the latest run at that count (runs at other scales are other deployments).
     top: dict[tuple[str, str], int] = {}
     for r in blobs:
         key = (r["case"], r["target"])
         top[key] = max(top.get(key, 0), int(float(r["workers"])))
+    latest: dict[tuple[str, str], str] = {}
+    for r in blobs:
+        key = (r["case"], r["target"])
+        if int(float(r["workers"])) == top[key]:
+            latest[key] = max(latest.get(key, ""), r["run"])
+    blobs = [r for r in blobs if r["run"] == latest.get((r["case"], r["target"]))
+             and int(float(r["workers"])) == top[(r["case"], r["target"])]]  # fmt: skip
     cases = sorted({c for c, _ in top})
     tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone") if any(r["tool"] == t for r in blobs)]
     fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4.2), squeeze=False)
@@ -161,8 +174,9 @@ def verify_vs_plain(folder: Path, ver: list[dict]) -> None:
     ax.bar_label(a, fmt="%.0f", fontsize=8)
     ax.bar_label(b, fmt="%.0f", fontsize=8)
     ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{r['case']}\n{r['workers']} workers" for r in rows], fontsize=8)
-    ax.set_ylabel("MB/s (10^6 bytes)")
+    ax.set_xticklabels([f"{r['case']}\n{r['files']} blobs, {r['mib']} MiB, {r['workers']} workers" for r in rows], fontsize=8)
+    ax.set_ylabel("MB/s (10^6 bytes), log scale")
+    ax.set_yscale("log")  # page-cache reads and S3 on moto differ a hundredfold
     ax.set_title("Verify against a plain read of the same bytes")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
