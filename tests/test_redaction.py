@@ -343,3 +343,39 @@ def test_fakedb_with_secret_databases_shows_no_secret(run_cli, tmp_path, secret_
     bad = run_cli("fakedb", str(tmp_path / "fake2"), "--files", "5", "--metadata-only", "--metadata-url", url)
     assert bad.returncode != 0
     assert_clean(bad.stdout, bad.stderr)
+
+
+# -- worker processes -----------------------------------------------------------------------------
+
+WORKER_SECRET = "worker-side-s3cret-Zq81"
+
+
+def _leaky_factory(context, *, lifeline):
+    """A worker that builds the real handler, then logs and prints the secret it was given."""
+    from pmigrate.transfer import worker
+
+    handler = worker.make_handler(context, lifeline=lifeline)
+    logging.getLogger("pmigrate.data.s3").warning("request failed for key %s", WORKER_SECRET)
+    import sys
+
+    print(f"uncaught: {WORKER_SECRET}", file=sys.stderr, flush=True)
+    return handler
+
+
+def test_worker_processes_redact_their_logs_and_stderr(tmp_path, capfd):
+    from pmigrate.data.base import BlobRef
+    from pmigrate.transfer import worker
+    from pmigrate.transfer.jobs import BlobJob
+    from pmigrate.transfer.pool import Pool
+
+    redact.register(WORKER_SECRET)
+    (tmp_path / "src").mkdir()
+    context = worker.WorkerContext("file", {"Directory": str(tmp_path / "src")}, "file", {"Directory": str(tmp_path / "dst")})
+    assert WORKER_SECRET in context.secrets
+    pool = Pool(factory=_leaky_factory, context=context, workers=1, lost=worker.lost_result, stop_timeout=20)
+    results: list = []
+    pool.run([BlobJob(0, "copy", BlobRef("NotThere00000001", "Up00000000000001", 3))], on_results=results.extend)
+    err = capfd.readouterr().err
+    assert "request failed for key ***" in err and "uncaught: ***" in err
+    assert WORKER_SECRET not in err
+    assert results[0].error_kind == "missing"

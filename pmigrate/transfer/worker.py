@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import xxhash
 
+from pmigrate import redact
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
@@ -150,6 +151,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _debugging() -> bool:
+    return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     """Everything a worker needs, plain enough to pickle."""
@@ -160,10 +165,14 @@ class WorkerContext:
     dst_options: dict[str, Any]
     checksum: str = "xxh3"  # xxh3 | md5 (md5 computed alongside, compared with files.md5)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The parent's secrets and log level, taken when the context is made in the parent.
+    secrets: tuple[str, ...] = field(default_factory=redact.registered)
+    verbose: bool = field(default_factory=_debugging)
 
 
 def make_handler(context: WorkerContext, *, lifeline: Any) -> "BlobHandler":
-    """Pool factory: runs in the worker process."""
+    """Pool factory: runs in the worker process, whose logs and stderr are redacted first."""
+    redact.init_child(context.secrets, verbose=context.verbose)
     return BlobHandler(context, lifeline=lifeline)
 
 
