@@ -191,3 +191,28 @@ def test_discard_partial_aborts_only_that_blobs_open_uploads(s3_server, s3_bucke
         backend.close()
     left = [u["Key"] for u in client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])]
     assert left == ["pre/AbCdEfGh12345678x"]
+
+
+def test_the_parent_of_a_copy_to_s3_never_loads_boto3(tmp_path, s3_server, s3_bucket):
+    """Only the workers (and a short-lived check process) need an S3 client: ~25 MiB the parent saves."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    blobs = _blobs(41)
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.s3_target(tmp_path / "s3", server=s3_server, bucket=f"pmt-parent-{random.randrange(1 << 30)}", extra=PART)
+    code = (
+        "import sys\n"
+        "from pmigrate.cli import main\n"
+        f"rc = main(['--config', {str(dep.config)!r}, '--to', {str(target)!r}, '--data-only', '-q', '--workers', '2'])\n"
+        "print(rc, 'botocore' in sys.modules, 'boto3' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLIKD_")}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.stdout.splitlines()[-1].split() == ["0", "False", "False"], out.stdout + out.stderr
+    expected = {b.file_id: b.data for b in dep.with_blob()}
+    assert bd.s3_target_blobs(s3_server, target.read_text().split('Bucket = "')[1].split('"')[0]) == expected

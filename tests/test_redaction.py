@@ -362,20 +362,33 @@ def _leaky_factory(context, *, lifeline):
     return handler
 
 
-def test_worker_processes_redact_their_logs_and_stderr(tmp_path, capfd):
+def _run_leaky_pool(src: str) -> None:
     from pmigrate.data.base import BlobRef
     from pmigrate.transfer import worker
     from pmigrate.transfer.jobs import BlobJob
     from pmigrate.transfer.pool import Pool
 
     redact.register(WORKER_SECRET)
-    (tmp_path / "src").mkdir()
-    context = worker.WorkerContext("file", {"Directory": str(tmp_path / "src")}, "file", {"Directory": str(tmp_path / "dst")})
+    context = worker.WorkerContext("file", {"Directory": src}, "file", {"Directory": src + "-copy"})
     assert WORKER_SECRET in context.secrets
     pool = Pool(factory=_leaky_factory, context=context, workers=1, lost=worker.lost_result, stop_timeout=20)
     results: list = []
     pool.run([BlobJob(0, "copy", BlobRef("NotThere00000001", "Up00000000000001", 3))], on_results=results.extend)
-    err = capfd.readouterr().err
-    assert "request failed for key ***" in err and "uncaught: ***" in err
-    assert WORKER_SECRET not in err
     assert results[0].error_kind == "missing"
+
+
+def test_worker_processes_redact_their_logs_and_stderr(tmp_path):
+    """In a process of its own: the fork server's children write to the stderr it started with."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "src").mkdir()
+    code = f"from tests.test_redaction import _run_leaky_pool\n_run_leaky_pool({str(tmp_path / 'src')!r})\n"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "request failed for key ***" in out.stderr and "uncaught: ***" in out.stderr
+    assert WORKER_SECRET not in out.stderr + out.stdout

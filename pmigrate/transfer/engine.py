@@ -39,6 +39,7 @@ from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
+from pmigrate.transfer import checks
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
@@ -65,6 +66,10 @@ class Plan:
 
 def _backend(cfg: PlikConfig) -> DataBackend:
     return open_backend(cfg.data.backend, cfg.data.options)
+
+
+def _spec(cfg: PlikConfig, mode: str) -> checks.Check:
+    return (cfg.data.backend, dict(cfg.data.options), mode)
 
 
 def _source_engine(src: PlikConfig) -> sa.Engine:
@@ -94,19 +99,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             check_source = getattr(dst_b, "check_source", None)
             if check_source is not None:
                 check_source(src_b)  # e.g. an SSE-C target needs per-file keys from an SSE-C source
-            src_b.check(create=False)
-            try:
-                dst_b.check(create=False)
-            except ConfigError as exc:
-                # A directory or bucket that is not there yet is fine: run()
-                # creates it as plikd would. Anything else (unreachable,
-                # refused credentials) is bad input, found before any write.
-                if "does not exist" not in str(exc):
-                    raise
-                log.info("target not there yet (%s); it is created when the copy starts", exc)
     finally:
         src_b.close()
         dst_b.close()
+    if not skip:
+        # The fork server, with what the workers preload, also serves the checks (transfer/checks.py).
+        mp.get_context(START_METHOD).set_forkserver_preload(_preload(src, dst))
+        # A target directory or bucket not there yet is fine: run() creates it as plikd would.
+        checks.run_checks([_spec(src, checks.READ), _spec(dst, checks.REACH)], start_method=START_METHOD)
     engine = _source_engine(src)
     try:
         with engine.connect() as conn:
@@ -260,13 +260,8 @@ class _Copy:
         plan, opts = self.plan, self.opts
         pool = plan.pool or _pool(plan, opts=opts)
         try:
-            src = _backend(plan.src)
-            try:
-                src.check(create=False)
-            finally:
-                src.close()
-            self.dst = _backend(plan.dst)
-            self.dst.check(create=True)
+            checks.run_checks([_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE)], start_method=START_METHOD)
+            self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
         except BaseException:
