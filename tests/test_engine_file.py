@@ -240,6 +240,12 @@ def _cli_env() -> dict:
     return env
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as at a terminal, even when this test runs where SIGINT is ignored
+    (a background job of a non-interactive shell), which Python would inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -511,7 +517,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
     dep = held.dep
     target = bd.file_target(tmp_path / "dst")
     args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
     try:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         family = _descendants(proc.pid)
@@ -545,7 +552,8 @@ def test_ctrl_c_is_reported_as_interrupted_then_rerun_completes(tmp_path, run_cl
     report = tmp_path / "r.json"
     args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
             "--workers", "2", "--json", str(report)]  # fmt: skip
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)  # fmt: skip
     try:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         proc.send_signal(signal.SIGINT)
