@@ -270,7 +270,7 @@ class S3Backend(DataBackend):
                 self._budget.release()
             return
         subscribers = [_KnownSize(ref.size)] if ref.size >= 0 else None
-        manager = self.manager
+        manager = self.manager  # built on first use, which also hooks the budget in
         body: Any = _PartGate(reader, self._budget) if self._budget_hooked else reader
         try:
             future = manager.upload(body, self.bucket, key, extra_args=extra, subscribers=subscribers)
