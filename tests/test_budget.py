@@ -22,9 +22,16 @@ REPO = Path(__file__).resolve().parent.parent
 NEVER = lambda: True  # noqa: E731 - acquire() gives up at once instead of waiting
 
 
+def test_the_shared_pool_holds_one_token_less_than_the_workers_but_never_none():
+    ctx = mp.get_context("forkserver")
+    for workers, shared in ((1, 1), (2, 1), (4, 3)):
+        pool = PartBudget.shared_pool(ctx, workers)
+        assert sum(pool.acquire(False) for _ in range(workers + 2)) == shared
+
+
 def test_own_token_first_then_borrowed_ones_then_none():
     ctx = mp.get_context("forkserver")
-    budget = PartBudget(PartBudget.shared_pool(ctx, 2))
+    budget = PartBudget(PartBudget.shared_pool(ctx, 3))  # 2 shared tokens
     assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, True]  # 1 own + 2 borrowed
     assert budget.acquire(NEVER) is False
     assert (budget.held, budget.peak) == (3, 3)
@@ -34,7 +41,7 @@ def test_own_token_first_then_borrowed_ones_then_none():
 
 
 def test_a_release_hands_the_borrowed_token_back_to_the_others():
-    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 1)
+    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 2)  # 1 shared token
     a, b = PartBudget(shared), PartBudget(shared)
     assert a.acquire(NEVER) and a.acquire(NEVER)  # a holds its own token and the shared one
     assert b.acquire(NEVER) is True  # b's own
@@ -92,7 +99,7 @@ def _backend(server, bucket: str) -> S3Backend:
 def test_one_multipart_upload_keeps_several_parts_in_flight_within_the_budget(s3_server, s3_bucket):
     data = random.Random(5).randbytes(4 * 5 * MiB + 7)  # five parts
     ref = BlobRef("Budget0000000001", "BudgetUpload0001", size=len(data))
-    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 3))  # 2 shared tokens
     backend = _backend(s3_server, s3_bucket)
     backend.use_part_budget(budget)
     try:

@@ -9,8 +9,8 @@ s3transfer reads into memory a part at a time, uploading parts in parallel
 threads while the next one is read. How many parts may be in memory is a
 token budget (pmigrate.data.budget): a token is taken before a part is read
 and given back when its upload ends. In a worker pool the budget is shared,
-2 x workers x PartSize in all, so a worker alone on a big blob keeps several
-parts in flight; a backend used alone holds at most OWN_PARTS parts.
+under 2 x workers x PartSize in all, so a worker alone on a big blob keeps
+several parts in flight; a backend used alone holds at most OWN_PARTS parts.
 
 SSE-C: plikd keeps a 32-character key per file in files.backend_details
 (JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
