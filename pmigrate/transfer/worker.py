@@ -187,8 +187,9 @@ class BlobHandler:
         self.lifeline = lifeline
         self.src: DataBackend = open_backend(context.src_backend, context.src_options)
         self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
-        # upload parts in memory: one token of this worker's own, more borrowed from the pool's shared ones
-        self.dst.use_part_budget(PartBudget(context.extra.get("part_budget")))
+        shared = context.extra.get("part_budget")
+        if shared is not None:  # upload parts in memory: a token of this worker's own, more borrowed from the pool
+            self.dst.use_part_budget(PartBudget(shared))
         self._md5 = context.checksum == "md5"
         self._server_side = self.dst.features.server_side_copy
         for b in (self.src, self.dst):
