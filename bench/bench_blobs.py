@@ -11,7 +11,8 @@ Each case runs pmigrate, cp -r and cp -r + sync (local only; pmigrate
 makes every blob durable with syncfs before its journal says done, cp does
 not) and rclone at the same
 concurrency (--workers N = --transfers N), alternating tools round by round,
-each run into a fresh directory or bucket. Local run directories are removed
+each run into a fresh directory or bucket; after a bucket is emptied, the
+next run waits for moto to be idle. Local run directories are removed
 only when the script ends: on ext4 here, creating many files right after
 deleting many is slow, and would charge one tool for the previous one's
 clean-up. The S3 side is a moto server on
@@ -233,6 +234,28 @@ class S3:
             client.delete_bucket(Bucket=bucket)
         except Exception:  # noqa: BLE001 - a bucket never created
             pass
+        self.settle()
+
+    def settle(self, *, quiet: float = 0.5, limit: float = 60.0) -> None:
+        """Wait until moto has used no CPU for `quiet` seconds.
+
+        After a deletion moto goes on freeing objects and closing their spooled
+        files for seconds: the next tool timed would pay for the previous one.
+        """
+        ticks = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + limit
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                fields = ticks.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return
+            used = int(fields[11]) + int(fields[12])
+            if used != last:
+                last, since = used, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
 
     def stop(self) -> None:
         stop_process(self.proc)
