@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -246,6 +247,22 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def _copying(dep: bd.Deployment, target: Path, cwd: Path, *, report: Path | None = None, output: bool = True):
+    """The CLI copying dep to target with 2 workers, as a process the test signals; killed if still running after."""
+    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
+    if report is not None:
+        args += ["--json", str(report)]
+    out = subprocess.PIPE if output else subprocess.DEVNULL
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=cwd, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -395,9 +412,7 @@ def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
     held = _Held(tmp_path)
     dep = held.dep
     target = bd.file_target(tmp_path / "dst")
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with _copying(dep, target, tmp_path, output=False) as proc:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         workers = _workers_of(proc.pid)
         others = _descendants(proc.pid)
@@ -406,10 +421,6 @@ def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
         proc.wait()
         held.feed()  # the worker blocked on the FIFO reads on, finds its parent gone, and quits
         assert _gone(others), "worker processes outlived the parent"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     held.settle()
     done_before = len(_journal_rows(_journal(target)))
     assert 50 <= done_before < 300
@@ -431,10 +442,7 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
     dep = held.dep
     target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
-            "--workers", "2", "--json", str(report)]  # fmt: skip
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _copying(dep, target, tmp_path, report=report) as proc:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         victims = _workers_of(proc.pid)
         assert len(victims) == 2, victims
@@ -444,10 +452,6 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
         assert _gone(victims[:1])
         held.feed()
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     held.settle()
     assert proc.returncode == 0, err
     doc = json.loads(report.read_text())
@@ -464,10 +468,7 @@ def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
     target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
     folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
-            "--workers", "2", "--json", str(report)]  # fmt: skip
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _copying(dep, target, tmp_path, report=report) as proc:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         release = held.feed_part(len(held.blob.data) // 2)
         deadline = time.monotonic() + 60
@@ -485,10 +486,6 @@ def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
         held._thread.join(30)
         held.feed()  # the retry gets the whole blob
         out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     held.settle()
     assert proc.returncode == 0, err
     assert json.loads(report.read_text())["sections"]["data"]["worker_deaths"] == 1
@@ -516,20 +513,13 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
     held = _Held(tmp_path)
     dep = held.dep
     target = bd.file_target(tmp_path / "dst")
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)  # fmt: skip
-    try:
+    with _copying(dep, target, tmp_path) as proc:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         family = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)  # the parent owns Ctrl-C; workers ignore it and are stopped by it
         time.sleep(0.5)
         held.feed()  # the blocked worker reads on, sees the cancel flag and drops the blob
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     held.settle()
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err
@@ -550,19 +540,11 @@ def test_ctrl_c_is_reported_as_interrupted_then_rerun_completes(tmp_path, run_cl
     dep = held.dep
     target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q",
-            "--workers", "2", "--json", str(report)]  # fmt: skip
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)  # fmt: skip
-    try:
+    with _copying(dep, target, tmp_path, report=report) as proc:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         proc.send_signal(signal.SIGINT)
         held.feed()  # the worker blocked on the FIFO gets its bytes and sees the cancel
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     held.settle()
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "INTERRUPTED" in out and "Traceback" not in err
