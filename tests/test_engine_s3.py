@@ -203,7 +203,8 @@ def test_the_parent_of_a_copy_to_s3_never_loads_boto3(tmp_path, s3_server, s3_bu
 
     blobs = _blobs(41)
     dep = bd.file_source(tmp_path / "src", blobs)
-    target = bd.s3_target(tmp_path / "s3", server=s3_server, bucket=f"pmt-parent-{random.randrange(1 << 30)}", extra=PART)
+    bucket = f"pmt-parent-{random.randrange(1 << 30)}"
+    target = bd.s3_target(tmp_path / "s3", server=s3_server, bucket=bucket, extra=PART)
     code = (
         "import sys\n"
         "from pmigrate.cli import main\n"
@@ -215,4 +216,4 @@ def test_the_parent_of_a_copy_to_s3_never_loads_boto3(tmp_path, s3_server, s3_bu
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.stdout.splitlines()[-1].split() == ["0", "False", "False"], out.stdout + out.stderr
     expected = {b.file_id: b.data for b in dep.with_blob()}
-    assert bd.s3_target_blobs(s3_server, target.read_text().split('Bucket = "')[1].split('"')[0]) == expected
+    assert bd.s3_target_blobs(s3_server, bucket) == expected

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from tests import dumps as dumps_mod
+from tests import verifykit as vk
 from tests.servers import sqlite_database
 
 LEVEL = "0011-stats"
@@ -26,21 +26,6 @@ def _target(request, tmp_path, driver):
     return request.getfixturevalue("pg_db" if driver == "postgres" else "mysql_db")
 
 
-def _cfg(path, db, directory):
-    path.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{directory}"\n' + db.toml(), encoding="utf-8")
-    return path
-
-
-def _exec(db, *stmts):
-    eng = sa.create_engine(db.url)
-    try:
-        with eng.begin() as conn:
-            for s in stmts:
-                conn.exec_driver_sql(s)
-    finally:
-        eng.dispose()
-
-
 @pytest.mark.parametrize("src_driver,dst_driver", DIRECTIONS, ids=[f"{a}-{b}" for a, b in DIRECTIONS])
 def test_verify_after_metadata_migration(request, tmp_path, dumps_dir, run_cli, src_driver, dst_driver):
     folder = src_driver
@@ -50,8 +35,8 @@ def test_verify_after_metadata_migration(request, tmp_path, dumps_dir, run_cli, 
     src = dumps_mod.load_dump(path, tmp_dir=tmp_path, pg=pg, my=my)
     dst = _target(request, tmp_path, dst_driver)
     (tmp_path / "a").mkdir()
-    src_cfg = _cfg(tmp_path / "src.cfg", src, tmp_path / "a")
-    dst_cfg = _cfg(tmp_path / "dst.cfg", dst, tmp_path / "b")
+    src_cfg = vk.file_cfg(tmp_path / "src.cfg", db=src, directory=tmp_path / "a")
+    dst_cfg = vk.file_cfg(tmp_path / "dst.cfg", db=dst, directory=tmp_path / "b")
     out = tmp_path / "r.json"
 
     proc = run_cli("--config", str(src_cfg), "--to", str(dst_cfg), "--metadata-only", "--verify", "-q", "--json", str(out))
@@ -61,7 +46,7 @@ def test_verify_after_metadata_migration(request, tmp_path, dumps_dir, run_cli, 
     assert tables["uploads"]["source_digest"] == tables["uploads"]["target_digest"]
 
     q = "`" if dst_driver == "mysql" else '"'
-    _exec(
+    vk.execute(
         dst,
         "UPDATE uploads SET comments = 'edited' WHERE id = 'UPLOAD1XXXXXXXXX'",
         "DELETE FROM files WHERE id = 'FILE3XXXXXXXXXXX'",

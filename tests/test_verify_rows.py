@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from pmigrate.report import Report
 from pmigrate.verify import rows
 from tests import dumps as dumps_mod
+from tests import verifykit as vk
 
 LEVEL = "0011-stats"
 
@@ -45,16 +46,6 @@ def _audit(src, dst):
     return clean, report
 
 
-def _exec(db, *stmts):
-    eng = sa.create_engine(db.url)
-    try:
-        with eng.begin() as conn:
-            for s in stmts:
-                conn.exec_driver_sql(s)
-    finally:
-        eng.dispose()
-
-
 @pytest.mark.parametrize("folder", ["sqlite3", "postgres", "mysql"])
 def test_rows_changed_missing_extra_named(request, tmp_path, dumps_dir, folder):
     src, dst = _pair(request, tmp_path, folder)
@@ -65,7 +56,7 @@ def test_rows_changed_missing_extra_named(request, tmp_path, dumps_dir, folder):
     assert figures["files"]["source_digest"] == figures["files"]["target_digest"]
 
     q = '"' if folder != "mysql" else "`"
-    _exec(
+    vk.execute(
         dst,
         "UPDATE files SET name = 'renamed' WHERE id = 'FILE1XXXXXXXXXXX'",
         "DELETE FROM tokens WHERE comment = 'user token'",
@@ -89,14 +80,14 @@ def test_rows_changed_missing_extra_named(request, tmp_path, dumps_dir, folder):
 def test_same_instant_other_spelling_is_equal(tmp_path, dumps_dir):
     """An offset rewritten to UTC, 0/1 booleans spelled true/false: same values."""
     src, dst = _pair(None, tmp_path, "sqlite3")
-    _exec(
+    vk.execute(
         dst,
         "UPDATE uploads SET created_at = '2026-07-08 10:00:28.111626847Z' WHERE id = 'UPLOAD2XXXXXXXXX'",
         "UPDATE uploads SET one_shot = 'true' WHERE id = 'UPLOAD1XXXXXXXXX'",
     )
     clean, report = _audit(src, dst)
     assert clean, report.problems
-    _exec(dst, "UPDATE uploads SET created_at = '2026-07-08 10:00:28.111626848Z' WHERE id = 'UPLOAD2XXXXXXXXX'")
+    vk.execute(dst, "UPDATE uploads SET created_at = '2026-07-08 10:00:28.111626848Z' WHERE id = 'UPLOAD2XXXXXXXXX'")
     clean, report = _audit(src, dst)
     assert {(p.kind, p.item) for p in report.problems} == {("changed", "uploads:UPLOAD2XXXXXXXXX")}
     assert "created_at" in report.problems[0].message
@@ -104,7 +95,7 @@ def test_same_instant_other_spelling_is_equal(tmp_path, dumps_dir):
 
 def test_empty_is_not_null(tmp_path, dumps_dir):
     src, dst = _pair(None, tmp_path, "sqlite3")
-    _exec(dst, "UPDATE uploads SET comments = NULL WHERE id = 'UPLOAD2XXXXXXXXX'")
+    vk.execute(dst, "UPDATE uploads SET comments = NULL WHERE id = 'UPLOAD2XXXXXXXXX'")
     clean, report = _audit(src, dst)
     assert not clean
     assert "comments (source '', target NULL)" in report.problems[0].message
@@ -113,7 +104,7 @@ def test_empty_is_not_null(tmp_path, dumps_dir):
 def test_timestamp_keys_and_missing_table(tmp_path, dumps_dir):
     """upload_stats_daily is keyed by a timestamp: sorted on disk, still named by key."""
     src, dst = _pair(None, tmp_path, "sqlite3")
-    _exec(
+    vk.execute(
         dst,
         "UPDATE upload_stats_daily SET day = '2026-07-08 02:00:00+02:00' WHERE user_id = '' AND day LIKE '2026%'",
         "DELETE FROM upload_stats_daily WHERE user_id = 'google:googleuser' AND token = ''",
@@ -134,7 +125,7 @@ def test_cli_rows_only(tmp_path, dumps_dir, run_cli):
     out = tmp_path / "r.json"
     proc = run_cli("verify", "--config", str(tmp_path / "src.cfg"), "--to", str(tmp_path / "dst.cfg"), "--metadata-only", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    _exec(dst, "UPDATE users SET email = 'x@y' WHERE id = 'local:admin'")
+    vk.execute(dst, "UPDATE users SET email = 'x@y' WHERE id = 'local:admin'")
     proc = run_cli("verify", "--config", str(tmp_path / "src.cfg"), "--to", str(tmp_path / "dst.cfg"), "--metadata-only", "--json", str(out))
     assert proc.returncode == 1
     report = json.loads(out.read_text())
@@ -145,11 +136,11 @@ def test_cli_rows_only(tmp_path, dumps_dir, run_cli):
 
 def test_sessions_compared_only_when_copied(tmp_path, dumps_dir):
     src, dst = _pair(None, tmp_path, "sqlite3")
-    _exec(src, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE1', 's', 'pending')")
+    vk.execute(src, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE1', 's', 'pending')")
     clean, report = _audit(src, dst)
     assert clean, report.problems
     assert report.sections["verify-rows"]["tables"]["cli_auth_sessions"]["skipped"]
-    _exec(dst, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE2', 's', 'pending')")
+    vk.execute(dst, "INSERT INTO cli_auth_sessions (code, secret, status) VALUES ('CODE2', 's', 'pending')")
     clean, report = _audit(src, dst)
     assert {(p.kind, p.item) for p in report.problems} == {
         ("missing", "cli_auth_sessions:CODE1"),

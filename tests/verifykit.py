@@ -74,6 +74,17 @@ def file_cfg(path: Path, *, db, directory: Path) -> Path:
     return path
 
 
+def execute(db, *stmts: str) -> None:
+    """Run SQL on a test database in one transaction: damage a target, add a row."""
+    eng = sa.create_engine(db.url)
+    try:
+        with eng.begin() as conn:
+            for stmt in stmts:
+                conn.exec_driver_sql(stmt)
+    finally:
+        eng.dispose()
+
+
 def s3_cfg(path: Path, *, db, s3, bucket: str, prefix: str = "") -> Path:
     path.write_text(s3.toml(bucket, prefix=prefix) + db.toml(), encoding="utf-8")
     return path

@@ -277,12 +277,7 @@ def _check_lengths(plan: Plan, *, opts: RunOptions) -> None:
                 for (col, n), length in zip(limits.items(), row[len(t.pk) :]):
                     if length is not None and length > n:
                         found.append(f"{t.name} {'/'.join(t.pk)}={key} column {col}: {length} characters, the target holds {n}")
-    if found and not opts.ignore_errors:
-        raise ConfigError(
-            "values too long for the mysql target, nothing written: "
-            + "; ".join(found[:MAX_NAMED])
-            + ". Shorten them at the source, or pass --ignore-errors to skip those rows (listed in the report)"
-        )
+    _refuse_unless_ignored(found, opts=opts, what="values too long for the mysql target", fix="Shorten them at the source")
     plan.oversized = found
 
 
@@ -307,11 +302,15 @@ def _check_nuls(plan: Plan, *, opts: RunOptions) -> None:
                     if flag:
                         plan.nul_columns.add((t.name, col))
                         found.append(f"{t.name} {'/'.join(t.pk)}={key} column {col}")
+    _refuse_unless_ignored(found, opts=opts, what="text holding a NUL character, which postgres cannot store", fix="Clean it at the source")
+
+
+def _refuse_unless_ignored(found: list[str], *, opts: RunOptions, what: str, fix: str) -> None:
+    """Rows the target cannot store: ConfigError naming the first of them, unless --ignore-errors skips them."""
     if found and not opts.ignore_errors:
         raise ConfigError(
-            "text holding a NUL character, which postgres cannot store; nothing written: "
-            + "; ".join(found[:MAX_NAMED])
-            + ". Clean it at the source, or pass --ignore-errors to skip those rows (listed in the report)"
+            f"{what}; nothing written: {'; '.join(found[:MAX_NAMED])}. "
+            f"{fix}, or pass --ignore-errors to skip those rows (listed in the report)"
         )
 
 
