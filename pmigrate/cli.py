@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -54,6 +55,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "KB": 10**3, "M": 1 << 20, "MIB": 1 << 20, "MB": 10**6,
+          "G": 1 << 30, "GIB": 1 << 30, "GB": 10**9, "T": 1 << 40, "TIB": 1 << 40, "TB": 10**12}  # fmt: skip
+
+
+def _memory_size(text: str) -> int:
+    """Bytes, with coreutils' suffixes: 512M and 2GiB are binary, 500MB decimal; 0 means no limit."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if m is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write bytes, or a number with K, M, G or T (0: no limit)")
+    return int(float(m.group(1)) * _UNITS[unit])
 
 
 def _add_common(p: argparse.ArgumentParser, *, verb: str, to_required: bool = True) -> None:
@@ -125,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true", help="after copying, audit every blob and row as 'pmigrate verify' does (default: off)")
     parser.add_argument("--restart", action="store_true", help="ignore the journal and copy every blob again (default: resume)")
     parser.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        metavar="SIZE",
+        default=None,
+        help="memory the whole run may use (PSS of all its processes, e.g. 2G); fewer S3 upload parts are held "
+        "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
+    )
+    parser.add_argument(
         "--with-sessions",
         action="store_true",
         help="also copy cli_auth_sessions, short-lived login handshakes (default: skipped)",
@@ -157,6 +179,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         data=not args.metadata_only,
         workers=args.workers,
         batch_size=args.batch_size,
+        max_memory=getattr(args, "max_memory", None),
         dry_run=getattr(args, "dry_run", False),
         ignore_errors=args.ignore_errors,
         verify=getattr(args, "verify", False) or args.command == "verify",

@@ -15,24 +15,24 @@ import pytest
 from pmigrate.data.base import BlobRef
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.s3 import S3Backend
-from pmigrate.errors import ItemError
+from pmigrate.errors import Cancelled, ItemError
 
 MiB = 1 << 20
 REPO = Path(__file__).resolve().parent.parent
 NEVER = lambda: True  # noqa: E731 - acquire() gives up at once instead of waiting
 
 
-def test_the_shared_pool_holds_one_token_less_than_the_workers_but_never_none():
+def test_the_shared_pool_holds_two_tokens_per_worker():
     ctx = mp.get_context("forkserver")
-    for workers, shared in ((1, 1), (2, 1), (4, 3)):
+    for workers in (1, 2, 4):
         pool = PartBudget.shared_pool(ctx, workers)
-        assert sum(pool.acquire(False) for _ in range(workers + 2)) == shared
+        assert sum(pool.acquire(False) for _ in range(2 * workers + 2)) == 2 * workers
 
 
-def test_own_token_first_then_borrowed_ones_then_none():
+def test_own_tokens_first_then_shared_ones_then_none():
     ctx = mp.get_context("forkserver")
-    budget = PartBudget(PartBudget.shared_pool(ctx, 3))  # 2 shared tokens
-    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, True]  # 1 own + 2 borrowed
+    budget = PartBudget(PartBudget.shared_pool(ctx, 1), own=1)  # 1 own + 2 shared
+    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, True]
     assert budget.acquire(NEVER) is False
     assert (budget.held, budget.peak) == (3, 3)
     budget.release_all()
@@ -40,21 +40,29 @@ def test_own_token_first_then_borrowed_ones_then_none():
     assert [budget.acquire(NEVER) for _ in range(4)] == [True, True, True, False]
 
 
-def test_a_release_hands_the_borrowed_token_back_to_the_others():
-    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 2)  # 1 shared token
+def test_a_release_hands_the_token_back_to_the_others():
+    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 1)  # 2 tokens
     a, b = PartBudget(shared), PartBudget(shared)
-    assert a.acquire(NEVER) and a.acquire(NEVER)  # a holds its own token and the shared one
-    assert b.acquire(NEVER) is True  # b's own
-    assert b.acquire(NEVER) is False  # nothing left to borrow
+    assert a.acquire(NEVER) and a.acquire(NEVER)
+    assert b.acquire(NEVER) is False  # a holds both
     a.release()
     assert b.acquire(NEVER) is True
-    assert (a.held, b.held) == (1, 2)
+    assert (a.held, b.held) == (1, 1)
+
+
+def test_a_wait_for_a_token_ends_when_the_worker_is_told_to_stop():
+    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 1)
+    assert shared.acquire(False) and shared.acquire(False)  # the parent holds every token back
+    asked = []
+    budget = PartBudget(shared, stopped=lambda: asked.append(1) or len(asked) > 3)
+    assert budget.acquire() is False
+    assert len(asked) == 4 and budget.held == 0
 
 
 def _hold_then_give_back(shared, holding, give_back) -> None:
     budget = PartBudget(shared)
     budget.acquire()
-    budget.acquire()  # the shared token
+    budget.acquire()  # both tokens of a one-worker pool
     holding.set()
     give_back.wait(60)
     budget.release_all()
@@ -69,8 +77,7 @@ def test_tokens_are_shared_across_processes():
     try:
         assert holding.wait(60)
         mine = PartBudget(shared)
-        assert mine.acquire(NEVER) is True  # own
-        assert mine.acquire(NEVER) is False  # the other process holds the shared one
+        assert mine.acquire(NEVER) is False  # the other process holds both
         give_back.set()
         proc.join(60)
         assert proc.exitcode == 0
@@ -99,7 +106,7 @@ def _backend(server, bucket: str) -> S3Backend:
 def test_one_multipart_upload_keeps_several_parts_in_flight_within_the_budget(s3_server, s3_bucket):
     data = random.Random(5).randbytes(4 * 5 * MiB + 7)  # five parts
     ref = BlobRef("Budget0000000001", "BudgetUpload0001", size=len(data))
-    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 3))  # 2 shared tokens
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))  # 4 tokens
     backend = _backend(s3_server, s3_bucket)
     backend.use_part_budget(budget)
     try:
@@ -108,7 +115,7 @@ def test_one_multipart_upload_keeps_several_parts_in_flight_within_the_budget(s3
         backend.close()
     got = s3_server.client().get_object(Bucket=s3_bucket, Key=ref.file_id)["Body"].read()
     assert got == data
-    assert 2 <= budget.peak <= 3  # parts in parallel, never more than own + shared tokens
+    assert 2 <= budget.peak <= 4  # parts in parallel, never more than the tokens
     assert budget.held == 0
 
 
@@ -125,6 +132,25 @@ def test_a_failed_multipart_upload_gives_every_token_back(s3_server, s3_bucket):
         backend.close()
     assert budget.held == 0
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_an_upload_waiting_for_a_token_ends_when_the_worker_is_told_to_stop(s3_server, s3_bucket):
+    data = random.Random(7).randbytes(11 * MiB)  # three parts
+    ref = BlobRef("Budget0000000003", "BudgetUpload0003", size=len(data))
+    shared = PartBudget.shared_pool(mp.get_context("forkserver"), 1)
+    assert shared.acquire(False) and shared.acquire(False)  # the parent holds every token back
+    polls = []
+    budget = PartBudget(shared, stopped=lambda: polls.append(1) or len(polls) > 5)
+    backend = _backend(s3_server, s3_bucket)
+    backend.use_part_budget(budget)
+    try:
+        with pytest.raises(Cancelled):
+            backend.write(ref, io.BufferedReader(io.BytesIO(data)))
+    finally:
+        backend.close()
+    assert budget.held == 0
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert s3_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
 
 
 def test_a_worker_does_not_import_sqlalchemy():

@@ -49,6 +49,8 @@ class DataBackend(abc.ABC):
     features: ClassVar[Features] = Features()
     # Imported once by the process that forks the workers, so that they share those pages
     preload: ClassVar[tuple[str, ...]] = ()
+    # Bytes of one upload part held in memory under the part budget (0: none held)
+    part_bytes: int = 0
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)

@@ -5,17 +5,16 @@ has it, because the source is not seekable (it is hashed as it passes). With
 a fixed allowance per worker, a worker alone on one big blob could keep only
 that many parts in flight while the other workers' allowance sat idle.
 
-So each worker owns one token (it can always make progress, whatever the
-others hold) and borrows more from a pool of ``workers - 1`` tokens (at
-least one) shared by all of them: at most 2 x workers - 1 parts in memory
-in all, within a fixed allowance of two per worker, yet one big blob may
-have up to ``workers`` parts reading or uploading at once. The part left
-out of the allowance pays for the processes themselves: six Python
-processes with boto3 for four workers are some 110 MiB before any part.
+So in a pool every token is shared: a multiprocessing semaphore of
+``2 x workers`` tokens, one taken before a part is read and given back when
+its upload ends. One big blob may then have several parts reading or
+uploading at once, while all the workers together stay within two parts
+each. The parent keeps the whole run within its memory limit by holding
+back some of those tokens (pmigrate.transfer.memory): the processes
+themselves, not only the parts, take memory.
 
-The shared pool is a multiprocessing semaphore. A worker killed while it
-holds borrowed tokens takes them with it; the pool then shrinks for the rest
-of the run, but never below the workers' own tokens, so nothing waits forever.
+A worker killed while it holds tokens takes them with it; the memory
+governor counts them as parts still held, so the limit stays honest.
 """
 
 from __future__ import annotations
@@ -23,27 +22,34 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-WAIT = 0.05  # seconds between looks at the worker's own token while the shared pool is empty
+WAIT = 0.05  # seconds between looks at whether to give up while no token is free
 
 
 class PartBudget:
-    """One worker's side of the budget: its own tokens (one in a pool), and the shared pool (or None)."""
+    """One process's side of the budget: tokens of its own, and the pool shared with the other workers (or None)."""
 
-    def __init__(self, shared: Any = None, *, own: int = 1) -> None:
+    def __init__(self, shared: Any = None, *, own: int = 0, stopped: Callable[[], bool] = lambda: False) -> None:
         self._own = threading.Semaphore(own)
         self._shared = shared
+        self._stopped = stopped
         self._lock = threading.Lock()
         self._borrowed = 0
         self.held = 0  # tokens held now (a part being read or uploading)
         self.peak = 0  # most tokens held at once: parts in flight, for tests and tuning
 
+    @staticmethod
+    def capacity(workers: int) -> int:
+        """Tokens in the shared pool: two parts per worker, one uploading and one being read."""
+        return 2 * workers
+
     @classmethod
     def shared_pool(cls, mp_context: Any, workers: int) -> Any:
         """The pool to pass to every worker; made by the parent from the pool's own start method."""
-        return mp_context.BoundedSemaphore(max(1, workers - 1))
+        return mp_context.BoundedSemaphore(cls.capacity(workers))
 
-    def acquire(self, stopped: Callable[[], bool] = lambda: False) -> bool:
-        """Block until a token is free; False if told to stop first."""
+    def acquire(self, stopped: Callable[[], bool] | None = None) -> bool:
+        """Block until a token is free; False if told to stop first (the parent gone, the run cancelled)."""
+        stopped = stopped or self._stopped
         while True:
             if self._own.acquire(blocking=False):
                 self._count(+1, borrowed=False)
@@ -58,7 +64,7 @@ class PartBudget:
                 return False
 
     def release(self) -> None:
-        """Give back one token: a borrowed one first, so other workers get it sooner."""
+        """Give back one token: a shared one first, so other workers get it sooner."""
         with self._lock:
             if self.held == 0:
                 return

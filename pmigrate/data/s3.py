@@ -8,9 +8,10 @@ behind. Sources are non-seekable streams (the engine hashes them), which
 s3transfer reads into memory a part at a time, uploading parts in parallel
 threads while the next one is read. How many parts may be in memory is a
 token budget (pmigrate.data.budget): a token is taken before a part is read
-and given back when its upload ends. In a worker pool the budget is shared,
-under 2 x workers x PartSize in all, so a worker alone on a big blob keeps
-several parts in flight; a backend used alone holds at most OWN_PARTS parts.
+and given back when its upload ends. In a worker pool the tokens are shared,
+at most 2 x workers and fewer when the run's memory limit says so, so a
+worker alone on a big blob keeps several parts in flight; a backend used
+alone holds at most OWN_PARTS parts.
 
 SSE-C: plikd keeps a 32-character key per file in files.backend_details
 (JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
@@ -35,7 +36,7 @@ from pmigrate import redact
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
 
 MiB = 1 << 20
@@ -82,6 +83,7 @@ class S3Backend(DataBackend):
             raise ConfigError(f"s3 backend: PartSize must be a number of bytes, not {o.get('PartSize')!r}") from None
         redact.register(self.secret_key)
         self._validate()
+        self.part_bytes = self.part_size
         self._lock = threading.Lock()
         self._budget = PartBudget(own=OWN_PARTS)
         self._budget_hooked = False  # s3transfer gives tokens back as parts finish
@@ -263,7 +265,8 @@ class S3Backend(DataBackend):
             if ref.size < BUDGETED:
                 self._put(ref, key, reader, extra)
                 return
-            self._budget.acquire()
+            if not self._budget.acquire():
+                raise Cancelled("stopping")
             try:
                 self._put(ref, key, reader, extra)
             finally:
@@ -462,7 +465,8 @@ class _PartGate:
         return False
 
     def read(self, n: int = -1) -> bytes:
-        self._budget.acquire()
+        if not self._budget.acquire():
+            raise Cancelled("stopping")
         try:
             data = self._src.read(n)
         except BaseException:
@@ -537,7 +541,7 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str) -> Exception:
         ResponseStreamingError,
     )
 
-    if isinstance(exc, (ItemError, FatalError, ConfigError)):
+    if isinstance(exc, (ItemError, FatalError, ConfigError, Cancelled)):
         return exc
     item = ref.file_id
     if isinstance(exc, ClientError):

@@ -39,7 +39,7 @@ from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
-from pmigrate.transfer import checks
+from pmigrate.transfer import checks, memory
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
@@ -62,6 +62,7 @@ class Plan:
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
     pool: Pool | None = None  # workers started by preflight
+    parts: Any = None  # the upload-part tokens the workers share (pmigrate.data.budget)
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -132,13 +133,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
+    plan.parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)
     context = worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
-        extra={"part_budget": PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)},
+        extra={"part_budget": plan.parts},
     )
     return Pool(
         factory=worker_mod.make_handler,
@@ -255,6 +257,7 @@ class _Copy:
         self._commit_error: BaseException | None = None
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
+        self.governor: memory.MemoryGovernor | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -274,6 +277,7 @@ class _Copy:
         started = time.perf_counter()
         stop: _Stop | None = None
         interrupted = False
+        self.governor = self._governor(pool)
         try:
             pool.run(self._jobs(), on_results=self._on_results, on_tick=self._tick)
         except _Stop as exc:
@@ -290,6 +294,8 @@ class _Copy:
                 self._commit(wait=True)
             except PmigrateError as exc:
                 commit_error = exc
+            if self.governor is not None:
+                self.governor.stop()
             self.journal.close()
             self.dst.close()
             self.files_bar.close()
@@ -307,6 +313,25 @@ class _Copy:
         if stop is not None:
             hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
+
+    def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
+        """Keep the run within --max-memory, if the target holds upload parts in memory at all."""
+        assert self.dst is not None
+        part, workers = self.dst.part_bytes, self.opts.workers
+        limit = self.opts.max_memory
+        if limit is None:
+            limit = memory.default_limit(workers=workers, part_bytes=part)
+        if not part or not limit or self.plan.parts is None or not memory.measurable():
+            return None
+        governor = memory.MemoryGovernor(
+            self.plan.parts,
+            capacity=PartBudget.capacity(workers),
+            part_bytes=part,
+            limit=limit,
+            pids=memory.tree(pool.pids),
+        )
+        governor.start()
+        return governor
 
     def _discard_partial(self, job: BlobJob) -> None:
         """A worker died writing this blob: clear its temporary file or open upload before the retry."""
@@ -458,8 +483,22 @@ class _Copy:
         if fig.errors:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
+        if self.governor is not None:
+            self._memory_figures(self.governor.figures)
         if not complete:
             self.report.line(AREA, "stopped before the end: run the same command again to resume")
+
+    def _memory_figures(self, fig: memory.Figures) -> None:
+        self.report.section(AREA).update(
+            memory={"limit_bytes": fig.limit, "peak_bytes": fig.peak, "parts_at_once": [fig.fewest, fig.most]}
+        )
+        parts = f"{fig.fewest}" if fig.fewest == fig.most else f"{fig.fewest} to {fig.most}"
+        self.report.line(AREA, f"memory: peak {_size(fig.peak)} of {_size(fig.limit)} allowed; {parts} upload part(s) at once")
+        if fig.over:
+            self.report.warn(
+                f"the processes alone use {_size(fig.over)}, leaving no room under --max-memory {_size(fig.limit)} "
+                "for upload parts: one part at a time; raise --max-memory or lower --workers"
+            )
 
 
 def _size(n: float) -> str:

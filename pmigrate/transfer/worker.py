@@ -188,8 +188,8 @@ class BlobHandler:
         self.src: DataBackend = open_backend(context.src_backend, context.src_options)
         self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
         shared = context.extra.get("part_budget")
-        if shared is not None:  # upload parts in memory: a token of this worker's own, more borrowed from the pool
-            self.dst.use_part_budget(PartBudget(shared))
+        if shared is not None:  # upload parts in memory: tokens from the pool all the workers share
+            self.dst.use_part_budget(PartBudget(shared, stopped=lifeline.stopped if lifeline is not None else lambda: False))
         self._md5 = context.checksum == "md5"
         self._server_side = self.dst.features.server_side_copy
         for b in (self.src, self.dst):
@@ -271,7 +271,7 @@ class BlobHandler:
             except BaseException as exc:
                 if reader.error is not None and reader.error is not exc:
                     raise reader.error from exc  # the backend wrapped our own error
-                if reader.error is None and not isinstance(exc, (ItemError, FatalError)):
+                if reader.error is None and not isinstance(exc, (ItemError, FatalError, Cancelled)):
                     raise ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind="write-error") from exc
                 if reader.error is None and isinstance(exc, ItemError) and exc.kind == "error":
                     exc.kind = "write-error"

@@ -1,0 +1,168 @@
+"""The memory limit: how many upload parts fit, the governor holding tokens back, and real runs under it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+
+from pmigrate.data.budget import PartBudget
+from pmigrate.transfer import memory
+from tests import blobdeploy as bd
+
+MiB = 1 << 20
+PART = 16 * MiB
+
+
+def test_the_default_limit_is_two_parts_a_worker_and_100_mb():
+    assert memory.default_limit(workers=4, part_bytes=PART) == 4 * 2 * PART + 100_000_000
+
+
+def test_parts_allowed_fill_what_the_processes_leave():
+    assert memory.allowed_parts(limit=223 * MiB, base=150 * MiB, part_bytes=PART, capacity=8) == 4
+    assert memory.allowed_parts(limit=223 * MiB, base=100 * MiB, part_bytes=PART, capacity=8) == 7
+    assert memory.allowed_parts(limit=10_000 * MiB, base=100 * MiB, part_bytes=PART, capacity=8) == 8
+    assert memory.allowed_parts(limit=223 * MiB, base=400 * MiB, part_bytes=PART, capacity=8) == 1  # never none
+
+
+class _Tree:
+    """Fake measurements: the processes' own memory plus the parts the workers hold."""
+
+    def __init__(self, base: int, workers: PartBudget) -> None:
+        self.base = base
+        self.workers = workers
+
+    def measure(self, pid: int) -> int:
+        return self.base + self.workers.held * PART
+
+
+def _governor(limit: int, base: int):
+    pool = PartBudget.shared_pool(mp.get_context("forkserver"), 4)  # 8 tokens
+    workers = PartBudget(pool)
+    tree = _Tree(base, workers)
+    gov = memory.MemoryGovernor(pool, capacity=8, part_bytes=PART, limit=limit, pids=lambda: [1], measure=tree.measure)
+    return gov, workers, tree
+
+
+def _take_all(budget: PartBudget) -> int:
+    n = 0
+    while budget.acquire(lambda: True):
+        n += 1
+    return n
+
+
+def test_the_governor_holds_back_what_does_not_fit_and_gives_it_back():
+    gov, workers, tree = _governor(223 * MiB, 150 * MiB)
+    assert gov.step() == 4
+    assert gov.withheld == 4
+    assert _take_all(workers) == 4  # the workers get only what fits
+    assert gov.step() == 4  # the parts they hold are not counted twice
+    workers.release_all()
+
+    tree.base = 190 * MiB  # the processes grew
+    assert _take_all(workers) == 4
+    assert gov.step() == 1
+    assert gov.withheld == 4  # the tokens in use are taken back only as they come home
+    workers.release()
+    gov.step()
+    assert gov.withheld == 5
+    workers.release_all()
+    gov.step()
+    assert gov.withheld == 7
+    assert _take_all(workers) == 1
+
+    workers.release_all()
+    tree.base = 100 * MiB
+    for _ in range(memory.WINDOW - 1):
+        assert gov.step() == 1  # the largest recent sample still counts
+    assert gov.step() == 7
+    assert gov.withheld == 1
+    fig = gov.figures
+    assert (fig.fewest, fig.most, fig.over) == (1, 7, 0)
+    assert fig.peak == 190 * MiB + 4 * PART
+    gov.stop()
+    assert gov.withheld == 0
+    assert _take_all(workers) == 8
+
+
+def test_a_limit_below_the_processes_still_lets_one_part_through_and_says_so():
+    gov, workers, _ = _governor(100 * MiB, 150 * MiB)
+    gov.start()
+    try:
+        assert _take_all(workers) == 1
+        assert gov.figures.over == 150 * MiB
+    finally:
+        workers.release_all()
+        gov.stop()
+
+
+def test_the_tree_is_this_process_its_children_and_the_workers():
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        current = [worker.pid]
+        pids = memory.tree(lambda: current)
+        assert pids()[0] == os.getpid()
+        assert worker.pid in pids()
+        assert memory.pss(os.getpid()) > 1 * MiB
+        assert memory.pss(worker.pid) > 1 * MiB
+    finally:
+        worker.kill()
+        worker.wait()
+    assert memory.pss(worker.pid) == 0  # gone
+
+
+# -- real runs ------------------------------------------------------------------------------------
+
+
+def _deployment(tmp_path, server, bucket):
+    blobs = bd.make_blobs(6, seed=41)
+    for i, b in enumerate(blobs[:4]):
+        b.data = random.Random(i).randbytes(11 * MiB + i)  # three 5 MiB parts each
+    dep = bd.file_source(tmp_path / "src", blobs)
+    target = bd.s3_target(tmp_path / "s3", server=server, bucket=bucket, extra="PartSize = 5242880\n")
+    return dep, target
+
+
+def _copy(run_cli, dep, target, tmp_path, *extra: str):
+    report = tmp_path / "report.json"
+    cp = run_cli("--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2",
+                 "--json", str(report), *extra)  # fmt: skip
+    return cp, json.loads(report.read_text())
+
+
+def test_a_run_reports_its_memory_against_the_default_limit(tmp_path, run_cli, s3_server, s3_bucket):
+    dep, target = _deployment(tmp_path, s3_server, s3_bucket)
+    cp, doc = _copy(run_cli, dep, target, tmp_path)
+    assert cp.returncode == 0, cp.stderr
+    assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.with_blob()}
+    mem = doc["sections"]["data"]["memory"]
+    assert mem["limit_bytes"] == 2 * 2 * 5 * MiB + 100_000_000
+    assert 20 * MiB < mem["peak_bytes"]
+    assert 1 <= mem["parts_at_once"][0] <= mem["parts_at_once"][1] <= 4
+
+
+def test_a_limit_too_small_copies_everything_one_part_at_a_time(tmp_path, run_cli, s3_server, s3_bucket):
+    dep, target = _deployment(tmp_path, s3_server, s3_bucket)
+    cp, doc = _copy(run_cli, dep, target, tmp_path, "--max-memory", "64M")
+    assert cp.returncode == 0, cp.stderr
+    assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.with_blob()}
+    assert doc["sections"]["data"]["memory"]["parts_at_once"] == [1, 1]
+    assert "raise --max-memory or lower --workers" in cp.stdout + cp.stderr
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_no_limit_holds_nothing_back(tmp_path, run_cli, s3_server, s3_bucket):
+    dep, target = _deployment(tmp_path, s3_server, s3_bucket)
+    cp, doc = _copy(run_cli, dep, target, tmp_path, "--max-memory", "0")
+    assert cp.returncode == 0, cp.stderr
+    assert "memory" not in doc["sections"]["data"]
+    assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.with_blob()}
+
+
+def test_a_bad_size_is_one_line_and_exit_2(run_cli, tmp_path):
+    cp = run_cli("--to", str(tmp_path / "t.cfg"), "--max-memory", "lots")
+    assert cp.returncode == 2
+    assert cp.stderr.count("\n") == 1 and "'lots' is not a size" in cp.stderr
