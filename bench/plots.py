@@ -105,17 +105,18 @@ def blobs_vs_tools(folder: Path, blobs: list[dict]) -> None:
     if not blobs:
         return
     # The highest worker count measured for each case and target, all tools at that count,
-    # from the latest run at that count (runs at other scales are other deployments).
+    # from the latest run at the largest scale measured at that count (runs at other
+    # scales are other deployments).
     top: dict[tuple[str, str], int] = {}
     for r in blobs:
         key = (r["case"], r["target"])
         top[key] = max(top.get(key, 0), int(float(r["workers"])))
-    latest: dict[tuple[str, str], str] = {}
+    chosen: dict[tuple[str, str], tuple[float, str]] = {}
     for r in blobs:
         key = (r["case"], r["target"])
         if int(float(r["workers"])) == top[key]:
-            latest[key] = max(latest.get(key, ""), r["run"])
-    blobs = [r for r in blobs if r["run"] == latest.get((r["case"], r["target"]))
+            chosen[key] = max(chosen.get(key, (0.0, "")), (float(r["scale"]), r["run"]))
+    blobs = [r for r in blobs if (float(r["scale"]), r["run"]) == chosen.get((r["case"], r["target"]))
              and int(float(r["workers"])) == top[(r["case"], r["target"])]]  # fmt: skip
     cases = sorted({c for c, _ in top})
     tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone") if any(r["tool"] == t for r in blobs)]
