@@ -6,6 +6,7 @@ job of mode "die" makes its worker SIGKILL itself, as the OOM killer would.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from pmigrate.data.base import BlobRef
+from pmigrate.data.budget import PartBudget
 from pmigrate.errors import FatalError
 from pmigrate.transfer.jobs import COPIED, FAILED, BlobJob, BlobResult
 from pmigrate.transfer.pool import Pool
@@ -93,6 +95,43 @@ def test_the_job_a_worker_died_on_is_handed_to_on_death_before_its_retry():
     pool.run(_jobs(100, poison={37: "die-once"}), on_results=on_results)
     assert [e for e in events if e[1] == 37] == [("death", 37, 0), ("result", 37, 0)]  # only the job in progress
     assert sorted(r.seq for r in results) == list(range(100))
+
+
+class _Holder:
+    """Takes tokens from the pool's semaphore as an S3 upload does; a "hold-die" job dies holding three."""
+
+    def __init__(self, tokens, lifeline) -> None:
+        self.budget = PartBudget(tokens, ledger=lifeline.held)
+
+    def __call__(self, job: BlobJob) -> BlobResult:
+        deadline = time.monotonic() + 10
+        give_up = lambda: time.monotonic() > deadline  # noqa: E731 - a token never returned fails, not hangs
+        wanted = 3 if job.mode == "hold-die" and job.attempt == 0 else 1
+        got = sum(self.budget.acquire(give_up) for _ in range(wanted))
+        if wanted == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.budget.release_all()
+        if got < wanted:
+            return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="no-token", error="no token came back")
+        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size)
+
+    def close(self) -> None:
+        pass
+
+
+def holding_factory(tokens, *, lifeline):
+    return _Holder(tokens, lifeline)
+
+
+def test_the_tokens_a_dead_worker_held_go_back_to_the_pool():
+    tokens = PartBudget.shared_pool(mp.get_context("forkserver"), 2)  # 4: two deaths with 3 each would empty it
+    pool = Pool(factory=holding_factory, context=tokens, workers=2, lost=lost, chunk_jobs=8, stop_timeout=20, tokens=tokens)
+    results: list[BlobResult] = []
+    pool.run(_jobs(40, poison={5: "hold-die", 20: "hold-die"}), on_results=results.extend)
+    assert len(pool.deaths) == 2
+    assert sorted(r.seq for r in results) == list(range(40))
+    assert [r.seq for r in results if r.outcome != COPIED] == []
+    assert tokens.get_value() == 4
 
 
 def test_a_worker_that_cannot_start_stops_the_run():

@@ -13,8 +13,10 @@ each. The parent keeps the whole run within its memory limit by holding
 back some of those tokens (pmigrate.transfer.memory): the processes
 themselves, not only the parts, take memory.
 
-A worker killed while it holds tokens takes them with it; the memory
-governor counts them as parts still held, so the limit stays honest.
+Each worker also counts the tokens it holds in a shared integer (its
+lifeline's ``held``), taken after a token and given back before it: when the
+worker is killed, the parent returns that many to the pool, and the others
+do not wait forever for parts that no longer exist.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ WAIT = 0.05  # seconds between looks at whether to give up while no token is fre
 class PartBudget:
     """One process's side of the budget: tokens of its own, and the pool shared with the other workers (or None)."""
 
-    def __init__(self, shared: Any = None, *, own: int = 0, stopped: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self, shared: Any = None, *, own: int = 0, stopped: Callable[[], bool] = lambda: False, ledger: Any = None
+    ) -> None:
         self._own = threading.Semaphore(own)
         self._shared = shared
         self._stopped = stopped
+        self._ledger = ledger  # shared c_int: tokens of `shared` held, read by the parent if this process dies
         self._lock = threading.Lock()
         self._borrowed = 0
         self.held = 0  # tokens held now (a part being read or uploading)
@@ -72,6 +77,8 @@ class PartBudget:
             self.held -= 1
             if borrowed:
                 self._borrowed -= 1
+                if self._ledger is not None:
+                    self._ledger.value -= 1  # before the release: a death in between loses a token, never adds one
         if borrowed:
             self._shared.release()
         else:
@@ -88,3 +95,5 @@ class PartBudget:
             self.peak = max(self.peak, self.held)
             if borrowed:
                 self._borrowed += n
+                if self._ledger is not None:
+                    self._ledger.value += n

@@ -149,6 +149,7 @@ def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
         lost=worker_mod.lost_result,
         start_method=START_METHOD,
         preload=_preload(plan.src, plan.dst),
+        tokens=plan.parts,
     )
 
 
@@ -267,6 +268,7 @@ class _Copy:
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            self.governor = self._governor(pool)
         except BaseException:
             pool.close()
             raise
@@ -277,7 +279,6 @@ class _Copy:
         started = time.perf_counter()
         stop: _Stop | None = None
         interrupted = False
-        self.governor = self._governor(pool)
         try:
             pool.run(self._jobs(), on_results=self._on_results, on_tick=self._tick)
         except _Stop as exc:

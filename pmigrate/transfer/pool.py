@@ -63,11 +63,14 @@ class Lifeline:
     is gone (then nobody would record the result: better to clean up now).
     """
 
-    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check")
+    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held")
 
-    def __init__(self, cancel: Any, main_pid: int) -> None:
+    def __init__(self, cancel: Any, main_pid: int, held: Any = None) -> None:
         self._cancel = cancel
         self._main_pid = main_pid
+        # Shared count of the tokens this worker holds from the pool's `tokens`
+        # semaphore: the parent gives them back if the worker dies.
+        self.held = held
         self._ppid = os.getppid()
         self._next_check = 0.0
 
@@ -112,7 +115,9 @@ def _return_large_buffers() -> None:
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
-def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, cancel: Any, main_pid: int) -> None:
+def _serve(
+    factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, held: Any, cancel: Any, main_pid: int
+) -> None:
     """A worker's life: build the handler, then handle chunks until the sentinel."""
     # What the fork server preloaded (boto3 and its models: tens of MiB) stays
     # shared with it only while nothing writes to those pages; the cyclic GC
@@ -120,7 +125,7 @@ def _serve(factory: Callable[..., Handler], context: Any, conn: Connection, curr
     gc.freeze()
     _return_large_buffers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    lifeline = Lifeline(cancel, main_pid)
+    lifeline = Lifeline(cancel, main_pid, held)
     handler: Handler | None = None
     try:
         try:
@@ -166,6 +171,7 @@ class _Slot:
     process: Any
     conn: Connection
     current: Any  # shared c_longlong: seq of the job in progress, or IDLE
+    held: Any  # shared c_int: tokens the worker holds (Lifeline.held)
     jobs: dict[int, Any] = field(default_factory=dict)  # seq -> job, sent and not answered
     chunks: int = 0  # chunks sent and not finished
 
@@ -187,10 +193,13 @@ class Pool:
         preload: Sequence[str] = (),
         max_attempts: int = 2,
         stop_timeout: float = 60.0,
+        tokens: Any = None,
     ) -> None:
         """``factory(context, lifeline=...)`` runs in each worker and builds its handler
         (module-level, so it pickles by name). ``lost(job, reason)`` builds the
-        result of a job whose workers died ``max_attempts`` times.
+        result of a job whose workers died ``max_attempts`` times. ``tokens`` is a
+        semaphore the workers take from, counting what they hold in
+        ``lifeline.held``: a dead worker's tokens go back to it.
         """
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -202,6 +211,7 @@ class Pool:
         self._chunk_bytes = chunk_bytes
         self._inflight = inflight
         self._max_attempts = max_attempts
+        self._tokens = tokens
         self._stop_timeout = stop_timeout
         self._mp = mp.get_context(start_method)
         if start_method == "forkserver" and preload:
@@ -277,15 +287,16 @@ class Pool:
     def _start(self) -> _Slot:
         parent_end, child_end = self._mp.Pipe(duplex=True)
         current = self._mp.RawValue("q", IDLE)
+        held = self._mp.RawValue("i", 0)
         proc = self._mp.Process(
             target=_serve,
-            args=(self._factory, self._context, child_end, current, self._cancel, os.getpid()),
+            args=(self._factory, self._context, child_end, current, held, self._cancel, os.getpid()),
             name="pmigrate-worker",
             daemon=True,
         )
         proc.start()
         child_end.close()
-        return _Slot(process=proc, conn=parent_end, current=current)
+        return _Slot(process=proc, conn=parent_end, current=current, held=held)
 
     def _free_slot(self) -> _Slot | None:
         best = None
@@ -366,6 +377,7 @@ class Pool:
         except (EOFError, OSError):
             pass
         slot.process.join(timeout=5)
+        self._give_back(slot)
         code = slot.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         in_progress = slot.current.value
@@ -387,6 +399,15 @@ class Pool:
         self._slots.append(self._start())
         if lost:
             yield lost
+
+    def _give_back(self, slot: _Slot) -> None:
+        """Return the tokens a dead worker held, or the others would wait for them forever."""
+        held, slot.held.value = slot.held.value, 0
+        for _ in range(held if self._tokens is not None else 0):
+            try:
+                self._tokens.release()
+            except ValueError:  # already full: the worker died while giving one back
+                break
 
     def _clear_after(self, job: Any) -> None:
         if self.on_death is None:

@@ -189,7 +189,9 @@ class BlobHandler:
         self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
         shared = context.extra.get("part_budget")
         if shared is not None:  # upload parts in memory: tokens from the pool all the workers share
-            self.dst.use_part_budget(PartBudget(shared, stopped=lifeline.stopped if lifeline is not None else lambda: False))
+            self.dst.use_part_budget(
+                PartBudget(shared, stopped=lifeline.stopped, ledger=lifeline.held) if lifeline is not None else PartBudget(shared)
+            )
         self._md5 = context.checksum == "md5"
         self._server_side = self.dst.features.server_side_copy
         for b in (self.src, self.dst):
