@@ -29,15 +29,24 @@ def test_the_shared_pool_holds_two_tokens_per_worker():
         assert sum(pool.acquire(False) for _ in range(2 * workers + 2)) == 2 * workers
 
 
-def test_own_tokens_first_then_shared_ones_then_none():
-    ctx = mp.get_context("forkserver")
-    budget = PartBudget(PartBudget.shared_pool(ctx, 1), own=1)  # 1 own + 2 shared
-    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, True]
-    assert budget.acquire(NEVER) is False
-    assert (budget.held, budget.peak) == (3, 3)
+def test_a_backend_used_alone_has_tokens_of_its_own():
+    budget = PartBudget(own=2)
+    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, False]
+    assert (budget.held, budget.peak) == (2, 2)
     budget.release_all()
     assert budget.held == 0
-    assert [budget.acquire(NEVER) for _ in range(4)] == [True, True, True, False]
+    assert [budget.acquire(NEVER) for _ in range(3)] == [True, True, False]
+
+
+def test_a_worker_counts_the_shared_tokens_it_holds_for_the_parent():
+    ledger = mp.get_context("forkserver").RawValue("i", 0)
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2), ledger=ledger)
+    assert budget.acquire(NEVER) and budget.acquire(NEVER) and budget.acquire(NEVER)
+    assert ledger.value == 3
+    budget.release()
+    assert ledger.value == 2
+    budget.release_all()
+    assert ledger.value == 0
 
 
 def test_a_release_hands_the_token_back_to_the_others():

@@ -14,9 +14,9 @@ back some of those tokens (pmigrate.transfer.memory): the processes
 themselves, not only the parts, take memory.
 
 Each worker also counts the tokens it holds in a shared integer (its
-lifeline's ``held``), taken after a token and given back before it: when the
-worker is killed, the parent returns that many to the pool, and the others
-do not wait forever for parts that no longer exist.
+lifeline's ``held``), raised after a token is taken and lowered before it is
+given back: when the worker is killed, the parent returns that many to the
+pool, and the others do not wait forever for parts that no longer exist.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ WAIT = 0.05  # seconds between looks at whether to give up while no token is fre
 
 
 class PartBudget:
-    """One process's side of the budget: tokens of its own, and the pool shared with the other workers (or None)."""
+    """Tokens for upload parts in memory: from the pool the workers share, or a backend's own when used alone."""
 
     def __init__(
         self, shared: Any = None, *, own: int = 0, stopped: Callable[[], bool] = lambda: False, ledger: Any = None
     ) -> None:
-        self._own = threading.Semaphore(own)
-        self._shared = shared
+        self._tokens = shared if shared is not None else threading.Semaphore(own)
         self._stopped = stopped
-        self._ledger = ledger  # shared c_int: tokens of `shared` held, read by the parent if this process dies
+        self._ledger = ledger  # shared c_int: tokens held, read by the parent if this process dies
         self._lock = threading.Lock()
-        self._borrowed = 0
         self.held = 0  # tokens held now (a part being read or uploading)
         self.peak = 0  # most tokens held at once: parts in flight, for tests and tuning
 
@@ -55,45 +53,27 @@ class PartBudget:
     def acquire(self, stopped: Callable[[], bool] | None = None) -> bool:
         """Block until a token is free; False if told to stop first (the parent gone, the run cancelled)."""
         stopped = stopped or self._stopped
-        while True:
-            if self._own.acquire(blocking=False):
-                self._count(+1, borrowed=False)
-                return True
-            if self._shared is not None and self._shared.acquire(True, WAIT):
-                self._count(+1, borrowed=True)
-                return True
-            if self._shared is None and self._own.acquire(timeout=WAIT):
-                self._count(+1, borrowed=False)
-                return True
+        while not self._tokens.acquire(True, WAIT):
             if stopped():
                 return False
+        with self._lock:
+            self.held += 1
+            self.peak = max(self.peak, self.held)
+            if self._ledger is not None:
+                self._ledger.value += 1
+        return True
 
     def release(self) -> None:
-        """Give back one token: a shared one first, so other workers get it sooner."""
+        """Give back one token, so that another part (of any worker) may be read."""
         with self._lock:
             if self.held == 0:
                 return
-            borrowed = self._borrowed > 0
             self.held -= 1
-            if borrowed:
-                self._borrowed -= 1
-                if self._ledger is not None:
-                    self._ledger.value -= 1  # before the release: a death in between loses a token, never adds one
-        if borrowed:
-            self._shared.release()
-        else:
-            self._own.release()
+            if self._ledger is not None:
+                self._ledger.value -= 1  # before the release: a death in between loses a token, never adds one
+        self._tokens.release()
 
     def release_all(self) -> None:
         """Give back every token held: the one upload that held them is over."""
         while self.held:
             self.release()
-
-    def _count(self, n: int, *, borrowed: bool) -> None:
-        with self._lock:
-            self.held += n
-            self.peak = max(self.peak, self.held)
-            if borrowed:
-                self._borrowed += n
-                if self._ledger is not None:
-                    self._ledger.value += n
