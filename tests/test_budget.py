@@ -128,19 +128,24 @@ def test_one_multipart_upload_keeps_several_parts_in_flight_within_the_budget(s3
     assert budget.held == 0
 
 
-def test_a_failed_multipart_upload_gives_every_token_back(s3_server, s3_bucket):
-    data = random.Random(6).randbytes(12 * MiB)
-    ref = BlobRef("Budget0000000002", "BudgetUpload0002", size=len(data) + 5 * MiB)  # the source ends early
-    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))
-    backend = _backend(s3_server, s3_bucket)
+def _write_fails(server, bucket: str, budget: PartBudget, ref: BlobRef, data: bytes, error: type) -> None:
+    """The upload raises `error`, gives every token back and leaves no multipart upload open."""
+    backend = _backend(server, bucket)
     backend.use_part_budget(budget)
     try:
-        with pytest.raises(ItemError):
+        with pytest.raises(error):
             backend.write(ref, io.BufferedReader(io.BytesIO(data)))
     finally:
         backend.close()
     assert budget.held == 0
-    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_failed_multipart_upload_gives_every_token_back(s3_server, s3_bucket):
+    data = random.Random(6).randbytes(12 * MiB)
+    ref = BlobRef("Budget0000000002", "BudgetUpload0002", size=len(data) + 5 * MiB)  # the source ends early
+    budget = PartBudget(PartBudget.shared_pool(mp.get_context("forkserver"), 2))
+    _write_fails(s3_server, s3_bucket, budget, ref, data, ItemError)
 
 
 def test_an_upload_waiting_for_a_token_ends_when_the_worker_is_told_to_stop(s3_server, s3_bucket):
@@ -150,15 +155,7 @@ def test_an_upload_waiting_for_a_token_ends_when_the_worker_is_told_to_stop(s3_s
     assert shared.acquire(False) and shared.acquire(False)  # the parent holds every token back
     polls = []
     budget = PartBudget(shared, stopped=lambda: polls.append(1) or len(polls) > 5)
-    backend = _backend(s3_server, s3_bucket)
-    backend.use_part_budget(budget)
-    try:
-        with pytest.raises(Cancelled):
-            backend.write(ref, io.BufferedReader(io.BytesIO(data)))
-    finally:
-        backend.close()
-    assert budget.held == 0
-    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    _write_fails(s3_server, s3_bucket, budget, ref, data, Cancelled)
     assert s3_server.client().list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
 
 
