@@ -248,15 +248,20 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def _copying(dep: bd.Deployment, target: Path, cwd: Path, *, report: Path | None = None, output: bool = True):
-    """The CLI copying dep to target with 2 workers, as a process the test signals; killed if still running after."""
-    args = [sys.executable, "-m", "pmigrate", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2"]
+def _copying(tmp_path: Path, *, report: Path | None = None, output: bool = True):
+    """(held, target, proc): the CLI copying a deployment whose one blob is held back (_Held) to a fresh
+    folder with 2 workers, once 50 blobs are journaled; a process the test signals, killed if still running after."""
+    held = _Held(tmp_path)
+    target = bd.file_target(tmp_path / "dst")
+    args = [sys.executable, "-m", "pmigrate", "--config", str(held.dep.config), "--to", str(target), "--data-only", "-q",
+            "--workers", "2"]  # fmt: skip
     if report is not None:
         args += ["--json", str(report)]
     out = subprocess.PIPE if output else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=cwd, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint)
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint)
     try:
-        yield proc
+        _wait_journal(tmp_path / "dst", proc, rows=50)
+        yield held, target, proc
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -409,11 +414,8 @@ def _final_names_whole(files: Path, dep: bd.Deployment) -> dict[str, bytes]:
 
 
 def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
-    held = _Held(tmp_path)
-    dep = held.dep
-    target = bd.file_target(tmp_path / "dst")
-    with _copying(dep, target, tmp_path, output=False) as proc:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+    with _copying(tmp_path, output=False) as (held, target, proc):
+        dep = held.dep
         workers = _workers_of(proc.pid)
         others = _descendants(proc.pid)
         assert workers, "no worker process found"
@@ -438,12 +440,9 @@ def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
 
 
 def test_kill_9_of_a_worker_is_survived(tmp_path):
-    held = _Held(tmp_path)
-    dep = held.dep
-    target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
-    with _copying(dep, target, tmp_path, report=report) as proc:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+    with _copying(tmp_path, report=report) as (held, target, proc):
+        dep = held.dep
         victims = _workers_of(proc.pid)
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
@@ -463,13 +462,10 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
 
 
 def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
-    held = _Held(tmp_path)
-    dep = held.dep
-    target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
-    folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
-    with _copying(dep, target, tmp_path, report=report) as proc:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+    with _copying(tmp_path, report=report) as (held, target, proc):
+        dep = held.dep
+        folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
         release = held.feed_part(len(held.blob.data) // 2)
         deadline = time.monotonic() + 60
         while not list(folder.glob(f".{held.blob.file_id}.partial-*")):  # the write has begun
@@ -510,11 +506,8 @@ def test_discard_partial_removes_only_that_blobs_temporary_files(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
-    held = _Held(tmp_path)
-    dep = held.dep
-    target = bd.file_target(tmp_path / "dst")
-    with _copying(dep, target, tmp_path) as proc:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+    with _copying(tmp_path) as (held, target, proc):
+        dep = held.dep
         family = _descendants(proc.pid)
         proc.send_signal(signal.SIGINT)  # the parent owns Ctrl-C; workers ignore it and are stopped by it
         time.sleep(0.5)
@@ -536,12 +529,9 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
 
 
 def test_ctrl_c_is_reported_as_interrupted_then_rerun_completes(tmp_path, run_cli):
-    held = _Held(tmp_path)
-    dep = held.dep
-    target = bd.file_target(tmp_path / "dst")
     report = tmp_path / "r.json"
-    with _copying(dep, target, tmp_path, report=report) as proc:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+    with _copying(tmp_path, report=report) as (held, target, proc):
+        dep = held.dep
         proc.send_signal(signal.SIGINT)
         held.feed()  # the worker blocked on the FIFO gets its bytes and sees the cancel
         out, err = proc.communicate(timeout=60)
