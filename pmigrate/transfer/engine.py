@@ -62,7 +62,6 @@ class Plan:
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
     pool: Pool | None = None  # workers started by preflight
-    parts: Any = None  # the upload-part tokens the workers share (pmigrate.data.budget)
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -133,14 +132,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
-    plan.parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)
+    parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     context = worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
-        extra={"part_budget": plan.parts},
+        extra={"part_budget": parts},
     )
     return Pool(
         factory=worker_mod.make_handler,
@@ -149,7 +148,7 @@ def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
         lost=worker_mod.lost_result,
         start_method=START_METHOD,
         preload=_preload(plan.src, plan.dst),
-        tokens=plan.parts,
+        tokens=parts,
     )
 
 
@@ -322,10 +321,10 @@ class _Copy:
         limit = self.opts.max_memory
         if limit is None:
             limit = memory.default_limit(workers=workers, part_bytes=part)
-        if not part or not limit or self.plan.parts is None or not memory.measurable():
+        if not part or not limit or pool.tokens is None or not memory.measurable():
             return None
         governor = memory.MemoryGovernor(
-            self.plan.parts,
+            pool.tokens,
             capacity=PartBudget.capacity(workers),
             part_bytes=part,
             limit=limit,

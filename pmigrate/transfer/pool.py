@@ -211,7 +211,7 @@ class Pool:
         self._chunk_bytes = chunk_bytes
         self._inflight = inflight
         self._max_attempts = max_attempts
-        self._tokens = tokens
+        self.tokens = tokens
         self._stop_timeout = stop_timeout
         self._mp = mp.get_context(start_method)
         if start_method == "forkserver" and preload:
@@ -402,10 +402,11 @@ class Pool:
 
     def _give_back(self, slot: _Slot) -> None:
         """Return the tokens a dead worker held, or the others would wait for them forever."""
-        held, slot.held.value = slot.held.value, 0
-        for _ in range(held if self._tokens is not None else 0):
+        if self.tokens is None:
+            return
+        for _ in range(slot.held.value):
             try:
-                self._tokens.release()
+                self.tokens.release()
             except ValueError:  # already full: the worker died while giving one back
                 break
 
