@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true", help="after copying, audit every blob and row as 'pmigrate verify' does (default: off)")
     parser.add_argument("--restart", action="store_true", help="ignore the journal and copy every blob again (default: resume)")
     parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete from the target the rows gone from the source (plikd purged them); only in a target "
+        "pmigrate filled from this source (default: keep them)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="accept a non-empty target that pmigrate did not fill from this source: rows and blobs are "
+        "inserted and updated there, nothing is deleted (default: refuse it)",
+    )
+    parser.add_argument(
         "--max-memory",
         type=_memory_size,
         metavar="SIZE",
@@ -186,6 +198,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         checksum=args.checksum,
         journal=args.journal,
         restart=getattr(args, "restart", False),
+        merge=getattr(args, "merge", False),
+        prune=getattr(args, "prune", False),
         with_sessions=getattr(args, "with_sessions", False),
         quiet=args.quiet,
         verbose=args.verbose,

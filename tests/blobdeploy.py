@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmigrate.data.base import OWNER_MARKER
 from tests.servers import S3Server
 
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -150,10 +151,15 @@ def s3_target(root: Path, *, server: S3Server, bucket: str, prefix: str = "", ex
 
 
 def file_target_blobs(directory: Path) -> dict[str, bytes]:
-    """file id -> bytes of every blob under a file target, plus '.partial' names as themselves."""
+    """file id -> bytes of every blob under a file target, plus '.partial' names as themselves.
+
+    pmigrate's ownership record is not a blob: tests of ownership read it apart.
+    """
     out = {}
     for dirpath, _dirs, names in os.walk(directory):
         for n in names:
+            if n == OWNER_MARKER and Path(dirpath) == Path(directory):
+                continue
             out[n] = (Path(dirpath) / n).read_bytes()
     return out
 
@@ -165,5 +171,7 @@ def s3_target_blobs(server: S3Server, bucket: str, *, prefix: str = "") -> dict[
         for obj in page.get("Contents", []):
             key = obj["Key"]
             name = key[len(prefix) + 1 :] if prefix else key
+            if name == OWNER_MARKER:
+                continue  # pmigrate's ownership record, not a blob
             out[name] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return out

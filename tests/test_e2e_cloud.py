@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+from pmigrate.data.base import OWNER_MARKER
 from tests import blobdeploy as bd
 
 KiB = 1024
@@ -55,13 +56,14 @@ def _gcs_blobs(server, bucket: str, folder: str) -> dict[str, bytes]:
     out = {}
     for blob in server.client().list_blobs(bucket, prefix=f"{folder}/" if folder else None):
         out[blob.name[len(folder) + 1 :] if folder else blob.name] = blob.download_as_bytes()
+    out.pop(OWNER_MARKER, None)  # pmigrate's ownership record, not a blob
     return out
 
 
 def _swift_blobs(server, container: str) -> dict[str, bytes]:
     conn = server.connection()
     _h, objects = conn.get_container(container, full_listing=True)
-    return {o["name"]: conn.get_object(container, o["name"])[1] for o in objects}
+    return {o["name"]: conn.get_object(container, o["name"])[1] for o in objects if o["name"] != OWNER_MARKER}
 
 
 def _deployment(root: Path, blobs: list[bd.Blob], data_toml: str) -> Path:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Iterator, Mapping
 
 
+# pmigrate's ownership record at the root of a target store (pmigrate.ownership); never a blob key.
+OWNER_MARKER = ".pmigrate-owner.json"
+
+
 @dataclass(frozen=True, slots=True)
 class BlobRef:
     """Where one blob lives in Plik's terms; plain so that it pickles cheaply."""
@@ -150,8 +154,29 @@ class DataBackend(abc.ABC):
         """Copy server-side from source when possible; False means: stream it instead."""
         return False
 
+    # -- pmigrate's ownership record (pmigrate.ownership) --------------------
+    def read_marker(self) -> bytes | None:
+        """The record OWNER_MARKER at the root of the store, or None when absent (or the store is)."""
+        raise NotImplementedError(f"{self.name} keeps no ownership record")
+
+    def write_marker(self, data: bytes) -> None:
+        """Store the record OWNER_MARKER at the root of the store, durably and whole."""
+        raise NotImplementedError(f"{self.name} keeps no ownership record")
+
+    def first_blob(self) -> str | None:
+        """The key of any one stored object but the record, or None when the store holds none."""
+        for key, _size in self.list_blobs():
+            if not is_marker(key):
+                return key
+        return None
+
     def __enter__(self) -> "DataBackend":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_marker(key: str) -> bool:
+    """True for the key of pmigrate's ownership record, in any backend's layout."""
+    return key.rsplit("/", 1)[-1] == OWNER_MARKER

@@ -21,7 +21,7 @@ import secrets
 import stat as stat_mod
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.sizing import size_error
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError
 from pmigrate.ids import check_id
@@ -233,6 +233,40 @@ class FileBackend(DataBackend):
                     for third in _scandir(second.path):
                         if not third.name.startswith(".") and third.is_file(follow_symlinks=False):
                             yield third.path, third.stat(follow_symlinks=False).st_size
+
+
+    def read_marker(self) -> bytes | None:
+        try:
+            with open(os.path.join(self.directory, OWNER_MARKER), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise ConfigError(f"file backend: cannot read {os.path.join(self.directory, OWNER_MARKER)}: {exc.strerror}") from None
+
+    def write_marker(self, data: bytes) -> None:
+        """Written once per target, so fsynced at once (file, then folder), unlike blobs."""
+        final = os.path.join(self.directory, OWNER_MARKER)
+        tmp = f"{final}{PARTIAL}{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            dfd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise FatalError(f"cannot write {final}: {exc.strerror}") from None
 
 
 def _scandir(path: str) -> list[os.DirEntry]:

@@ -25,7 +25,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
-from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
@@ -226,6 +226,36 @@ class GCSBackend(DataBackend):
                 yield blob.name, int(blob.size or 0)
         except Exception as exc:  # noqa: BLE001
             raise FatalError(f"cannot list gcs bucket {self.bucket_name!r}: {translate(exc, item=self.bucket_name)}") from exc
+
+    def _marker_key(self) -> str:
+        return f"{self.folder}/{OWNER_MARKER}" if self.folder else OWNER_MARKER
+
+    def read_marker(self) -> bytes | None:
+        key = self._marker_key()
+        try:
+            return self._bucket.blob(key).download_as_bytes()
+        except gexc.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+
+    def write_marker(self, data: bytes) -> None:
+        key = self._marker_key()
+        try:
+            self._bucket.blob(key).upload_from_string(data, content_type="application/json")
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot write gs://{self.bucket_name}/{key}: {translate(exc, item=key)}") from exc
+
+    def first_blob(self) -> str | None:
+        prefix = f"{self.folder}/" if self.folder else None
+        try:
+            names = [b.name for b in self._client.list_blobs(self.bucket_name, prefix=prefix, max_results=2)]
+        except gexc.NotFound:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot list gcs bucket {self.bucket_name!r}: {translate(exc, item=self.bucket_name)}") from exc
+        names = [n for n in names if not is_marker(n)]
+        return names[0] if names else None
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
         """Rewrite server-side when source is gcs at the same endpoint (same process credentials).

@@ -33,7 +33,7 @@ import threading
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
-from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError
@@ -361,6 +361,37 @@ class S3Backend(DataBackend):
                     yield obj["Key"], int(obj["Size"])
         except Exception as exc:  # noqa: BLE001
             raise FatalError(f"cannot list {self.describe()}: {_message(exc)}") from None
+
+    def _marker_key(self) -> str:
+        return f"{self.prefix}/{OWNER_MARKER}" if self.prefix else OWNER_MARKER
+
+    def read_marker(self) -> bytes | None:
+        key = self._marker_key()
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
+                return None
+            raise FatalError(f"cannot read {self.bucket}/{key}: {_message(exc)}") from None
+
+    def write_marker(self, data: bytes) -> None:
+        key = self._marker_key()
+        extra = {"ServerSideEncryption": "AES256"} if self.options.get("SSE") == "S3" else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="application/json", **extra)
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot write {self.bucket}/{key}: {_message(exc)}") from None
+
+    def first_blob(self) -> str | None:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            resp = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=2)
+        except Exception as exc:  # noqa: BLE001
+            if _code(exc) == "NoSuchBucket":
+                return None
+            raise FatalError(f"cannot list {self.describe()}: {_message(exc)}") from None
+        keys = [o["Key"] for o in resp.get("Contents", ()) if not is_marker(o["Key"])]
+        return keys[0] if keys else None
 
     def open_multipart_uploads(self) -> list[str]:
         """Keys of multipart uploads begun and never completed or aborted under this backend's prefix."""

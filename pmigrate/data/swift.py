@@ -25,7 +25,7 @@ import swiftclient
 from swiftclient.exceptions import ClientException
 
 from pmigrate import redact
-from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.ids import check_id
@@ -361,6 +361,31 @@ class SwiftBackend(DataBackend):
             raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
         for obj in objects:
             yield obj["name"], int(obj.get("bytes", 0))
+
+    def read_marker(self) -> bytes | None:
+        try:
+            _h, body = self._conn().get_object(self.container, OWNER_MARKER)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return None
+            raise translate(exc, item=OWNER_MARKER) from exc
+        return body
+
+    def write_marker(self, data: bytes) -> None:
+        try:
+            self._conn().put_object(self.container, OWNER_MARKER, contents=data, content_type="application/json")
+        except Exception as exc:  # noqa: BLE001
+            raise FatalError(f"cannot write {OWNER_MARKER} in swift container {self.container}: {exc}") from exc
+
+    def first_blob(self) -> str | None:
+        try:
+            _h, objects = self._conn().get_container(self.container, limit=2)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return None
+            raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
+        names = [o["name"] for o in objects if not is_marker(o["name"])]
+        return names[0] if names else None
 
     def segments(self) -> list[str]:
         """Every object in the segments container."""

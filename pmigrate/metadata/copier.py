@@ -7,9 +7,11 @@ converters (values.py) into bulk writers (dialects.py), all in one target
 transaction, then proves the result with per-table counts.
 
 A fresh target gets Plik's schema at the source's level and a plain bulk
-load; a target already at that level is merged by primary key (rows inserted,
-changed rows updated, rows gone from the source deleted), so a second pass
-during a cutover moves only what changed.
+load; a target already at that level that pmigrate filled from this source
+(pmigrate.ownership) is merged by primary key (rows inserted, changed rows
+updated), so a second pass during a cutover moves only what changed. Rows gone
+from the source are deleted there only with --prune; a target holding
+someone else's deployment is refused, or with --merge merged without deleting.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Sequence
 
 import sqlalchemy as sa
 
+from pmigrate import ownership
 from pmigrate.errors import ConfigError, FatalError, ItemError
 from pmigrate.metadata import dialects
 from pmigrate.metadata import values as V
@@ -78,6 +81,8 @@ class Plan:
     unknown: list[str]
     src_zone: tzinfo
     dst_zone: tzinfo
+    source_identity: str = ""  # pmigrate.ownership.metadata_source
+    owner: ownership.Ownership = ownership.Ownership(ownership.EMPTY)
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
 
@@ -143,6 +148,8 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
         refl = _reflect(c, sd, names)
         planned = {t: _unknown_types(c, t, dd) for t in unknown} if dd == "mysql" else {}
 
+    source_identity = ownership.metadata_source(src.metadata)
+    owner = ownership.Ownership(ownership.EMPTY)
     if absent:
         state = "empty"
         dst_refl: dict[str, dict[str, Any]] = {}
@@ -151,6 +158,9 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
             state = schema.check_target(c, level=level, extra_tables=tuple(unknown))
             have = set(sa.inspect(c).get_table_names())
             dst_refl = _reflect(c, dd, [t for t in names if t in have]) if state == "same-level" else {}
+            if state == "same-level":
+                owner = ownership.metadata_state(c, source=source_identity, tables=sorted(have & set(names)))
+    _check_owner(owner, dst.metadata.describe(), source_identity, opts=opts)
 
     tables = []
     for t in names:
@@ -187,12 +197,26 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
         unknown=unknown,
         src_zone=_zone(src.metadata),
         dst_zone=_zone(dst.metadata),
+        source_identity=source_identity,
+        owner=owner,
     )
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
     if dd == "postgres" and sd != "postgres":
         _check_nuls(plan, opts=opts)
     return plan
+
+
+def _check_owner(owner: ownership.Ownership, where: str, source: str, *, opts: RunOptions) -> None:
+    """Refuse a target this source did not fill (unless --merge), and --prune anywhere but in one it did."""
+    if owner.state in (ownership.FOREIGN, ownership.OTHER):
+        if not opts.merge:
+            raise ownership.refuse(what="database", where=where, source=source, found=owner)
+        if opts.prune:
+            raise ConfigError(
+                f"--prune deletes rows only in a target pmigrate filled from this source, and {where} is not one: "
+                "drop --prune to merge without deleting"
+            )
 
 
 def _attach_target(t: TablePlan, dst_columns: Sequence[tuple[str, Any]], driver: str, *, fatal: type[Exception]) -> None:
@@ -394,6 +418,7 @@ class _TableResult:
     bad: int = 0
     changed: int | None = None
     deleted: int = 0
+    kept: int = 0  # target rows whose key the source no longer has, left in place without --prune
     target: int | None = None
 
 
@@ -520,8 +545,8 @@ def _convert(
     return tuple(r)
 
 
-def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writer: dialects.TargetWriter, *, opts: RunOptions) -> int:
-    """On a re-run: delete target rows whose key the source no longer has (plikd purged them)."""
+def _gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writer: dialects.TargetWriter, *, opts: RunOptions, delete: bool) -> int:
+    """On a re-run: target rows whose key the source no longer has (plikd purged them); deleted with ``delete``."""
     kinds = {c.name: c.kind for c in t.columns}
 
     step = 1000 if "mysql" in (plan.src_driver, plan.dst_driver) else 1  # datetime(3): compare at ms
@@ -539,8 +564,9 @@ def _delete_gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writ
     gone = []
     for batch in writer.keys(t.name, t.pk, batch=opts.batch_size):
         gone.extend(r for r in batch if canon(r, plan.dst_driver, plan.dst_zone) not in source)
-    for chunk in dialects.chunks(gone, opts.batch_size):
-        writer.delete(t.name, t.pk, chunk)
+    if delete:
+        for chunk in dialects.chunks(gone, opts.batch_size):
+            writer.delete(t.name, t.pk, chunk)
     return len(gone)
 
 
@@ -568,7 +594,7 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
                 res.orphans += 1
                 report.problem(area=AREA, kind="orphan", item=item, message=message, fatal=False)
         if opts.dry_run:
-            _dry_report(plan, results, skipped_counts, report=report)
+            _dry_report(plan, results, skipped_counts, opts=opts, report=report)
             return
         _load(plan, reader, results, opts=opts, report=report)
         reader.close()
@@ -579,24 +605,63 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         plan.dst_engine.dispose()
 
 
-def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, report: Report) -> None:
+_OWNER_NOTE = {
+    ownership.EMPTY: "the target holds no deployment: pmigrate would fill it and record this source as its own",
+    ownership.OWNED: "the target was filled by pmigrate from this source",
+    ownership.FOREIGN: "the target holds a deployment pmigrate did not fill (--merge: inserted into, never deleted from)",
+    ownership.OTHER: "the target was filled by pmigrate from another source (--merge: inserted into, never deleted from)",
+}
+
+
+def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, opts: RunOptions, report: Report) -> None:
     sec = report.section(AREA)
     if plan.state == "empty":
         what = f"would create Plik's schema at level {plan.level} on {plan.dst_desc} and load every row"
     else:
         what = f"would merge by primary key into {plan.dst_desc}, already at level {plan.level}"
     report.line(AREA, f"dry run: {what}; nothing written")
+    report.line(AREA, _OWNER_NOTE[plan.owner.state])
+    prune = opts.prune and plan.owner.owned
+    diff = _dry_diff(plan, opts=opts) if plan.state != "empty" else {}
     tables = {}
+    if diff:
+        report.line(AREA, f"{'table':<22} {'source':>10} {'insert':>10} {'update':>10} {'delete' if prune else 'keep':>10}")
     for t in plan.tables:
         r = results[t.name]
-        tables[t.name] = {"source": r.source, "orphans": r.orphans, "would_copy": r.source - r.orphans}
+        entry = {"source": r.source, "orphans": r.orphans, "would_copy": r.source - r.orphans}
         note = f" ({r.orphans} orphans would be skipped)" if r.orphans else ""
-        report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
+        if t.name in diff:
+            ins, upd, gone = diff[t.name]
+            entry.update(would_insert=ins, would_update=upd, **{"would_delete" if prune else "would_keep": gone})
+            report.line(AREA, f"{t.name:<22} {r.source:>10} {ins:>10} {upd:>10} {gone:>10}{note}")
+        else:
+            report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
+        tables[t.name] = entry
+    if diff and not prune and any(gone for _, _, gone in diff.values()):
+        report.line(AREA, "rows gone from the source would be kept; --prune deletes them (only in a target filled from this source)")
     for name, n in skipped_counts.items():
         report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
     for line in plan.oversized:
         report.line(AREA, f"would skip: {line}")
-    sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
+    sec.update(
+        dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown, target_owner=plan.owner.state
+    )
+
+
+def _dry_diff(plan: Plan, *, opts: RunOptions) -> dict[str, tuple[int, int, int]]:
+    """(insert, update, delete) per table on a target that holds rows: the row audit's missing, changed, extra."""
+    from pmigrate.verify import rows
+
+    src = rows.Side(engine=plan.src_engine, driver=plan.src_driver, naive_tz=plan.src_zone)
+    dst = rows.Side(engine=plan.dst_engine, driver=plan.dst_driver, naive_tz=plan.dst_zone)
+    plans, _problems = rows.plan_tables(src, dst)
+    wanted = {t.name for t in plan.tables}
+    out = {}
+    for tp in plans:
+        if tp.name in wanted:
+            res = rows.audit_table(tp, src, dst, batch_size=opts.batch_size)
+            out[tp.name] = (res.missing, res.changed, res.extra)
+    return out
 
 
 def _create(plan: Plan, conn: Any) -> list[str]:
@@ -654,9 +719,17 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             if fresh:  # keys and indexes are built after the rows: sort them in memory
                 conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
         later: list[str] = []
+        claim = plan.owner.state in (ownership.OWNED, ownership.EMPTY)
+        if claim and not fresh:
+            _record_owner(plan, raw, create=True, write=False)  # DDL first: on mysql it commits
         if fresh:
             later = _create(plan, conn)
             created = True
+            _record_owner(plan, raw, create=True)
+            if plan.dst_driver == "mysql":
+                # Its DDL has committed already: a run killed from here on leaves tables that
+                # the next run must recognise as this source's, to finish them.
+                raw.commit()
         _attach_reflected(plan, conn, known)
         writer = dialects.TargetWriter(raw, plan.dst_driver)
         if fresh and plan.dst_driver == "mysql":
@@ -679,10 +752,17 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             for t in unknown:
                 _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
         if not fresh:
+            prune = opts.prune and plan.owner.owned
             for t in reversed(plan.tables):
                 res = results[t.name]
                 if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
-                    res.deleted = _delete_gone(plan, t, reader, writer, opts=opts)
+                    n = _gone(plan, t, reader, writer, opts=opts, delete=prune)
+                    if prune:
+                        res.deleted = n
+                    else:
+                        res.kept = n
+            if claim:
+                _record_owner(plan, raw)  # in the same transaction as the rows
         raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
         if fresh and plan.dst_driver == "mysql":
             writer.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1").close()
@@ -700,6 +780,17 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             raise FatalError(f"metadata copy failed: {detail}. {state}") from exc
         raise
     conn.close()
+
+
+def _record_owner(plan: Plan, raw: Any, *, create: bool = False, write: bool = True) -> None:
+    cur = raw.cursor()
+    try:
+        if create:
+            ownership.create_owner_table(cur, driver=plan.dst_driver)
+        if write:
+            ownership.write_metadata_owner(cur, driver=plan.dst_driver, source=plan.source_identity)
+    finally:
+        cur.close()
 
 
 def _attach_reflected(plan: Plan, conn: Any, tables: Sequence[TablePlan]) -> None:
@@ -751,7 +842,7 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
     report.line(AREA, f"{'table':<22} {'source':>10} {'target':>10}")
     for t in plan.tables:
         r = results[t.name]
-        expected = r.source - r.orphans - r.bad
+        expected = r.source - r.orphans - r.bad + r.kept
         ok = r.target == expected
         entry = {"source": r.source, "target": r.target, "orphans": r.orphans, "skipped": r.bad, "ok": ok}
         notes = []
@@ -765,6 +856,9 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
         if r.deleted:
             entry["deleted"] = r.deleted
             notes.append(f"{r.deleted} deleted")
+        if r.kept:
+            entry["kept"] = r.kept
+            notes.append(f"{r.kept} gone from the source kept; --prune deletes them")
         if not ok:
             mismatches.append(t.name)
             notes.append(f"MISMATCH: expected {expected}")
@@ -782,6 +876,7 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
         ok=not mismatches,
     )
     mode = "created at level " + plan.level if plan.state == "empty" else "merged by primary key"
+    sec["target_owner"] = plan.owner.state
     report.line(AREA, f"{total} rows in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
     if mismatches:
         report.line(AREA, f"counts differ for {', '.join(mismatches)}")

@@ -263,8 +263,10 @@ def check_target(conn: Connection, *, level: str | SchemaLevel, extra_tables: tu
     ``extra_tables`` are the source's unknown tables, which an earlier run may
     have created on the target. Anything else is refused with ConfigError.
     """
+    from pmigrate.ownership import OWNER_TABLE
+
     name = _check_level(level)
-    tables = _tables(conn)
+    tables = _tables(conn) - {OWNER_TABLE}  # pmigrate's own record; whose the rows are is checked apart
     if not tables:
         return "empty"
     expected = set(known_tables(name))
@@ -305,8 +307,10 @@ def check_target(conn: Connection, *, level: str | SchemaLevel, extra_tables: tu
 
 def unknown_tables(conn: Connection, level: str | SchemaLevel) -> list[str]:
     """Source tables that are not Plik's at ``level`` (e.g. a fork's ``events``), parents first."""
+    from pmigrate.ownership import OWNER_TABLE
+
     known = set(known_tables(level))
-    names = sorted(_tables(conn) - known)
+    names = sorted(_tables(conn) - known - {OWNER_TABLE})  # a target pmigrate filled, now a source
     if not names:
         return []
     md = sa.MetaData()

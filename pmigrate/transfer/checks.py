@@ -27,30 +27,46 @@ TIMEOUT = 600.0  # seconds; a backend's own requests time out and retry well wit
 READ = "read"  # it must exist and answer: check(create=False)
 CREATE = "create"  # create it if missing, as plikd would: check(create=True)
 REACH = "reach"  # it must answer; not being there yet is fine (created when the copy starts)
+OWN = "own"  # whose it is (pmigrate.ownership): refused unless this source filled it, or --merge
+CLAIM = "claim"  # as OWN, then an empty store is recorded as this source's before the first blob
 
-Check = tuple[str, dict[str, Any], str]  # (DataBackend name, DataBackendConfig, READ | CREATE | REACH)
-
-
-def run_checks(checks: Sequence[Check], *, start_method: str = "forkserver") -> None:
-    """Each check in order; ConfigError or FatalError on the first failure."""
-    if any(backend_class(name).preload for name, _, _ in checks):
-        _in_child(checks, start_method)
-    else:
-        for check in checks:
-            _check(*check)
+# (DataBackend name, DataBackendConfig, mode[, source identity, merge] for OWN and CLAIM)
+Check = tuple[Any, ...]
 
 
-def _check(name: str, options: dict[str, Any], mode: str) -> None:
+def run_checks(checks: Sequence[Check], *, start_method: str = "forkserver") -> list[str]:
+    """Each check in order; ConfigError or FatalError on the first failure. Returns what each found."""
+    if any(backend_class(check[0]).preload for check in checks):
+        return _in_child(checks, start_method)
+    return [_check(*check) for check in checks]
+
+
+def _check(name: str, options: dict[str, Any], mode: str, *args: Any) -> str:
     with open_backend(name, options) as backend:
+        if mode in (OWN, CLAIM):
+            return _own(backend, mode, *args)
         try:
             backend.check(create=mode == CREATE)
         except ConfigError as exc:
             # Unreachable or refused credentials is bad input, found before any write.
             if mode != REACH or "does not exist" not in str(exc):
                 raise
+        return ""
 
 
-def _in_child(checks: Sequence[Check], start_method: str) -> None:
+def _own(backend: Any, mode: str, source: str, merge: bool) -> str:
+    from pmigrate import ownership
+
+    found = ownership.data_state(backend, source=source)
+    if found.state in (ownership.FOREIGN, ownership.OTHER) and not merge:
+        raise ownership.refuse(what="data store", where=backend.describe(), source=source, found=found)
+    if mode == CLAIM and found.state == ownership.EMPTY:
+        backend.write_marker(ownership.marker(source))
+        return ownership.OWNED
+    return found.state
+
+
+def _in_child(checks: Sequence[Check], start_method: str) -> list[str]:
     ctx = mp.get_context(start_method)
     parent_end, child_end = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(list(checks), child_end, redact.registered()), name="pmigrate-check", daemon=True)
@@ -59,7 +75,7 @@ def _in_child(checks: Sequence[Check], start_method: str) -> None:
     try:
         if not parent_end.poll(TIMEOUT):
             raise FatalError(f"checking the data backends took more than {TIMEOUT:.0f}s: check the stores' Endpoint settings")
-        kind, message = parent_end.recv()
+        kind, message, found = parent_end.recv()
     except (EOFError, OSError):
         proc.join(5)
         raise FatalError(f"the process checking the data backends died (exit code {proc.exitcode})") from None
@@ -74,17 +90,19 @@ def _in_child(checks: Sequence[Check], start_method: str) -> None:
         raise ConfigError(message)
     if kind == "error":
         raise FatalError(message)
+    return found
 
 
 def _child(checks: list[Check], conn: Connection, secrets: tuple[str, ...]) -> None:
     redact.init_child(secrets)
     try:
-        for check in checks:
-            _check(*check)
-        conn.send(("ok", ""))
+        found = [_check(*check) for check in checks]
+        conn.send(("ok", "", found))
     except ConfigError as exc:
-        conn.send(("config", redact.redact(str(exc))))
+        conn.send(("config", redact.redact(str(exc)), []))
+    except FatalError as exc:
+        conn.send(("error", redact.redact(str(exc)), []))
     except Exception as exc:  # noqa: BLE001 - reported in the parent as one line
-        conn.send(("error", redact.redact(f"checking the data backends failed: {type(exc).__name__}: {exc}")))
+        conn.send(("error", redact.redact(f"checking the data backends failed: {type(exc).__name__}: {exc}"), []))
     finally:
         conn.close()

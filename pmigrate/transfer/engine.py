@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from pmigrate import enumerate as enum_mod
-from pmigrate import progress
+from pmigrate import ownership, progress
 from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
@@ -62,6 +62,7 @@ class Plan:
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
     pool: Pool | None = None  # workers started by preflight
+    owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -70,6 +71,11 @@ def _backend(cfg: PlikConfig) -> DataBackend:
 
 def _spec(cfg: PlikConfig, mode: str) -> checks.Check:
     return (cfg.data.backend, dict(cfg.data.options), mode)
+
+
+def _owner_spec(src: PlikConfig, dst: PlikConfig, mode: str, *, opts: RunOptions) -> checks.Check:
+    """Whose the target store is (checks.OWN), or that and claiming an empty one (checks.CLAIM)."""
+    return (*_spec(dst, mode), ownership.data_source(src.data), opts.merge)
 
 
 def _source_engine(src: PlikConfig) -> sa.Engine:
@@ -106,7 +112,11 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         # The fork server, with what the workers preload, also serves the checks (transfer/checks.py).
         mp.get_context(START_METHOD).set_forkserver_preload(_preload(src, dst))
         # A target directory or bucket not there yet is fine: run() creates it as plikd would.
-        checks.run_checks([_spec(src, checks.READ), _spec(dst, checks.REACH)], start_method=START_METHOD)
+        found = checks.run_checks(
+            [_spec(src, checks.READ), _spec(dst, checks.REACH), _owner_spec(src, dst, checks.OWN, opts=opts)],
+            start_method=START_METHOD,
+        )
+        owner = found[-1]
     engine = _source_engine(src)
     try:
         with engine.connect() as conn:
@@ -122,6 +132,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         if j is not None:
             j.close()
     plan = Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+    if not skip:
+        plan.owner = owner
     if not skip and not opts.dry_run:
         # Workers start now and build their clients while the parent goes on
         # (other stages' checks, the metadata copy): starting processes and
@@ -235,11 +247,21 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         skipped=skipped,
         invalid_ids=tally.invalid,
     )
+    sec["target_owner"] = plan.owner
+    report.line(AREA, _OWNER_NOTE[plan.owner])
     report.line(AREA, f"would copy {tally.blobs - known} blob(s), {_size(tally.blob_bytes - known_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
     if known:
         report.line(AREA, f"journal {plan.journal_path} lists {known} ({_size(known_bytes)}) as done: checked on the target, then skipped")
     by_status = ", ".join(f"{n} {s or '(empty)'}" for s, n in sorted(tally.by_status.items()))
     report.line(AREA, f"files by status: {by_status or 'none'}")
+
+
+_OWNER_NOTE = {
+    ownership.EMPTY: "the target store holds no blob: pmigrate would fill it and record this source as its owner",
+    ownership.OWNED: "the target store was filled by pmigrate from this source",
+    ownership.FOREIGN: "the target store holds objects pmigrate did not copy (--merge: written into, never deleted from)",
+    ownership.OTHER: "the target store was filled by pmigrate from another source (--merge: written into, never deleted from)",
+}
 
 
 class _Copy:
@@ -263,7 +285,11 @@ class _Copy:
         plan, opts = self.plan, self.opts
         pool = plan.pool or _pool(plan, opts=opts)
         try:
-            checks.run_checks([_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE)], start_method=START_METHOD)
+            found = checks.run_checks(
+                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)],
+                start_method=START_METHOD,
+            )
+            self.report.section(AREA)["target_owner"] = found[-1]
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)

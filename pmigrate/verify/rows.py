@@ -145,7 +145,10 @@ def plan_tables(src: Side, dst: Side) -> tuple[list[TablePlan], list[tuple[str, 
     only on request).
     """
     si, di = sa.inspect(src.engine), sa.inspect(dst.engine)
-    src_tables, dst_tables = set(si.get_table_names()), set(di.get_table_names())
+    from pmigrate.ownership import OWNER_TABLE
+
+    # pmigrate's own record of whose the target is: not the deployment's data
+    src_tables, dst_tables = set(si.get_table_names()) - {OWNER_TABLE}, set(di.get_table_names()) - {OWNER_TABLE}
     known = _known_order(src)
     names = [t for t in known if t in src_tables] + sorted(src_tables - set(known))
     plans: list[TablePlan] = []

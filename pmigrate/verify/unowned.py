@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from sqlalchemy.engine import Engine
 
-from pmigrate.data.base import DataBackend
+from pmigrate.data.base import DataBackend, is_marker
 from pmigrate.errors import ItemError
 from pmigrate.verify.blobs import file_rows, to_ref
 
@@ -57,7 +57,8 @@ def audit(*, engine: Engine, backend: DataBackend, report: Any, batch_size: int 
             db.execute("CREATE TABLE stored (k TEXT NOT NULL, size INTEGER NOT NULL)")
             for batch in _batched(_claimed_keys(engine, backend, batch_size=batch_size), BATCH):
                 db.executemany("INSERT OR IGNORE INTO claimed VALUES (?)", batch)
-            for batch in _batched(backend.list_blobs(), BATCH):
+            stored = ((k, size) for k, size in backend.list_blobs() if not is_marker(k))  # pmigrate's own record
+            for batch in _batched(stored, BATCH):
                 listed += len(batch)
                 db.executemany("INSERT INTO stored VALUES (?, ?)", batch)
             db.commit()
