@@ -19,7 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from pmigrate import cli, config, lock
+from pmigrate.errors import FatalError
+from pmigrate.metadata import copier
 from pmigrate.options import RunOptions
+from pmigrate.report import Report
 from pmigrate.transfer.journal import locate
 from tests.conftest import REPO
 from tests.metadata_helpers import load_cfg
@@ -223,6 +226,27 @@ def test_dry_run_and_verify_take_no_lock_and_say_who_holds_it(deployment, tmp_pa
                 assert lk.acquire().pid == holder.pid
     finally:
         _kill(holder)
+
+
+@pytest.mark.postgres
+def test_failure_on_a_target_filled_meanwhile_does_not_claim_it_is_empty(deployment, pg_db, tmp_path):
+    """A fresh target that another writer fills after preflight: the message says what it holds."""
+    src = config.load(deployment / "plikd.cfg")
+    dst = load_cfg(pg_db, tmp_path / "dst.cfg")
+    opts = RunOptions(data=False, quiet=True)
+    plan = copier.preflight(src, dst, opts=opts)
+    assert plan.state == "empty"
+    eng = sa.create_engine(pg_db.url)
+    with eng.begin() as c:
+        c.exec_driver_sql("CREATE TABLE users (id text PRIMARY KEY)")
+    eng.dispose()
+    with pytest.raises(FatalError) as err:
+        copier.run(plan, opts=opts, report=Report("migrate"))
+    message = str(err.value)
+    assert "empty as before" not in message
+    assert "the target holds tables users: empty the database before running again" in message
+    assert _tables(pg_db) == ["users"]
+
 
 
 @pytest.mark.mysql
