@@ -807,11 +807,11 @@ def _is_driver_error(exc: BaseException) -> bool:
 
 
 def _after_failure(plan: Plan, conn: Any, *, created: bool) -> str:
-    """Leave a fresh target as empty as it was, and say in which state the target is."""
+    """Leave a fresh target as empty as it was, and say in which state the target is: checked, not assumed."""
     if plan.state != "empty":
         return "The target was rolled back to its state before this run; running the same command again converges."
     if plan.dst_driver in ("postgres", "sqlite3") or not created:
-        return "The target was rolled back and is empty as before; running the same command again starts over."
+        return _checked_empty(plan, "The target was rolled back")
     # mysql commits DDL at once: drop what this run created.
     try:
         raw = conn.connection.driver_connection
@@ -820,9 +820,23 @@ def _after_failure(plan: Plan, conn: Any, *, created: bool) -> str:
             for t in sa.inspect(conn).get_table_names():
                 cur.execute(f"DROP TABLE IF EXISTS {dialects.quote('mysql', t)}")
             cur.execute("SET FOREIGN_KEY_CHECKS = 1")
-        return "The tables this run created were dropped: the target is empty as before; running the same command again starts over."
     except Exception:  # noqa: BLE001
-        return "The target holds Plik's empty schema (its rows were rolled back); drop those tables, or empty the database, before running again."
+        return _checked_empty(plan, "The tables this run created could not all be dropped")
+    return _checked_empty(plan, "The tables this run created were dropped")
+
+
+def _checked_empty(plan: Plan, done: str) -> str:
+    """What a fresh target holds after a failure, looked at: another writer may have filled it meanwhile."""
+    try:
+        with plan.dst_engine.connect() as c:
+            left = sorted(sa.inspect(c).get_table_names())
+    except Exception as exc:  # noqa: BLE001
+        why = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        return f"{done}, but the target could not be checked ({why}): look at it, and empty it, before running again."
+    if not left:
+        return f"{done} and checked: it is empty as before; running the same command again starts over."
+    more = f" and {len(left) - 8} more" if len(left) > 8 else ""
+    return f"{done}, yet the target holds tables {', '.join(left[:8])}{more}: empty the database before running again."
 
 
 def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, started: float, report: Report) -> None:

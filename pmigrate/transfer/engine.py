@@ -42,7 +42,7 @@ from pmigrate.report import Report
 from pmigrate.transfer import checks, memory
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
-from pmigrate.transfer.journal import Journal, default_path, target_identity
+from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         raise ConfigError(
             f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
         ) from None
-    identity = target_identity(dst.data.backend, dst.data.options)
-    journal_path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    journal_path, identity = locate(dst.path, dst.data.backend, dst.data.options, override=opts.journal)
     if not opts.restart:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:

@@ -52,6 +52,12 @@ def default_path(target_config: Path, identity: str) -> Path:
     return target_config.resolve().parent / f".pmigrate-journal-{digest}.db"
 
 
+def locate(target_config: Path, backend: str, options: Mapping[str, Any], *, override: Path | None = None) -> tuple[Path, str]:
+    """The journal of a data target: its path (``override``, else the default) and the target's identity."""
+    identity = target_identity(backend, options)
+    return (Path(override) if override else default_path(target_config, identity)), identity
+
+
 class Journal:
     """An open journal. ``record`` buffers; ``commit`` writes the buffer in one transaction."""
 
