@@ -15,6 +15,7 @@ from typing import Sequence
 from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
+from pmigrate.quote import line, lines
 from pmigrate.redact import redact
 
 log = logging.getLogger("pmigrate")
@@ -193,10 +194,10 @@ def options_from(args: argparse.Namespace) -> RunOptions:
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted record, tracebacks included."""
+    """Redacts the whole formatted record, tracebacks included, and keeps each of its lines printable."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return lines(redact(super().format(record)))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -225,7 +226,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def _one_line(text: str) -> str:
-    return redact(" ".join(str(text).split()))
+    return line(redact(" ".join(str(text).split())))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
