@@ -117,6 +117,12 @@ def _add_common(p: argparse.ArgumentParser, *, verb: str, to_required: bool = Tr
         "against files.md5 recorded by plikd (default: %(default)s)",
     )
     p.add_argument("--ignore-errors", action="store_true", help="go on past bad rows and blobs, list each in the report (default: stop at the first)")
+    p.add_argument(
+        "--follow-outside-symlinks",
+        action="store_true",
+        help="file source: read blobs through symlinks that lead out of its Directory, for a deployment "
+        "that links there on purpose (default: such a blob is an error)",
+    )
     p.add_argument("--json", metavar="REPORT.json", type=Path, default=None, help="write the full report as JSON (default: none)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
@@ -188,6 +194,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         journal=args.journal,
         restart=getattr(args, "restart", False),
         with_sessions=getattr(args, "with_sessions", False),
+        follow_outside_symlinks=args.follow_outside_symlinks,
         quiet=args.quiet,
         verbose=args.verbose,
     )

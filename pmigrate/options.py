@@ -25,5 +25,6 @@ class RunOptions:
     journal: Path | None = None  # None: the default tied to the target
     restart: bool = False
     with_sessions: bool = False
+    follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     quiet: bool = False
     verbose: bool = False
