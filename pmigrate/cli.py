@@ -15,6 +15,7 @@ from typing import Sequence
 from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
+from pmigrate.quote import line, lines
 from pmigrate.redact import redact
 
 log = logging.getLogger("pmigrate")
@@ -116,6 +117,12 @@ def _add_common(p: argparse.ArgumentParser, *, verb: str, to_required: bool = Tr
         "against files.md5 recorded by plikd (default: %(default)s)",
     )
     p.add_argument("--ignore-errors", action="store_true", help="go on past bad rows and blobs, list each in the report (default: stop at the first)")
+    p.add_argument(
+        "--follow-outside-symlinks",
+        action="store_true",
+        help="file source: read blobs through symlinks that lead out of its Directory, for a deployment "
+        "that links there on purpose (default: such a blob is an error)",
+    )
     p.add_argument("--json", metavar="REPORT.json", type=Path, default=None, help="write the full report as JSON (default: none)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
@@ -201,16 +208,17 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         merge=getattr(args, "merge", False),
         prune=getattr(args, "prune", False),
         with_sessions=getattr(args, "with_sessions", False),
+        follow_outside_symlinks=args.follow_outside_symlinks,
         quiet=args.quiet,
         verbose=args.verbose,
     )
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted record, tracebacks included."""
+    """Redacts the whole formatted record, tracebacks included, and keeps each of its lines printable."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return lines(redact(super().format(record)))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -239,7 +247,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 
 def _one_line(text: str) -> str:
-    return redact(" ".join(str(text).split()))
+    return line(redact(" ".join(str(text).split())))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,7 +87,7 @@ def scan(engine: sa.Engine, *, batch_size: int, tally: Tally) -> Iterator[Batch]
                     check_id(uid, what=f"upload id of file {fid}")
                 except InvalidId as exc:
                     tally.invalid += 1
-                    invalid.append((str(fid)[:64], str(exc)))
+                    invalid.append((str(fid), str(exc)))
                     continue
                 size = int(size or 0)
                 tally.blobs += 1

@@ -6,6 +6,7 @@ with exit 2 and nothing written on the target.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,11 @@ from pmigrate.report import Report
 
 def run(command: str, opts: RunOptions, *, config_path: str | None, target_path: str, json_path: Path | None) -> int:
     src, dst = config.load_pair(config_path, target_path, env=os.environ)
+    if opts.follow_outside_symlinks and src.data.backend == "file":
+        from pmigrate.data.file import FOLLOW_OUTSIDE
+
+        data = dataclasses.replace(src.data, options={**src.data.options, FOLLOW_OUTSIDE: True})
+        src = dataclasses.replace(src, data=data)
     check_sides(src, dst, command=command, opts=opts)
     report = Report(command)
     report.section("config").update(source=src.describe(), target=dst.describe())

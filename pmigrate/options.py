@@ -27,5 +27,6 @@ class RunOptions:
     merge: bool = False  # accept a target this source did not fill: insert and update, never delete
     prune: bool = False  # delete from the target what is gone from the source (only in one it filled)
     with_sessions: bool = False
+    follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     quiet: bool = False
     verbose: bool = False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pmigrate.quote import line
+
 
 class NullBar:
     def update(self, n: int = 1) -> None:
@@ -30,7 +32,7 @@ def bar(*, quiet: bool, desc: str, total: int | None = None, unit: str = "it", u
     from tqdm import tqdm
 
     return tqdm(
-        desc=desc,
+        desc=line(desc, 100),  # a table name comes from the source
         total=total,
         unit=unit,
         unit_scale=unit_scale,

@@ -12,6 +12,8 @@ import re
 import threading
 from urllib.parse import quote, quote_plus
 
+from pmigrate.quote import lines
+
 MASK = "***"
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -115,13 +117,13 @@ def registered() -> tuple[str, ...]:
 
 
 class _RedactingStream:
-    """A text stream that redacts what is written through it (a child's stderr)."""
+    """A text stream that redacts what is written through it (a child's stderr), in printable lines."""
 
     def __init__(self, raw) -> None:  # noqa: ANN001 - any text stream
         self._raw = raw
 
     def write(self, text: str) -> int:
-        self._raw.write(redact(text))
+        self._raw.write(lines(redact(text)))
         return len(text)
 
     def __getattr__(self, name: str):  # noqa: ANN204 - delegate flush, fileno, ...

@@ -1,7 +1,8 @@
 """What a run did: per-area figures, problems, the summary and the JSON report.
 
 Only the parent process writes it. Everything that leaves through here is
-redacted.
+redacted; every printed line is also made printable and bounded (quote.py),
+while the JSON keeps full values, escaped as JSON escapes them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 
 from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from pmigrate.quote import line, shown
 from pmigrate.redact import redact, redact_mapping
 
 # Problems listed in full in the JSON report; past this they are only counted.
@@ -89,25 +91,27 @@ class Report:
 
     def write_json(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(self.to_dict(), indent=2, default=str, ensure_ascii=False) + "\n"
+        # A name that was not UTF-8 holds lone surrogates: written as JSON's \udcXX escapes.
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
         tmp.replace(path)
 
     def print_summary(self, out: TextIO = sys.stdout, *, max_problems: int = 20) -> None:
         for text in self.warnings:
-            print(redact(f"warning: {text}"), file=out)
+            print(line(redact(f"warning: {text}")), file=out)
         area = None
         for a, text in self.lines:
             if a != area:
                 print(f"{a}:", file=out)
                 area = a
-            print(redact(f"  {text}"), file=out)
+            print(line(redact(f"  {text}")), file=out)
         if self.problems:
-            shown = [p for p in self.problems if p.fatal][:max_problems] or self.problems[:max_problems]
+            listed = [p for p in self.problems if p.fatal][:max_problems] or self.problems[:max_problems]
             total = sum(self.problem_counts.values())
             print(f"problems ({total}):", file=out)
-            for p in shown:
-                print(redact(f"  ! [{p.area}] {p.kind} {p.item}: {p.message}"), file=out)
-            if total > len(shown):
-                print(f"  ... {total - len(shown)} more (see --json)", file=out)
+            for p in listed:
+                print(line(redact(f"  ! [{p.area}] {p.kind} {shown(p.item)}: {p.message}")), file=out)
+            if total > len(listed):
+                print(f"  ... {total - len(listed)} more (see --json)", file=out)
         verdict = "INTERRUPTED (run the same command again to resume)" if self.interrupted else "FAILED" if self.failed else "OK"
         print(f"{self.command}: {verdict} in {time.time() - self.started:.1f}s", file=out)

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import xxhash
 
 from pmigrate.errors import EXIT_INTERRUPTED
 from tests import blobdeploy as bd
+from tests import heldfs
 from tests.conftest import REPO
+from tests.servers import unavailable
 
 
 def _journal_rows(path: Path) -> dict[str, tuple]:
@@ -262,10 +263,14 @@ def _copying(tmp_path: Path, *, report: Path | None = None, output: bool = True)
     try:
         _wait_journal(tmp_path / "dst", proc, rows=50)
         yield held, target, proc
+    except BaseException:
+        held.file.close()  # no mount left behind by a failing test
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        held.file.allow()  # nothing left waiting on the mount
 
 
 def _descendants(pid: int) -> list[int]:
@@ -335,53 +340,37 @@ def _gone(pids: list[int], timeout: float = 20) -> bool:
 
 
 class _Held:
-    """A deployment whose first blob is a FIFO: the run cannot finish until the test feeds it.
+    """A deployment whose first blob stalls: the run cannot finish until the test feeds it.
 
-    The worker that takes that blob blocks in open() or read() like a stalled
-    disk or network would; everything else is copied and journaled meanwhile.
+    That blob is a regular file on a FUSE mount served by this process
+    (tests/heldfs.py): the worker that takes it blocks in read() like on a
+    stalled disk or network; everything else is copied and journaled meanwhile.
     """
 
     def __init__(self, tmp_path: Path) -> None:
         blobs = bd.make_blobs(300, seed=21, sizes=[200_000, 3, 0, 600_000])
+        used = {b.file_id[:2] for b in blobs[1:]}
+        prefix = next(a + b for a in bd._ALNUM for b in bd._ALNUM if a + b not in used)
+        blobs[0].file_id = prefix + blobs[0].file_id[2:]  # alone in its folder, which the mount covers
         self.dep = bd.file_source(tmp_path / "src", blobs)
         self.blob = blobs[0]
-        self.path = tmp_path / "src" / "files" / self.blob.file_id[:2] / self.blob.file_id
+        self.path = tmp_path / "src" / "files" / prefix / self.blob.file_id
         self.path.unlink()
-        os.mkfifo(self.path)
-        self._thread: threading.Thread | None = None
+        reason = heldfs.available()
+        if reason:
+            unavailable(f"a stalled blob needs FUSE: {reason}")
+        self.file = heldfs.HeldFile(self.path.parent, self.path.name, self.blob.data)
 
     def feed(self) -> None:
-        """Write the blob's bytes into the FIFO from a thread (opening blocks until a reader comes)."""
+        """Let the blob's reads through, now and from now on."""
+        self.file.allow()
 
-        def write() -> None:
-            try:
-                with open(self.path, "wb") as f:
-                    f.write(self.blob.data)
-            except BrokenPipeError:
-                pass  # the reader gave up after a first chunk: that is what a stopping worker does
-
-        self._thread = threading.Thread(target=write, daemon=True)
-        self._thread.start()
-
-    def feed_part(self, n: int) -> threading.Event:
-        """Write the first n bytes and hold the FIFO open until the returned event is set, then close it."""
-        done = threading.Event()
-
-        def write() -> None:
-            try:
-                with open(self.path, "wb") as f:
-                    f.write(self.blob.data[:n])
-                    f.flush()
-                    done.wait(120)
-            except BrokenPipeError:
-                pass  # its reader was killed
-
-        self._thread = threading.Thread(target=write, daemon=True)
-        self._thread.start()
-        return done
+    def feed_part(self, n: int) -> None:
+        """Let the first n bytes through; reads past them wait for feed()."""
+        self.file.allow(n)
 
     def reader(self, pids: list[int]) -> int | None:
-        """The process among pids that holds the FIFO open."""
+        """The process among pids that holds the blob open."""
         for p in pids:
             try:
                 fds = os.listdir(f"/proc/{p}/fd")
@@ -396,11 +385,8 @@ class _Held:
         return None
 
     def settle(self) -> None:
-        """Wait for the feeding to end, then make the blob an ordinary file for the next run."""
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            assert not self._thread.is_alive(), "nobody read the FIFO"
-        self.path.unlink()
+        """Unmount, and make the blob an ordinary file for the next run."""
+        self.file.close()
         self.path.write_bytes(self.blob.data)
 
 
@@ -421,7 +407,7 @@ def test_kill_9_of_the_parent_then_rerun_completes(tmp_path, run_cli):
         assert workers, "no worker process found"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        held.feed()  # the worker blocked on the FIFO reads on, finds its parent gone, and quits
+        held.feed()  # the worker blocked on the stalled blob reads on, finds its parent gone, and quits
         assert _gone(others), "worker processes outlived the parent"
     held.settle()
     done_before = len(_journal_rows(_journal(target)))
@@ -446,8 +432,6 @@ def test_kill_9_of_a_worker_is_survived(tmp_path):
         victims = _workers_of(proc.pid)
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
-        # Feed only once it is dead: a victim still in open() could take the
-        # FIFO's writer, then vanish and leave its retry with none.
         assert _gone(victims[:1])
         held.feed()
         out, err = proc.communicate(timeout=300)
@@ -466,20 +450,15 @@ def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
     with _copying(tmp_path, report=report) as (held, target, proc):
         dep = held.dep
         folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
-        release = held.feed_part(len(held.blob.data) // 2)
+        held.feed_part(len(held.blob.data) // 2)
         deadline = time.monotonic() + 60
         while not list(folder.glob(f".{held.blob.file_id}.partial-*")):  # the write has begun
             assert time.monotonic() < deadline, "the held blob's write never started"
             time.sleep(0.02)
         victim = held.reader(_workers_of(proc.pid))
         assert victim is not None
-        # A fresh FIFO for the retry: the victim keeps the first one open, half read.
-        held.path.rename(held.path.with_name("first-fifo"))
-        os.mkfifo(held.path)
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)  # half read, blocked on the rest
         assert _gone([victim])
-        release.set()
-        held._thread.join(30)
         held.feed()  # the retry gets the whole blob
         out, err = proc.communicate(timeout=300)
     held.settle()
@@ -533,7 +512,7 @@ def test_ctrl_c_is_reported_as_interrupted_then_rerun_completes(tmp_path, run_cl
     with _copying(tmp_path, report=report) as (held, target, proc):
         dep = held.dep
         proc.send_signal(signal.SIGINT)
-        held.feed()  # the worker blocked on the FIFO gets its bytes and sees the cancel
+        held.feed()  # the worker blocked on the stalled blob gets its bytes and sees the cancel
         out, err = proc.communicate(timeout=60)
     held.settle()
     assert proc.returncode == EXIT_INTERRUPTED, err

@@ -4,6 +4,11 @@ Layout as plikd's server/data/file: `{Directory}/{F.id[0:2]}/{F.id}`, and the
 pre-1.3 `{Directory}/{U.id[0:2]}/{U.id}/{F.id}` that plikd still reads. Modes
 as plikd's (files 0666, directories 0777, both less the umask).
 
+Only regular files are read: a FIFO, device or socket where a blob should
+be is an error for that blob (opened without blocking, checked on the open
+descriptor), as is a symlink that leads out of Directory, unless the run
+allows it (--follow-outside-symlinks) for a deployment that links on purpose.
+
 Writes go to `.{id}.partial-<random>` in the final directory and are renamed
 into place, so a reader never sees a partial blob under its final name. They
 are not fsynced one by one (an fsync per small file costs most of the
@@ -25,9 +30,16 @@ from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Fea
 from pmigrate.data.sizing import size_error
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError
 from pmigrate.ids import check_id
+from pmigrate.quote import shown
 
 BUFFER = 1 << 20  # large reads and writes: fewer syscalls per byte
 PARTIAL = ".partial-"
+# Run option, not a plikd key: read blobs whose symlinks lead out of Directory.
+FOLLOW_OUTSIDE = "pmigrate.follow_outside_symlinks"
+# O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (no effect on a regular file).
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+_KINDS = {stat_mod.S_IFIFO: "a FIFO", stat_mod.S_IFCHR: "a character device", stat_mod.S_IFBLK: "a block device",
+          stat_mod.S_IFSOCK: "a socket", stat_mod.S_IFDIR: "a directory"}  # fmt: skip
 _fadvise = getattr(os, "posix_fadvise", None)
 
 
@@ -41,6 +53,8 @@ class FileBackend(DataBackend):
         if not isinstance(directory, str):
             raise ConfigError(f"file backend: Directory must be a string, not {directory!r}")
         self.directory = directory
+        self.follow_outside = bool(self.options.pop(FOLLOW_OUTSIDE, False))
+        self._root: str | None = None  # Directory with its symlinks resolved, once
         self._buffer: bytearray | None = None
         self._folders: set[str] = set()  # made (or found) already: one mkdir syscall per folder, not per blob
 
@@ -101,20 +115,30 @@ class FileBackend(DataBackend):
             if stat_mod.S_ISDIR(st.st_mode):
                 if path == self.key(ref):
                     continue  # plikd looks further when the current path is a directory
-                raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id)
+                raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id, kind="not-a-file")
             return path, st
         raise BlobNotFound(f"no blob for file {ref.file_id} in {self.directory}", item=ref.file_id)
 
     def open_read(self, ref: BlobRef) -> BinaryIO:
         for _ in range(2):  # the blob may move between stat and open (a concurrent write); look again once
             path, st = self._existing(ref)
+            _refuse_unless_regular(st, path, ref)  # before opening: opening some devices acts on them
             try:
-                # a buffer no larger than the blob: a 1 MiB buffer per 4 KiB file costs more than the read
-                f = open(path, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
+                fd = _open_for_reading(path)
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise ItemError(f"cannot read {path}: {exc.strerror}", item=ref.file_id) from None
+            try:
+                st = os.fstat(fd)  # what was opened, which may not be what stat saw
+                _refuse_unless_regular(st, path, ref)
+                if not self.follow_outside:
+                    self._refuse_outside(fd, st, path, ref)
+                # a buffer no larger than the blob: a 1 MiB buffer per 4 KiB file costs more than the read
+                f = open(fd, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
+            except BaseException:
+                os.close(fd)
+                raise
             if st.st_size > BUFFER and _fadvise is not None:
                 try:
                     _fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window
@@ -122,6 +146,32 @@ class FileBackend(DataBackend):
                     pass
             return f
         raise BlobNotFound(f"no blob for file {ref.file_id} in {self.directory}", item=ref.file_id)
+
+    def _refuse_outside(self, fd: int, st: os.stat_result, path: str, ref: BlobRef) -> None:
+        """ItemError unless the opened file lies under Directory once every symlink is resolved.
+
+        The opened descriptor is what is checked (through /proc/self/fd), so a
+        symlink swapped in after the check cannot lead the read elsewhere.
+        """
+        if self._root is None:
+            self._root = os.path.realpath(self.directory)
+        real = _opened_path(fd)
+        if real is None:  # no /proc: resolve the name, and make sure it names the very file opened
+            real = os.path.realpath(path)
+            try:
+                same = os.path.samestat(os.stat(real), st)
+            except OSError:
+                same = False
+            if not same:
+                raise ItemError(f"{path} changed while it was opened: not read", item=ref.file_id)
+        root = self._root.rstrip(os.sep) + os.sep
+        if not real.startswith(root):
+            raise ItemError(
+                f"{path} leads to {shown(real)}, outside {self.directory}: not read "
+                "(pass --follow-outside-symlinks if the deployment links there on purpose)",
+                item=ref.file_id,
+                kind="symlink-outside",
+            )
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         try:
@@ -267,6 +317,34 @@ class FileBackend(DataBackend):
             except OSError:
                 pass
             raise FatalError(f"cannot write {final}: {exc.strerror}") from None
+
+
+def _refuse_unless_regular(st: os.stat_result, path: str, ref: BlobRef) -> None:
+    if not stat_mod.S_ISREG(st.st_mode):
+        what = _KINDS.get(stat_mod.S_IFMT(st.st_mode), "not a regular file")
+        raise ItemError(f"{path} is {what}, not a regular file: not read", item=ref.file_id, kind="not-a-file")
+
+
+def _open_for_reading(path: str) -> int:
+    try:
+        return os.open(path, _READ_FLAGS)
+    except BlockingIOError:
+        # A lease (Samba, NFS server) on a regular file: without O_NONBLOCK the
+        # open waits for its holder to let go, as every other reader does.
+        return os.open(path, _READ_FLAGS & ~os.O_NONBLOCK)
+
+
+_proc_fd = os.path.isdir("/proc/self/fd")
+
+
+def _opened_path(fd: int) -> str | None:
+    """The path the kernel holds for an open descriptor, symlinks resolved; None without /proc."""
+    if not _proc_fd:
+        return None
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def _scandir(path: str) -> list[os.DirEntry]:

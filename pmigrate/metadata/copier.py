@@ -31,6 +31,7 @@ from pmigrate.metadata import dialects
 from pmigrate.metadata import values as V
 from pmigrate.options import RunOptions
 from pmigrate.progress import bar
+from pmigrate.quote import shown
 from pmigrate.report import Report
 
 AREA = "metadata"
@@ -297,7 +298,7 @@ def _check_lengths(plan: Plan, *, opts: RunOptions) -> None:
             if not opts.ignore_errors:
                 sql += f" LIMIT {MAX_NAMED}"
             for row in c.exec_driver_sql(sql):
-                key = "/".join(str(v) for v in row[: len(t.pk)])
+                key = shown("/".join(str(v) for v in row[: len(t.pk)]))
                 for (col, n), length in zip(limits.items(), row[len(t.pk) :]):
                     if length is not None and length > n:
                         found.append(f"{t.name} {'/'.join(t.pk)}={key} column {col}: {length} characters, the target holds {n}")
@@ -321,7 +322,7 @@ def _check_nuls(plan: Plan, *, opts: RunOptions) -> None:
             where = " OR ".join(has_nul(col) for col in cols)  # one scan of the table for all its columns
             sql = f"SELECT {pk}, {flags} FROM {q(t.name)} WHERE {where}"
             for row in c.exec_driver_sql(sql):
-                key = "/".join(map(str, row[: len(t.pk)]))
+                key = shown("/".join(map(str, row[: len(t.pk)])))
                 for col, flag in zip(cols, row[len(t.pk) :]):
                     if flag:
                         plan.nul_columns.add((t.name, col))
@@ -382,7 +383,7 @@ def _orphans(reader: dialects.SnapshotReader, t: TablePlan) -> list[tuple[str, s
         )
         for row in reader.all(sql):
             key = "/".join(str(v) for v in row[:-1])
-            out.append((f"{t.name}:{key}", f"{col} {row[-1]!r} is not in {parent}: row skipped (plikd's own cleaning drops it too)"))
+            out.append((f"{t.name}:{key}", f"{col} {shown(row[-1])} is not in {parent}: row skipped (plikd's own cleaning drops it too)"))
     return out
 
 
@@ -470,7 +471,7 @@ def _copy_table(
                             out.append(_convert(row, convs, checks, parent_skips, names, t))
                         except _BadRow as bad:
                             if not opts.ignore_errors:
-                                raise ItemError(f"{bad.item}: {bad.message}", item=bad.item, kind="bad-value") from None
+                                raise ItemError(f"{shown(bad.item)}: {bad.message}", item=bad.item, kind="bad-value") from None
                             report.problem(area=AREA, kind="skipped-row", item=bad.item, message=bad.message)
                             res.bad += 1
                             if keep_keys:
@@ -531,7 +532,7 @@ def _convert(
     """The slow path, row by row: names the table, key and column of a value that cannot go."""
     for i, keys in parent_skips:
         if row[i] in keys:
-            raise _BadRow(_item(t, row, names), f"{names[i]} {row[i]!r} names a row skipped above")
+            raise _BadRow(_item(t, row, names), f"{names[i]} {shown(row[i])} names a row skipped above")
     r = list(row)
     for i, f in convs:
         try:
@@ -581,7 +582,7 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             sec[f"{side}_time_zone"] = V.zone_name(zone)
             report.line(AREA, f"{side} mysql datetimes read as {V.zone_name(zone)} (the DSN's loc; Local is this machine's TZ)")
     for name in plan.unknown:
-        report.warn(f"table {name} is not Plik's: copied as it is, after Plik's tables")
+        report.warn(f"table {shown(name)} is not Plik's: copied as it is, after Plik's tables")
     results = {t.name: _TableResult() for t in plan.tables}
     reader = dialects.SnapshotReader(plan.src_engine, plan.src_driver)
     try:

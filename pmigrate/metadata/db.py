@@ -116,7 +116,8 @@ def check_connect(meta, *, must_exist: bool = True) -> None:
     eng = engine(meta)
     try:
         with eng.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+            # sqlite3 opens any file lazily: reading its schema proves it is a database.
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master" if t.driver == "sqlite3" else "SELECT 1")
     except sa.exc.SQLAlchemyError as exc:
         raise ConfigError(explain(exc, meta)) from None
     finally:

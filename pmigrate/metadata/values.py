@@ -23,6 +23,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from pmigrate.quote import shown
+
 UTC = timezone.utc
 
 # Go's zero time.Time; mysql keeps it as the zero date '0000-00-00'.
@@ -161,7 +163,7 @@ def parse_sqlite_time(value: Any) -> datetime:
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise ValueError_(f"timestamp {value!r} is in no format plikd writes") from None
+        raise ValueError_(f"timestamp {shown(value)} is in no format plikd writes") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -184,7 +186,7 @@ def _mysql_in(value: Any, zone: tzinfo) -> datetime:
         return value.replace(tzinfo=zone) if value.tzinfo is None else value
     if isinstance(value, str) and value.startswith("0000-00-00"):
         return GO_ZERO
-    raise ValueError_(f"timestamp {value!r} is not a datetime")
+    raise ValueError_(f"timestamp {shown(value)} is not a datetime")
 
 
 _DIGITS = re.compile(r"\d*")
@@ -368,7 +370,7 @@ def to_bool(v: Any) -> bool | None:
             return True
         if s in _FALSE:
             return False
-    raise ValueError_(f"{v!r} is not a boolean")
+    raise ValueError_(f"{shown(v)} is not a boolean")
 
 
 def bool_converter(*, src: str, dst: str) -> Convert | None:

@@ -38,6 +38,7 @@ from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
+from pmigrate.quote import shown
 from pmigrate.report import Report
 from pmigrate.transfer import checks, memory
 from pmigrate.transfer import worker as worker_mod
@@ -337,7 +338,7 @@ class _Copy:
                 raise commit_error
         if stop is not None:
             hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
-            raise FatalError(f"blob copy stopped: {stop.item}: {stop}{hint}")
+            raise FatalError(f"blob copy stopped: {shown(stop.item)}: {stop}{hint}")
 
     def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
         """Keep the run within --max-memory, if the target holds upload parts in memory at all."""

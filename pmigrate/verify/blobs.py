@@ -129,7 +129,7 @@ def _jobs(engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_s
             try:
                 refs.append(to_ref(row))
             except ItemError as exc:
-                invalid.append((str(row.get("id"))[:64], exc))
+                invalid.append((str(row.get("id")), exc))
         hashes = expected([r.file_id for r in refs]) if expected is not None and refs else {}
         for ref in refs:
             yield blobjob.VerifyJob(seq=seq, ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5)

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import xxhash
 from sqlalchemy.engine import Engine
 
+from pmigrate.quote import shown
 from pmigrate.verify import canon
 
 AREA = "verify-rows"
@@ -434,6 +435,6 @@ def _summary_line(res: TableResult) -> str:
     for kind in ("missing", "extra", "changed"):
         n = getattr(res, kind)
         if n:
-            first = ", ".join(res.first.get(kind, []))
+            first = ", ".join(map(shown, res.first.get(kind, [])))
             parts.append(f"{n} {kind} (first: {first})")
     return head + (", " + ", ".join(parts) if parts else "")

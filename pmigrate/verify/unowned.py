@@ -34,6 +34,18 @@ def _claimed_keys(engine: Engine, backend: DataBackend, *, batch_size: int) -> I
             yield (k,)
 
 
+def _storable(key: str) -> str | bytes:
+    """A key SQLite can hold: a file name that is not UTF-8 (lone surrogates in Python) as its bytes.
+
+    No row claims such a name (ids are ASCII), and it reads back as the same str.
+    """
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape")
+    return key
+
+
 def _batched(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
     batch: list[Any] = []
     for x in it:
@@ -60,10 +72,12 @@ def audit(*, engine: Engine, backend: DataBackend, report: Any, batch_size: int 
             stored = ((k, size) for k, size in backend.list_blobs() if not is_marker(k))  # pmigrate's own record
             for batch in _batched(stored, BATCH):
                 listed += len(batch)
-                db.executemany("INSERT INTO stored VALUES (?, ?)", batch)
+                db.executemany("INSERT INTO stored VALUES (?, ?)", [(_storable(k), n) for k, n in batch])
             db.commit()
             cur = db.execute("SELECT k, size FROM stored WHERE k NOT IN (SELECT k FROM claimed) ORDER BY k")
             for key, size in cur:
+                if isinstance(key, bytes):
+                    key = key.decode("utf-8", "surrogateescape")
                 unowned += 1
                 report.problem(area=AREA, kind=KIND, item=key, message=f"{size} bytes stored in the target that no files row claims (left in place)")
         finally:
