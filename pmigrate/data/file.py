@@ -284,7 +284,6 @@ class FileBackend(DataBackend):
                         if not third.name.startswith(".") and third.is_file(follow_symlinks=False):
                             yield third.path, third.stat(follow_symlinks=False).st_size
 
-
     def read_marker(self) -> bytes | None:
         try:
             with open(os.path.join(self.directory, OWNER_MARKER), "rb") as f:
