@@ -257,6 +257,7 @@ class _Copy:
         self.last_commit = time.monotonic()
         self._committer: threading.Thread | None = None
         self._commit_error: BaseException | None = None
+        self._unlisted = 0  # blobs durable on the target whose journal rows could not be written
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
@@ -464,8 +465,9 @@ class _Copy:
             if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
                 self._commit_error = FatalError(f"journal commit failed: {exc}")
             else:
+                self._unlisted += len(rows)
                 free = stopcause.free_bytes(self.journal.path.parent)
-                self._commit_error = FatalError(stopcause.journal_full(self.journal.path, free=free, rows=len(rows)))
+                self._commit_error = FatalError(stopcause.journal_full(self.journal.path, free=free, rows=self._unlisted))
         except BaseException as exc:  # noqa: BLE001 - raised again in the parent's thread
             self._commit_error = exc if isinstance(exc, PmigrateError) else FatalError(f"journal commit failed: {exc}")
 

@@ -50,7 +50,7 @@ def halt(kind: str, detail: str, *, where: str, config: str, free: int | None, r
         )
     elif kind == store_kind("target", DENIED):
         cause = f"target refuses writes ({detail})"
-        fix = f"grant the credentials in {config} write access to {where}, {AGAIN}"
+        fix = f"check the credentials in {config} and grant them write access to {where}, {AGAIN}"
     elif kind in STORE_KINDS and kind.startswith("source-"):
         cause = f"{_SOURCE.get(kind, 'source unusable')} ({detail})"
         fix = f"make the source readable again, {AGAIN}"
