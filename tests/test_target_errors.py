@@ -375,3 +375,18 @@ def test_journal_on_a_disk_that_fills_up_names_it_and_the_rerun_completes(tmp_pa
     assert cp.returncode == 0, cp.stderr
     data = doc["sections"]["data"]
     assert (data["already_done"], data["copied"]) == (k, len(blobs) - k)
+
+
+def test_journal_on_a_full_disk_is_refused_before_any_blob_is_copied(tmp_path, run_cli, mounts):
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(5, seed=38))
+    target = bd.file_target(tmp_path / "dst")
+    jdir = mounts.tmpfs(tmp_path / "jdisk", "64k")
+    with open(jdir / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    cp, _ = _copy(run_cli, dep, target, tmp_path / "r.json", "--journal", str(jdir / "journal.db"))
+    assert cp.returncode == 2, cp.stderr
+    line = _one_line(cp.stderr)
+    assert f"journal {jdir / 'journal.db'} cannot be written: its disk is full" in line, line
+    assert "pass --journal with a path on another disk" in line
+    assert bd.file_target_blobs(tmp_path / "dst" / "files") == {}

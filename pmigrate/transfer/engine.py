@@ -43,6 +43,7 @@ from pmigrate.report import Report
 from pmigrate.transfer import checks, memory, stopcause
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
+from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer.journal import Journal, default_path, target_identity
 from pmigrate.transfer.pool import Pool
 from pmigrate.transfer.stopcause import size as _size
@@ -269,7 +270,10 @@ class _Copy:
             checks.run_checks([_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE)], start_method=START_METHOD)
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
-            self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            try:
+                self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            except sqlite3.Error as exc:
+                raise journal_mod.unwritable(plan.journal_path, exc) from None
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()

@@ -69,25 +69,22 @@ class Journal:
     def open(cls, path: Path, *, identity: str, restart: bool = False) -> "Journal":
         """Open or create for writing; ``restart`` empties it first."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a power cut may lose the last commits, never corrupt; a lost
-            # row only means copying that blob again.
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(SCHEMA)
-            j = cls(con, path, readonly=False)
-            stored = j.identity()
-            if stored is not None and stored != identity and not restart:
-                con.close()
-                raise _foreign(path)
-            con.execute("BEGIN IMMEDIATE")
-            if restart:
-                con.execute("DELETE FROM blobs")
-            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target', ?)", (identity,))
-            con.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise _unwritable(path, exc) from None
+        con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a power cut may lose the last commits, never corrupt; a lost
+        # row only means copying that blob again.
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.executescript(SCHEMA)
+        j = cls(con, path, readonly=False)
+        stored = j.identity()
+        if stored is not None and stored != identity and not restart:
+            con.close()
+            raise _foreign(path)
+        con.execute("BEGIN IMMEDIATE")
+        if restart:
+            con.execute("DELETE FROM blobs")
+        con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('target', ?)", (identity,))
+        con.execute("COMMIT")
         return j
 
     @classmethod
@@ -185,8 +182,8 @@ class Journal:
             self._con.close()
 
 
-def _unwritable(path: Path, exc: sqlite3.Error) -> ConfigError:
-    """Found before any blob is copied: one line, cause and fix."""
+def unwritable(path: Path, exc: sqlite3.Error) -> ConfigError:
+    """The journal cannot be opened for writing, found before any blob is copied: one line, cause and fix."""
     if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return ConfigError(f"journal {path} cannot be written: its disk is full: free space there, or pass --journal with a path on another disk")
     return ConfigError(f"journal {path} cannot be written ({exc}): pass --journal with another path")
