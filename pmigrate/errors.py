@@ -24,6 +24,39 @@ class FatalError(PmigrateError):
     exit_code = EXIT_FAILED
 
 
+class StoreError(FatalError):
+    """A store refuses every write, not one blob's: full, read-only, no permission, bucket gone.
+
+    Stops the run at once, without retrying blob after blob into the same
+    wall. ``cause`` (one of CAUSES) picks the advice; ``side`` is set by the
+    worker that met it ("target" or "source").
+    """
+
+    def __init__(self, cause: str, message: str, *, side: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.side = side
+
+
+# StoreError causes, as the report's problem kinds spell them after the side: "target-full", ...
+FULL = "full"  # no space left (ENOSPC)
+QUOTA = "quota"  # the user's disk quota is used up (EDQUOT)
+READ_ONLY = "read-only"  # a read-only file system (EROFS)
+PERMISSION = "permission"  # permission denied (EACCES, EPERM)
+GONE = "gone"  # the bucket or container no longer exists
+DENIED = "denied"  # the object store refuses the request (403 AccessDenied)
+CAUSES = (FULL, QUOTA, READ_ONLY, PERMISSION, GONE, DENIED)
+
+
+def store_kind(side: str, cause: str) -> str:
+    """The problem kind of a StoreError met on one side."""
+    return f"{side}-{cause}"
+
+
+STORE_KINDS = frozenset(store_kind(side, c) for side in ("target", "source") for c in CAUSES)
+FATAL_KINDS = STORE_KINDS | {"fatal"}  # problem kinds that end a run, --ignore-errors or not
+
+
 class ItemError(PmigrateError):
     """One row or blob failed; the run may go on with --ignore-errors."""
 

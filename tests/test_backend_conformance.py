@@ -16,7 +16,7 @@ import pytest
 
 from pmigrate.data.base import BlobRef
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetryableError, StoreError
 from tests.conformance import MiB, BackendConformance, make_ref, payload, read_all
 
 
@@ -392,10 +392,17 @@ def faulty_s3(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "status, code, error",
-    [(503, "SlowDown", RetryableError), (500, "InternalError", RetryableError), (404, "NoSuchKey", BlobNotFound), (403, "AccessDenied", ItemError)],
+    "status, code, error, write_error",
+    [
+        (503, "SlowDown", RetryableError, RetryableError),
+        (500, "InternalError", RetryableError, RetryableError),
+        (404, "NoSuchKey", BlobNotFound, BlobNotFound),
+        # a read refused may be one key's; a write refused is the bucket's policy: it stops the run
+        (403, "AccessDenied", ItemError, StoreError),
+        (404, "NoSuchBucket", StoreError, StoreError),
+    ],
 )
-def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error):
+def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error, write_error):
     monkeypatch.setattr(_FaultyS3, "status", status)
     monkeypatch.setattr(_FaultyS3, "code", code)
     b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
@@ -403,8 +410,9 @@ def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error):
         b.open_read(make_ref(70, size=1))
     assert type(info.value) is error
     assert "secret-s3-key" not in str(info.value)
-    with pytest.raises(error):
+    with pytest.raises(write_error) as info:
         b.write(make_ref(71, b"abc"), io.BytesIO(b"abc"))
+    assert type(info.value) is write_error
 
 
 def test_s3_dropped_connection_mid_read_is_retryable(faulty_s3, monkeypatch):

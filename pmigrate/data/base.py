@@ -146,6 +146,10 @@ class DataBackend(abc.ABC):
         file backend flushes its filesystem here rather than fsyncing each file.
         """
 
+    def free_bytes(self) -> int | None:
+        """Bytes this user may still write here, for the message of a full target; None when unknown."""
+        return None
+
     def list_blobs(self) -> Iterator[tuple[str, int]]:
         """(key, size) of everything this backend stores, for unowned-object audits."""
         raise NotImplementedError(f"{self.name} cannot list its blobs")

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.sizing import size_error
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError
+from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreError
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
 
@@ -94,11 +94,28 @@ class FileBackend(DataBackend):
             raise ConfigError(
                 f"file backend: Directory {self.directory!r} does not exist: fix DataBackendConfig.Directory"
             )
-        if create and not os.access(self.directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"file backend: Directory {self.directory!r} is not writable by this user")
+        if not create:
+            return
+        if _read_only(self.directory):
+            raise ConfigError(
+                f"file backend: Directory {self.directory!r} is on a read-only file system: "
+                "remount it read-write, or choose another Directory"
+            )
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"file backend: Directory {self.directory!r} is not writable by user {_user()}: "
+                "give that user write access (chown, chmod), or run pmigrate as the user plikd runs as"
+            )
 
     def sync(self) -> None:
         _syncfs(self.directory)
+
+    def free_bytes(self) -> int | None:
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     # -- blobs -------------------------------------------------------------
     def _existing(self, ref: BlobRef) -> tuple[str, os.stat_result]:
@@ -189,17 +206,17 @@ class FileBackend(DataBackend):
                 try:
                     os.makedirs(folder, 0o777, exist_ok=True)
                 except OSError as exc:
-                    raise ItemError(f"cannot create {folder}: {exc.strerror}", item=ref.file_id) from None
+                    raise _write_error(exc, folder, ref, verb="create") from None
                 self._folders.add(folder)
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
                 break
             except FileNotFoundError as exc:
                 if not known:
-                    raise _write_error(exc, temp, ref) from None
+                    raise _write_error(exc, folder, ref, verb="create a file in") from None
                 self._folders.discard(folder)  # removed since: make it again
             except OSError as exc:
-                raise _write_error(exc, temp, ref) from None
+                raise _write_error(exc, folder, ref, verb="create a file in") from None
         try:
             try:
                 written = self._copy_into(src, fd, hint=ref.size)
@@ -354,11 +371,40 @@ def _scandir(path: str) -> list[os.DirEntry]:
         return []
 
 
-def _write_error(exc: OSError, path: str, ref: BlobRef) -> Exception:
-    """A full or read-only disk stops the run; anything else fails this blob."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-        return FatalError(f"cannot write {path}: {exc.strerror}")
-    return ItemError(f"cannot write {path}: {exc.strerror}", item=ref.file_id)
+# Errors that every further write would meet too: they stop the run (StoreError).
+_STORE_ERRNOS = {errno.ENOSPC: FULL, errno.EDQUOT: QUOTA, errno.EROFS: READ_ONLY, errno.EACCES: PERMISSION, errno.EPERM: PERMISSION}
+
+
+def _write_error(exc: OSError, path: str, ref: BlobRef, *, verb: str = "write") -> Exception:
+    """A full or read-only disk, or a directory this user may not write, stops the run; anything else fails this blob."""
+    message = f"cannot {verb} {path}: {exc.strerror}"
+    cause = _STORE_ERRNOS.get(exc.errno or 0)
+    if cause is not None:
+        return StoreError(cause, message)
+    return ItemError(message, item=ref.file_id)
+
+
+def _sync_error(directory: str, err: int) -> FatalError:
+    """Blobs written since the last sync may not be durable: the run stops, their journal rows unwritten."""
+    message = f"cannot sync {directory}: {os.strerror(err)}"
+    cause = _STORE_ERRNOS.get(err)
+    return StoreError(cause, message) if cause is not None else FatalError(message)
+
+
+def _read_only(directory: str) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid())
 
 
 _libc_syncfs: Any = None
@@ -376,12 +422,11 @@ def _syncfs(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:
-        raise FatalError(f"cannot sync {directory}: {exc.strerror}") from None
+        raise _sync_error(directory, exc.errno or 0) from None
     try:
         if not _libc_syncfs:
             os.sync()
         elif _libc_syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise FatalError(f"cannot sync {directory}: {os.strerror(err)}")
+            raise _sync_error(directory, ctypes.get_errno())
     finally:
         os.close(fd)

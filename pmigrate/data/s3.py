@@ -36,7 +36,7 @@ from pmigrate import redact
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
-from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import DENIED, GONE, BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, StoreError
 from pmigrate.ids import check_id
 
 MiB = 1 << 20
@@ -279,7 +279,7 @@ class S3Backend(DataBackend):
             future = manager.upload(body, self.bucket, key, extra_args=extra, subscribers=subscribers)
             future.result()
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}") from None
+            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
         finally:
             if self._budget_hooked:
                 self._budget.release_all()  # parts read but never sent, when the upload failed
@@ -291,7 +291,7 @@ class S3Backend(DataBackend):
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}") from None
+            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
         """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same."""
@@ -308,7 +308,10 @@ class S3Backend(DataBackend):
         try:
             head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._sse_args(ref))
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}") from None
+            err = _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}")
+            if isinstance(err, StoreError):
+                err.side = "source"
+            raise err from None
         size = int(head["ContentLength"])
         if ref.size >= 0 and size != ref.size:
             raise size_error(item=ref.file_id, expected=ref.size, got=size)
@@ -327,7 +330,7 @@ class S3Backend(DataBackend):
             )
             future.result()
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}") from None
+            raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}", write=True) from None
         return True
 
     def discard_partial(self, ref: BlobRef) -> None:
@@ -561,8 +564,13 @@ def _message(exc: Exception) -> str:
     return redact.redact(str(exc))
 
 
-def _classify(exc: Exception, *, ref: BlobRef, what: str) -> Exception:
-    """One of pmigrate's errors for a failure of boto3/s3transfer (or our own, passed through)."""
+def _classify(exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -> Exception:
+    """One of pmigrate's errors for a failure of boto3/s3transfer (or our own, passed through).
+
+    A 403 on a write is the bucket's policy, the same for every blob: it stops
+    the run. On a read it stays one blob's error, as S3 answers 403 for a
+    missing key to whom may not list the bucket.
+    """
     from botocore.exceptions import (
         ClientError,
         ConnectionClosedError,
@@ -581,9 +589,11 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str) -> Exception:
         if code in _NOT_FOUND:
             return BlobNotFound(f"{what}: no such object", item=item)
         if code == "NoSuchBucket":
-            return FatalError(f"{what}: the bucket does not exist")
+            return StoreError(GONE, f"{what}: the bucket does not exist (NoSuchBucket)")
         if code in _AUTH:
-            return FatalError(f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
+            return StoreError(DENIED, f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
+        if write and (code == "AccessDenied" or status == 403):
+            return StoreError(DENIED, f"{what}: access denied ({status} {code})")
         if code in _RETRY or status >= 500:
             return RetryableError(f"{what}: {_message(exc)}", item=item)
         return ItemError(f"{what}: {_message(exc)}", item=item)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,15 +37,17 @@ from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
-from pmigrate.errors import ConfigError, FatalError, PmigrateError
+from pmigrate.errors import FATAL_KINDS, STORE_KINDS, ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory
+from pmigrate.transfer import checks, memory, stopcause
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
+from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
+from pmigrate.transfer.stopcause import size as _size
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +280,7 @@ class _Copy:
         self.last_commit = time.monotonic()
         self._committer: threading.Thread | None = None
         self._commit_error: BaseException | None = None
+        self._unlisted = 0  # blobs durable on the target whose journal rows could not be written
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
@@ -292,7 +296,10 @@ class _Copy:
             self.report.section(AREA)["target_owner"] = found[-1]
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
-            self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            try:
+                self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            except sqlite3.Error as exc:
+                raise journal_mod.unwritable(plan.journal_path, exc) from None
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
@@ -320,6 +327,7 @@ class _Copy:
                 self._commit(wait=True)
             except PmigrateError as exc:
                 commit_error = exc
+            halt = self._halt(stop) if stop is not None else None
             if self.governor is not None:
                 self.governor.stop()
             self.journal.close()
@@ -333,12 +341,34 @@ class _Copy:
                 workers=opts.workers,
                 deaths=len(pool.deaths),
                 complete=stop is None and not interrupted,
+                halt=halt,
             )
             if commit_error is not None:
                 raise commit_error
+        if halt is not None:
+            raise FatalError(halt.message)
         if stop is not None:
-            hint = "" if stop.kind == "fatal" else " (pass --ignore-errors to go on past such blobs)"
+            hint = "" if stop.kind in FATAL_KINDS else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {shown(stop.item)}: {stop}{hint}")
+
+    def _halt(self, stop: _Stop) -> stopcause.Halt | None:
+        """Cause and fix of a stop by a store refusing every write, with the figures that size the fix."""
+        assert self.dst is not None
+        if stop.kind not in STORE_KINDS:
+            return None
+        remaining = 0
+        try:
+            remaining = max(0, enum_mod.totals(self.plan.metadata)[1] - self.fig.copied_bytes - self.fig.present_bytes)
+        except sa.exc.SQLAlchemyError:
+            log.debug("could not total the blobs left to copy", exc_info=True)
+        return stopcause.halt(
+            stop.kind,
+            str(stop),
+            where=self.dst.describe(),
+            config=str(self.plan.dst.path),
+            free=self.dst.free_bytes(),
+            remaining=remaining,
+        )
 
     def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
         """Keep the run within --max-memory, if the target holds upload parts in memory at all."""
@@ -461,18 +491,29 @@ class _Copy:
             if sync is not None:
                 sync()
             self.journal.write(rows)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                self._commit_error = FatalError(f"journal commit failed: {exc}")
+            else:
+                self._unlisted += len(rows)
+                free = stopcause.free_bytes(self.journal.path.parent)
+                self._commit_error = FatalError(stopcause.journal_full(self.journal.path, free=free, rows=self._unlisted))
         except BaseException as exc:  # noqa: BLE001 - raised again in the parent's thread
             self._commit_error = exc if isinstance(exc, PmigrateError) else FatalError(f"journal commit failed: {exc}")
 
     def _error(self, kind: str, item: str, message: str) -> None:
+        if kind in FATAL_KINDS and self.stop is not None and self.stop.kind in FATAL_KINDS:
+            return  # another worker met the same wall before it heard of the stop: the first says it
         self.fig.errors += 1
         self.fig.errors_by_kind[kind] = self.fig.errors_by_kind.get(kind, 0) + 1
         self.report.problem(area=AREA, kind=kind, item=item, message=message)
-        if self.stop is None and (kind == "fatal" or not self.opts.ignore_errors):
+        if self.stop is None and (kind in FATAL_KINDS or not self.opts.ignore_errors):
             # Raised once the current batch of results is accounted for.
             self.stop = _Stop(kind, item, message)
 
-    def _summarise(self, seconds: float, *, workers: int, deaths: int, complete: bool) -> None:
+    def _summarise(
+        self, seconds: float, *, workers: int, deaths: int, complete: bool, halt: stopcause.Halt | None = None
+    ) -> None:
         fig, tally = self.fig, self.tally
         skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
         if fig.present:
@@ -511,7 +552,10 @@ class _Copy:
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
         if self.governor is not None:
             self._memory_figures(self.governor.figures)
-        if not complete:
+        if halt is not None:
+            sec.update(stopped=halt.figures)
+            self.report.line(AREA, f"stopped before the end: {halt.message}")
+        elif not complete:
             self.report.line(AREA, "stopped before the end: run the same command again to resume")
 
     def _memory_figures(self, fig: memory.Figures) -> None:
@@ -525,11 +569,3 @@ class _Copy:
                 f"the processes alone use {_size(fig.over)}, leaving no room under --max-memory {_size(fig.limit)} "
                 "for upload parts: one part at a time; raise --max-memory or lower --workers"
             )
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -188,6 +188,13 @@ class Journal:
             self._con.close()
 
 
+def unwritable(path: Path, exc: sqlite3.Error) -> ConfigError:
+    """The journal cannot be opened for writing, found before any blob is copied: one line, cause and fix."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return ConfigError(f"journal {path} cannot be written: its disk is full: free space there, or pass --journal with a path on another disk")
+    return ConfigError(f"journal {path} cannot be written ({exc}): pass --journal with another path")
+
+
 def _foreign(path: Path) -> ConfigError:
     return ConfigError(
         f"journal {path} belongs to another target: pass --journal with another path, or --restart to reuse it"

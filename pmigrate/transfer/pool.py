@@ -147,7 +147,7 @@ def _serve(
             last_send = time.monotonic()
             for job in chunk:
                 if cancel.value:
-                    return
+                    break  # what is done is on the target: the parent still journals it
                 if out and (job.size >= EARLY_REPORT_SIZE or time.monotonic() - last_send > 0.25):
                     # A long job ahead, or a long chunk: report what is done so
                     # far, so that progress stays live and a death does not
@@ -439,15 +439,8 @@ class Pool:
             ready = wait(list(conns) + [s.process.sentinel for s in pending], 0.5)
             for obj in ready:
                 slot = conns.get(obj)
-                if slot is None:
-                    continue
-                try:
-                    while slot.conn.poll():
-                        msg = slot.conn.recv()
-                        if msg[0] == "results":
-                            self.drained.extend(msg[1])
-                except (EOFError, OSError):
-                    pass
+                if slot is not None:
+                    self._drain(slot)
             pending = [s for s in pending if s.process.is_alive()]
         for s in pending:
             log.warning("worker pid %s did not stop in %.0fs; terminating it", s.process.pid, self._stop_timeout)
@@ -457,5 +450,16 @@ class Pool:
             if s.process.is_alive():
                 s.process.kill()
                 s.process.join()
+            self._drain(s)  # what it sent just before it ended, after the last wait above
             s.conn.close()
         self._slots.clear()
+
+    def _drain(self, slot: _Slot) -> None:
+        """Keep the results a stopping worker sends: those blobs are on the target."""
+        try:
+            while slot.conn.poll():
+                msg = slot.conn.recv()
+                if msg[0] == "results":
+                    self.drained.extend(msg[1])
+        except (EOFError, OSError):
+            pass

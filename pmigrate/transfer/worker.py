@@ -20,7 +20,7 @@ from pmigrate import redact
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError
+from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, store_kind
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,9 @@ class BlobHandler:
                 PartBudget(shared, stopped=lifeline.stopped, ledger=lifeline.held) if lifeline is not None else PartBudget(shared)
             )
         self._md5 = context.checksum == "md5"
+        # Set by a fatal error: the run is stopping, and every further blob
+        # would meet the same wall (a full disk), so none is tried.
+        self._fatal = False
         self._server_side = self.dst.features.server_side_copy
         for b in (self.src, self.dst):
             try:
@@ -224,6 +227,8 @@ class BlobHandler:
     def do_copy(self, job: BlobJob) -> BlobResult:
         t0 = time.perf_counter()
         ref = job.ref
+        if self._fatal:
+            return BlobResult(job.seq, ref.file_id, CANCELLED)
         for attempt in range(RETRIES):
             try:
                 result = self._copy_once(job)
@@ -234,7 +239,11 @@ class BlobHandler:
                 result = _failed(job, exc.kind if exc.kind != "error" else "retry-exhausted", _describe(exc))
             except Cancelled:
                 result = BlobResult(job.seq, ref.file_id, CANCELLED)
+            except StoreError as exc:
+                self._fatal = True
+                result = _failed(job, store_kind(exc.side or "target", exc.cause), _describe(exc))
             except FatalError as exc:
+                self._fatal = True
                 result = _failed(job, "fatal", _describe(exc))
             except ItemError as exc:
                 result = _failed(job, _KINDS.get(exc.kind, exc.kind), _describe(exc))
@@ -262,6 +271,9 @@ class BlobHandler:
         ref = job.ref
         try:
             raw = self.src.open_read(ref)
+        except StoreError as exc:
+            exc.side = exc.side or "source"
+            raise
         except (ItemError, FatalError):
             raise
         except Exception as exc:  # noqa: BLE001
