@@ -177,17 +177,21 @@ def find_source(cli_path: str | None, env: Mapping[str, str]) -> Path:
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, origin: str = "") -> dict[str, Any]:
+    """The TOML document; origin ('--config', '--to', ...) says where the path came from."""
+    named = f" ({origin})" if origin else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: check the path") from None
+        raise ConfigError(f"config file {path}{named} does not exist: check the path") from None
     except IsADirectoryError:
-        raise ConfigError(f"config path {path} is a directory: give the plikd.cfg file inside it") from None
+        raise ConfigError(f"config path {path}{named} is a directory: give the plikd.cfg file inside it") from None
     except PermissionError:
-        raise ConfigError(f"config file {path} is not readable (permission denied): run as a user who can read it") from None
+        raise ConfigError(
+            f"config file {path}{named} is not readable (permission denied): run as a user who can read it"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror}): check the path") from None
+        raise ConfigError(f"config file {path}{named} cannot be read ({exc.strerror}): check the path") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -385,13 +389,14 @@ def _metadata(table: dict[str, Any], path: Path, warnings: list[str], *, strict:
     return meta
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None, strict: bool = False) -> PlikConfig:
+def load(path: Path, *, env: Mapping[str, str] | None = None, strict: bool = False, origin: str = "") -> PlikConfig:
     """Read one plikd.cfg; env (source only) applies PLIKD_* overrides.
 
     strict (the target): a key plikd does not read is an error, not a warning.
+    origin: the option or variable that named the file, for the messages.
     """
     path = Path(path)
-    doc = _read(path)
+    doc = _read(path, origin)
     top_warnings: list[str] = []
     _check_top(doc, path, top_warnings, strict=strict)
     fields: dict[str, Any] = {}
@@ -447,8 +452,9 @@ def load_pair(config_path: str | None, target_path: str, *, env: Mapping[str, st
     src_path = find_source(config_path, env)
     if not config_path and env.get("PLIKD_CONFIG") is None:
         log.info("source config: %s (found in the default locations)", src_path)
-    src = load(src_path, env=env)
-    dst = load(Path(target_path), env=None, strict=True)
+    origin = "--config" if config_path else "PLIKD_CONFIG" if env.get("PLIKD_CONFIG") else "source"
+    src = load(src_path, env=env, origin=origin)
+    dst = load(Path(target_path), env=None, strict=True, origin="--to")
     if dst.has_metadata and dsn.same_database(src.metadata.translation(), dst.metadata.translation()):
         raise ConfigError(
             f"source and target name the same database ({dst.metadata.describe()}): point --to at another database"
