@@ -29,6 +29,7 @@ from pmigrate.metadata import values as V
 from pmigrate.options import RunOptions
 from pmigrate.progress import bar
 from pmigrate.report import Report
+from pmigrate.words import plural
 
 AREA = "metadata"
 SESSIONS = "cli_auth_sessions"
@@ -590,10 +591,10 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
     for t in plan.tables:
         r = results[t.name]
         tables[t.name] = {"source": r.source, "orphans": r.orphans, "would_copy": r.source - r.orphans}
-        note = f" ({r.orphans} orphans would be skipped)" if r.orphans else ""
-        report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
+        note = f" ({plural(r.orphans, 'orphan')} would be skipped)" if r.orphans else ""
+        report.line(AREA, f"{t.name:<22} {plural(r.source, 'row', width=10)}{note}")
     for name, n in skipped_counts.items():
-        report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
+        report.line(AREA, f"{name:<22} {plural(n, 'row', width=10)} skipped (short-lived; --with-sessions copies them)")
     for line in plan.oversized:
         report.line(AREA, f"would skip: {line}")
     sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
@@ -756,9 +757,9 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
         entry = {"source": r.source, "target": r.target, "orphans": r.orphans, "skipped": r.bad, "ok": ok}
         notes = []
         if r.orphans:
-            notes.append(f"{r.orphans} orphans skipped")
+            notes.append(f"{plural(r.orphans, 'orphan')} skipped")
         if r.bad:
-            notes.append(f"{r.bad} bad rows skipped")
+            notes.append(f"{plural(r.bad, 'bad row')} skipped")
         if r.changed is not None:
             entry["changed"] = r.changed
             notes.append(f"{r.changed} inserted or updated")
@@ -782,7 +783,7 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
         ok=not mismatches,
     )
     mode = "created at level " + plan.level if plan.state == "empty" else "merged by primary key"
-    report.line(AREA, f"{total} rows in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
+    report.line(AREA, f"{plural(total, 'row')} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
     if mismatches:
         report.line(AREA, f"counts differ for {', '.join(mismatches)}")
         report.fail()

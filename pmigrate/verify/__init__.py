@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
+from pmigrate.words import plural
 
 __all__ = ["preflight", "run", "VerifyPlan"]
 
@@ -217,7 +218,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 journal.close()
         if forgotten:
             section["dropped_from_journal"] = forgotten
-            report.line(area, f"{forgotten} blob(s) dropped from the copy journal: the next pmigrate run copies them again")
+            report.line(area, f"{plural(forgotten, 'blob')} dropped from the copy journal: the next pmigrate run copies them again")
         section.update(totals.figures())
         section["reference"] = f"copy journal {plan.journal[0]}, else the source blobs" if journal is not None else "source blobs"
         if dst.features.listable:
@@ -234,12 +235,12 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
 def _blob_lines(s: Mapping[str, Any], *, md5: bool) -> list[str]:
     c = s
     lines = [
-        f"{c['files']} files ({_size(c['bytes'])}): {c['ok']} ok, {c['missing']} missing, "
+        f"{plural(c['files'], 'file')} ({_size(c['bytes'])}): {c['ok']} ok, {c['missing']} missing, "
         f"{c['size-mismatch']} size mismatch, {c['hash-mismatch']} hash mismatch, "
         f"{c['corrupt-source']} corrupt at the source, {c['source-missing']} missing at the source, {c['error']} errors",
     ]
     if s.get("unowned") is not None:
-        lines.append(f"{s['objects_listed']} objects in the target, {s['unowned']} unowned (left in place)")
+        lines.append(f"{plural(s['objects_listed'], 'object')} in the target, {s['unowned']} unowned (left in place)")
     if md5:
         lines.append(f"{c['unverifiable_by_md5']} unverifiable by md5 (files.md5 empty), {c['verified_by_etag']} verified by ETag without reading")
     rate = f" at {c['read_mb_per_s']} MB/s" if c.get("read_mb_per_s") else ""
