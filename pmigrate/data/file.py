@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.sizing import size_error
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent
 from pmigrate.ids import check_id
 
 BUFFER = 1 << 20  # large reads and writes: fewer syscalls per byte
@@ -77,7 +77,7 @@ class FileBackend(DataBackend):
             except OSError as exc:
                 raise ConfigError(f"file backend: cannot create Directory {self.directory!r}: {exc.strerror}") from None
         if not os.path.isdir(self.directory):
-            raise ConfigError(
+            raise StoreAbsent(
                 f"file backend: Directory {self.directory!r} does not exist: fix DataBackendConfig.Directory"
             )
         if create and not os.access(self.directory, os.W_OK | os.X_OK):

@@ -92,6 +92,78 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> VerifyPlan:
     return VerifyPlan(src=src, dst=dst, rows=opts.metadata, blobs=opts.data, journal=_journal_path(dst, opts=opts))
 
 
+def check_migrated(src: Any, dst: Any, *, opts: RunOptions) -> None:
+    """`pmigrate verify` on a target no run has written to: one message, not a failure per table and per blob.
+
+    The rows are absent when the target database is (a sqlite3 file that does
+    not exist) or holds no Plik table; the blobs when no copy journal of this
+    target exists and its store is absent or empty while the source has blobs.
+    """
+    rows = opts.metadata and _rows_absent(dst.metadata)
+    blobs = opts.data and _blobs_absent(src, dst, opts=opts)
+    if (rows or not opts.metadata) and (blobs or not opts.data):
+        raise ConfigError(f"{dst.path} holds no migration from {src.path}: run pmigrate first")
+    if rows:
+        raise ConfigError(
+            f"{dst.path} holds no metadata migrated from {src.path}: run pmigrate first, or verify the blobs alone with --data-only"
+        )
+    if blobs:
+        raise ConfigError(
+            f"{dst.path} holds no blobs migrated from {src.path}: run pmigrate first, or verify the rows alone with --metadata-only"
+        )
+
+
+def _rows_absent(meta: Any) -> bool:
+    import sqlalchemy as sa
+
+    from pmigrate.metadata.db import check_connect, sqlite_file
+
+    path = sqlite_file(meta)
+    if path is not None and not path.exists():
+        return True
+    check_connect(meta, must_exist=True)  # a server database that does not exist is named as such
+    engine = _engine(meta)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    return not tables & {"files", "uploads", "migrations"}
+
+
+def _blobs_absent(src: Any, dst: Any, *, opts: RunOptions) -> bool:
+    from pmigrate.data.registry import open_backend
+    from pmigrate.errors import StoreAbsent
+
+    journal = _journal_path(dst, opts=opts)
+    if journal is None or journal[0].exists() or not _source_has_blobs(src.metadata):
+        return False
+    with open_backend(dst.data.backend, dst.data.options) as backend:
+        if not backend.features.stores_data or not backend.features.listable:
+            return False
+        try:
+            backend.check(create=False)
+        except StoreAbsent:
+            return True
+        return next(iter(backend.list_blobs()), None) is None
+
+
+def _source_has_blobs(meta: Any) -> bool:
+    import sqlalchemy as sa
+
+    from pmigrate.enumerate import BLOB_STATUSES
+
+    engine = _engine(meta)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("files"):
+                return False  # not a Plik database: preflight says so
+            files = sa.table("files", sa.column("status"))
+            query = sa.select(sa.literal(1)).where(files.c.status.in_(BLOB_STATUSES)).limit(1)
+            return conn.execute(query).first() is not None
+    finally:
+        engine.dispose()
+
+
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
     """The copy journal of this target (each blob's xxh3-128 as copied), when there is one."""
     from pathlib import Path
