@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any, Sequence
 from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
-from pmigrate.redact import redact
+from pmigrate.redact import LogFormatter, redact
+from pmigrate.words import plural
 
 log = logging.getLogger("pmigrate")
 
@@ -262,17 +264,10 @@ def options_from(args: argparse.Namespace) -> RunOptions:
     )
 
 
-class _RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted record, tracebacks included."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "pmigrate: %(levelname)s: %(message)s"
-    handler.setFormatter(_RedactingFormatter(fmt))
+    fmt = "pmigrate: %(levelname)s: %(name)s: %(message)s" if verbose else "pmigrate: %(levelname)s: %(message)s"
+    handler.setFormatter(LogFormatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -294,6 +289,26 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{opt} {path} is a directory: give a file name")
 
 
+# What one worker process costs: its own memory (Python, the SDK's client; docs/tuning.md)
+# and its start (measured: 500 workers on 2 CPUs took 25 s before the first blob).
+WORKER_MIB = 20
+WORKER_START_S = 0.05
+
+
+def _warn_many_workers(workers: int, cpus: int) -> None:
+    """Far more workers than the tuning guide ever advises: say what they cost before paying it."""
+    if workers <= max(64, 16 * cpus):
+        return
+    mib = workers * WORKER_MIB
+    memory = f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib} MiB"
+    log.warning(
+        "--workers %d is far above the %s here: every worker is a process of its own, up to %d MiB and some "
+        "%.2f s to start (here up to %s and %.0f s before the first blob); more than 64 workers, or 16 per CPU, "
+        "seldom copy faster (see docs/tuning.md)",
+        workers, plural(cpus, "CPU"), WORKER_MIB, WORKER_START_S, memory, workers * WORKER_START_S,
+    )  # fmt: skip
+
+
 def _one_line(text: str) -> str:
     return redact(" ".join(str(text).split()))
 
@@ -309,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return fakedb.run(args)
         _check_paths(args)
+        _warn_many_workers(args.workers, os.cpu_count() or 1)
         from pmigrate import migrate
 
         return migrate.run(args.command or "migrate", options_from(args), config_path=args.config, target_path=args.to, json_path=args.json)
