@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory the whole run may use (PSS of all its processes, e.g. 2G); fewer S3 upload parts are held "
         "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # A group of its own, after the options: the help and the man page list the options first.
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     verify = sub.add_parser(
         "verify",
         help="audit an already migrated target against the source",
@@ -211,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     from pmigrate import fakedb as fakedb_mod
 
     fakedb_mod.add_arguments(fakedb)
+    return parser
+
+
+def man_parser() -> argparse.ArgumentParser:
+    """The parser as the man page shows it: docs/man-extra.txt gives its DESCRIPTION, so the one-line one goes."""
+    parser = build_parser()
+    parser.description = None
     return parser
 
 
