@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo/run-$(shell date +%Y%m%d-%H%M%S)
+MANPAGE ?= pmigrate.1
 
 .PHONY: demo test man bench bench-plots clean
 
@@ -21,13 +22,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 man: $(STAMP)
-	COLUMNS=1000 $(BIN)/argparse-manpage --module pmigrate.cli --function build_parser \
+	COLUMNS=1000 $(BIN)/argparse-manpage --module pmigrate.cli --function man_parser \
 	  --prog pmigrate --project-name pmigrate --author "the pmigrate authors" \
 	  --description "migrate a Plik deployment between metadata and data backends" \
 	  --include docs/man-extra.txt \
-	  --url https://example.invalid/pmigrate --output pmigrate.1 \
+	  --output $(MANPAGE) \
 	  --manual-title "pmigrate manual" --version "$$($(BIN)/python -c 'import pmigrate;print(pmigrate.__version__)')"
-	@echo "wrote pmigrate.1; read it with: man ./pmigrate.1"
+	@echo "wrote $(MANPAGE); read it with: man -l $(MANPAGE)"
 
 # The reference run of bench/results/README.md: small scale, minutes rather than hours.
 bench: $(STAMP)

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
-from pmigrate.quote import line, lines
-from pmigrate.redact import redact
+from pmigrate.quote import line
+from pmigrate.redact import LogFormatter, redact
+from pmigrate.words import plural
 
 log = logging.getLogger("pmigrate")
 
@@ -71,62 +73,105 @@ def _memory_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def _add_common(p: argparse.ArgumentParser, *, verb: str, to_required: bool = True) -> None:
+# What an option not given means, wherever it may be written (before or after 'verify').
+BATCH_SIZE = 5000
+MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune")
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
+        "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
+        "verbose": False, "quiet": False, "with_sessions": False, "follow_outside_symlinks": False,
+        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False,
+    }  # fmt: skip
+
+
+def _add_common(p: argparse.ArgumentParser, *, verify: bool) -> None:
+    """The options of both migrating and 'verify', worded for each; the parser's defaults are SUPPRESS (see _parse)."""
+    journal = ".pmigrate-journal-<hash of target>.db beside TARGET.cfg"
     p.add_argument(
         "--config",
         metavar="SRC.cfg",
-        default=None,
         help="source plikd.cfg (default: $PLIKD_CONFIG, else ./plikd.cfg, else /etc/plikd.cfg); "
         "PLIKD_* environment overrides apply to this file only",
     )
     p.add_argument(
         "--to",
         metavar="TARGET.cfg",
-        required=to_required,
-        help="target plikd.cfg: only DataBackend, DataBackendConfig and MetadataBackendConfig are read (default: none, required)",
+        help=("plikd.cfg of the migrated target" if verify else "target plikd.cfg")
+        + ": only DataBackend, DataBackendConfig and MetadataBackendConfig are read (required)",
     )
     only = p.add_mutually_exclusive_group()
-    only.add_argument("--metadata-only", action="store_true", help=f"{verb} the metadata database only (default: both)")
-    only.add_argument("--data-only", action="store_true", help=f"{verb} the file blobs only (default: both)")
+    if verify:
+        only.add_argument("--metadata-only", action="store_true", help="compare the metadata rows only (default: rows and blobs)")
+        only.add_argument("--data-only", action="store_true", help="check the file blobs only (default: rows and blobs)")
+    else:
+        only.add_argument("--metadata-only", action="store_true", help="migrate the metadata database only (default: both)")
+        only.add_argument("--data-only", action="store_true", help="migrate the file blobs only (default: both)")
     p.add_argument(
         "--workers",
         type=_positive_int,
         metavar="N",
-        default=default_workers(),
-        help="worker processes for blobs (default: the number of CPUs)",
+        help=f"worker processes that {'read and hash' if verify else 'copy'} blobs (default: the number of CPUs)",
     )
     p.add_argument(
         "--batch-size",
         type=_positive_int,
         metavar="N",
-        default=5000,
-        help="metadata rows read and written per batch (default: %(default)s)",
+        help=("rows read per batch from each database" if verify else "metadata rows read and written per batch")
+        + f" (default: {BATCH_SIZE})",
     )
     p.add_argument(
         "--journal",
         metavar="PATH",
         type=Path,
-        default=None,
-        help="SQLite journal of finished blobs (default: .pmigrate-journal-<hash of target>.db beside TARGET.cfg)",
+        help="the copy journal: blobs are compared with the hashes it recorded, and one found missing or damaged "
+        f"is dropped from it so that the next pmigrate run copies it again (default: {journal})"
+        if verify
+        else f"SQLite journal of finished blobs (default: {journal})",
     )
     p.add_argument(
         "--checksum",
         choices=("xxh3", "md5"),
-        default="xxh3",
-        help="xxh3: compare xxh3-128 hashes of source and target; md5: also check each blob "
-        "against files.md5 recorded by plikd (default: %(default)s)",
+        help="xxh3: compare each target blob's xxh3-128 hash with the journal's or the source's; md5: also check "
+        "it against files.md5 recorded by plikd (default: xxh3)"
+        if verify
+        else "xxh3: compare xxh3-128 hashes of source and target; md5: also check each blob "
+        "against files.md5 recorded by plikd (default: xxh3)",
     )
-    p.add_argument("--ignore-errors", action="store_true", help="go on past bad rows and blobs, list each in the report (default: stop at the first)")
+    p.add_argument(
+        "--ignore-errors",
+        action="store_true",
+        help="no effect: verify always goes on past every difference and lists each"
+        if verify
+        else "go on past bad rows and blobs, list each in the report (default: stop at the first)",
+    )
+    p.add_argument("--json", metavar="REPORT.json", type=Path, help="write the full report as JSON (default: none)")
+    p.add_argument(
+        "--with-sessions",
+        action="store_true",
+        help="also compare cli_auth_sessions when the target holds none (default: only when it holds some)"
+        if verify
+        else "also copy cli_auth_sessions, short-lived login handshakes (default: skipped)",
+    )
     p.add_argument(
         "--follow-outside-symlinks",
         action="store_true",
         help="file source: read blobs through symlinks that lead out of its Directory, for a deployment "
         "that links there on purpose (default: such a blob is an error)",
     )
-    p.add_argument("--json", metavar="REPORT.json", type=Path, default=None, help="write the full report as JSON (default: none)")
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
     level.add_argument("-q", "--quiet", action="store_true", help="no progress bars, summary only (default: off)")
+
+
+class _Subcommands(argparse._SubParsersAction):
+    """Notes the options written before the subcommand (every top-level default is SUPPRESS: only given ones are set)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        namespace.before_command = sorted(k for k in vars(namespace) if k != self.dest)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "resumable and verified. Without a subcommand, migrates.",
         epilog=MIGRATE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
+    parser.register("action", "parsers", _Subcommands)
     parser.add_argument("--version", action="version", version=f"pmigrate {__version__}", help="print the version and exit")
-    # Not required at this level so that 'pmigrate fakedb' parses; main() checks it.
-    _add_common(parser, verb="migrate", to_required=False)
+    _add_common(parser, verify=False)
     parser.add_argument("--dry-run", action="store_true", help="print what would be copied, with counts and bytes; write nothing (default: off)")
     parser.add_argument("--verify", action="store_true", help="after copying, audit every blob and row as 'pmigrate verify' does (default: off)")
     parser.add_argument("--restart", action="store_true", help="ignore the journal and copy every blob again (default: resume)")
@@ -161,24 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-memory",
         type=_memory_size,
         metavar="SIZE",
-        default=None,
         help="memory the whole run may use (PSS of all its processes, e.g. 2G); fewer S3 upload parts are held "
         "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
     )
-    parser.add_argument(
-        "--with-sessions",
-        action="store_true",
-        help="also copy cli_auth_sessions, short-lived login handshakes (default: skipped)",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # A group of its own, after the options: the help and the man page list the options first.
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     verify = sub.add_parser(
         "verify",
         help="audit an already migrated target against the source",
         description="Audit a migrated target: every blob read and hashed, every row digested, against the source.",
         epilog=VERIFY_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    _add_common(verify, verb="verify")
+    _add_common(verify, verify=True)
     fakedb = sub.add_parser(
         "fakedb",
         help="generate a fake Plik deployment (metadata and blobs) for demos, tests and benchmarks",
@@ -192,39 +234,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def man_parser() -> argparse.ArgumentParser:
+    """The parser as the man page shows it: docs/man-extra.txt gives its DESCRIPTION, so the one-line one goes."""
+    parser = build_parser()
+    parser.description = None
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, then merge: an option means the same before or after 'verify'; one that does not apply is refused.
+
+    Every default of the top-level and 'verify' parsers is SUPPRESS, so that
+    the subcommand's parser cannot overwrite what was written before it; the
+    defaults are filled in here.
+    """
+    args = parser.parse_args(argv)
+    before = getattr(args, "before_command", [])
+    flags = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    sub = next(a for a in parser._actions if isinstance(a, _Subcommands))
+    here = sub.choices.get(args.command, parser)  # errors point at the help of the command run
+    if args.command == "fakedb" and before:
+        here.error(f"{flags[before[0]]} before 'fakedb' is not taken: write fakedb's options after it")
+    if args.command == "verify":
+        for dest in MIGRATE_ONLY:
+            if hasattr(args, dest):
+                here.error(f"{flags[dest]} is an option of migrating, not of verify")
+    for dest, value in _defaults().items():
+        if not hasattr(args, dest):
+            setattr(args, dest, value)
+    if args.command != "fakedb":
+        if not args.to:
+            here.error("the following arguments are required: --to")
+        if args.metadata_only and args.data_only:
+            here.error("argument --data-only: not allowed with argument --metadata-only")
+        if args.verbose and args.quiet:
+            here.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+    return args
+
+
 def options_from(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         metadata=not args.data_only,
         data=not args.metadata_only,
         workers=args.workers,
         batch_size=args.batch_size,
-        max_memory=getattr(args, "max_memory", None),
-        dry_run=getattr(args, "dry_run", False),
+        max_memory=args.max_memory,
+        dry_run=args.dry_run,
         ignore_errors=args.ignore_errors,
-        verify=getattr(args, "verify", False) or args.command == "verify",
+        verify=args.verify or args.command == "verify",
         checksum=args.checksum,
         journal=args.journal,
-        restart=getattr(args, "restart", False),
-        merge=getattr(args, "merge", False),
-        prune=getattr(args, "prune", False),
-        with_sessions=getattr(args, "with_sessions", False),
+        restart=args.restart,
+        merge=args.merge,
+        prune=args.prune,
+        with_sessions=args.with_sessions,
         follow_outside_symlinks=args.follow_outside_symlinks,
         quiet=args.quiet,
         verbose=args.verbose,
     )
 
 
-class _RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted record, tracebacks included, and keeps each of its lines printable."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return lines(redact(super().format(record)))
-
-
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "pmigrate: %(levelname)s: %(message)s"
-    handler.setFormatter(_RedactingFormatter(fmt))
+    fmt = "pmigrate: %(levelname)s: %(name)s: %(message)s" if verbose else "pmigrate: %(levelname)s: %(message)s"
+    handler.setFormatter(LogFormatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -246,16 +319,34 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{opt} {path} is a directory: give a file name")
 
 
+# What one worker process costs: its own memory (Python, the SDK's client; docs/tuning.md)
+# and its start (measured: 500 workers on 2 CPUs took 25 s before the first blob).
+WORKER_MIB = 20
+WORKER_START_S = 0.05
+
+
+def _warn_many_workers(workers: int, cpus: int) -> None:
+    """Far more workers than the tuning guide ever advises: say what they cost before paying it."""
+    if workers <= max(64, 16 * cpus):
+        return
+    mib = workers * WORKER_MIB
+    memory = f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib} MiB"
+    log.warning(
+        "--workers %d is far above the %s here: every worker is a process of its own, up to %d MiB and some "
+        "%.2f s to start (here up to %s and %.0f s before the first blob); more than 64 workers, or 16 per CPU, "
+        "seldom copy faster (see docs/tuning.md)",
+        workers, plural(cpus, "CPU"), WORKER_MIB, WORKER_START_S, memory, workers * WORKER_START_S,
+    )  # fmt: skip
+
+
 def _one_line(text: str) -> str:
     return line(redact(" ".join(str(text).split())))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None and not args.to:
-        parser.error("the following arguments are required: --to")
-    verbose = getattr(args, "verbose", False)
+    args = _parse(parser, argv)
+    verbose = args.verbose
     _setup_logging(verbose)
     try:
         if args.command == "fakedb":
@@ -263,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return fakedb.run(args)
         _check_paths(args)
+        _warn_many_workers(args.workers, os.cpu_count() or 1)
         from pmigrate import migrate
 
         return migrate.run(args.command or "migrate", options_from(args), config_path=args.config, target_path=args.to, json_path=args.json)

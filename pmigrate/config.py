@@ -3,7 +3,9 @@
 The rules mirror plikd (server/common/config.go and each backend's NewConfig):
 - top-level keys match case-insensitively (BurntSushi/toml), keys inside the
   backend tables are case-sensitive (plikd assigns them with FieldByName and
-  silently ignores the rest: pmigrate warns instead);
+  silently ignores the rest); a key plikd does not read is a warning in the
+  source (plikd ignores it there too) and an error in the target, where a
+  misspelt Directory would send every blob to plikd's default instead;
 - ``PLIKD_<FIELD>`` overrides a top-level field; a table-valued field takes a
   JSON object whose keys are MERGED into the table (plikd's AssignMapValues),
   not substituted for it;
@@ -16,6 +18,7 @@ them to both sides.
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import logging
 import os
@@ -79,6 +82,20 @@ METADATA_TYPES: dict[str, type] = {
 }  # fmt: skip
 SSE_VALUES = ("", "S3", "SSE-C")
 TOP_FIELDS = ("DataBackend", "DataBackendConfig", "MetadataBackendConfig")
+# Every top-level setting of plikd 1.3 and later (server/common/config.go): a
+# target may be a whole plikd.cfg, of which only TOP_FIELDS are read.
+PLIKD_FIELDS = (
+    "Debug", "DebugRequests", "LogLevel", "ListenAddress", "ListenPort", "MetricsAddress", "MetricsPort", "Path",
+    "MaxFileSizeStr", "MaxFileSize", "MaxUserSizeStr", "MaxUserSize", "MaxFilePerUpload", "DefaultTTLStr",
+    "DefaultTTL", "MaxTTLStr", "MaxTTL", "SslEnabled", "SslCert", "SslKey", "TlsVersion", "NoWebInterface",
+    "DownloadDomain", "DownloadDomainAlias", "EnhancedWebSecurity", "SessionTimeout", "AbuseContact",
+    "WebappDirectory", "ClientsDirectory", "ChangelogDirectory", "SourceIPHeader", "UploadWhitelist",
+    "FeatureAuthentication", "FeatureOneShot", "FeatureRemovable", "FeatureStream", "FeaturePassword",
+    "FeatureComments", "FeatureSetTTL", "FeatureExtendTTL", "FeatureClients", "FeatureGithub", "FeatureText",
+    "Authentication", "NoAnonymousUploads", "OneShot", "Removable", "Stream", "ProtectedByPassword",
+    "GoogleAuthentication", "GoogleAPISecret", "GoogleAPIClientID", "GoogleValidDomains", "OvhAuthentication",
+    "OvhAPIEndpoint", "OvhAPIKey", "OvhAPISecret", *TOP_FIELDS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -160,17 +177,21 @@ def find_source(cli_path: str | None, env: Mapping[str, str]) -> Path:
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, origin: str = "") -> dict[str, Any]:
+    """The TOML document; origin ('--config', '--to', ...) says where the path came from."""
+    named = f" ({origin})" if origin else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: check the path") from None
+        raise ConfigError(f"config file {path}{named} does not exist: check the path") from None
     except IsADirectoryError:
-        raise ConfigError(f"config path {path} is a directory: give the plikd.cfg file inside it") from None
+        raise ConfigError(f"config path {path}{named} is a directory: give the plikd.cfg file inside it") from None
     except PermissionError:
-        raise ConfigError(f"config file {path} is not readable (permission denied): run as a user who can read it") from None
+        raise ConfigError(
+            f"config file {path}{named} is not readable (permission denied): run as a user who can read it"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({exc.strerror}): check the path") from None
+        raise ConfigError(f"config file {path}{named} cannot be read ({exc.strerror}): check the path") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -245,13 +266,38 @@ def _register_secrets(value: Any) -> None:
             _register_secrets(v)
 
 
-def _check_types(table: Mapping[str, Any], types: Mapping[str, type], where: str, path: Path, warnings: list[str]) -> None:
+def did_you_mean(key: str, known: Any) -> str:
+    """' (did you mean X?)' for the nearest known name, or ''."""
+    by_lower = {k.lower(): k for k in known}
+    if key.lower() in by_lower:
+        return f" (did you mean {by_lower[key.lower()]}? case matters)"
+    near = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.7)
+    return f" (did you mean {by_lower[near[0]]}?)" if near else ""
+
+
+def _unknown(where: str, key: str, known: Any, path: Path, warnings: list[str], *, strict: bool, scope: str = "") -> None:
+    """A key plikd does not read: an error in a strict (target) config, else a warning."""
+    text = f"{path}: {where}{key} is not a setting plikd reads{scope}{did_you_mean(key, known)}"
+    if strict:
+        raise ConfigError(f"{text}: correct the key or remove it")
+    warnings.append(f"{text}; ignored")
+
+
+def _check_top(doc: Mapping[str, Any], path: Path, warnings: list[str], *, strict: bool) -> None:
+    known = {k.lower() for k in PLIKD_FIELDS}
+    for key in doc:
+        if key.lower() not in known:
+            _unknown("", key, PLIKD_FIELDS, path, warnings, strict=strict)
+
+
+def _check_types(
+    table: Mapping[str, Any], types: Mapping[str, type], where: str, path: Path, warnings: list[str], *, strict: bool,
+    scope: str = "",
+) -> None:
     for key, value in table.items():
         want = types.get(key)
         if want is None:
-            near = [k for k in types if k.lower() == key.lower()]
-            hint = f" (plikd reads {near[0]!r}, case matters)" if near else ""
-            warnings.append(f"{path}: {where}.{key} is not a setting plikd reads{hint}; ignored")
+            _unknown(f"{where}.", key, types, path, warnings, strict=strict, scope=scope)
             continue
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is int and isinstance(value, float) and value.is_integer():
@@ -272,10 +318,11 @@ def _relative_note(path: Path, what: str, value: str, resolved: Path, warnings: 
         )
 
 
-def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str]) -> DataConfig:
+def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str], *, strict: bool) -> DataConfig:
     if not isinstance(backend, str) or backend not in DATA_DEFAULTS:
         raise ConfigError(f"{path}: unknown DataBackend {backend!r}: use one of {', '.join(sorted(DATA_DEFAULTS))}")
-    _check_types(table, {**DATA_TYPES[backend], **DATA_EXTRA_TYPES.get(backend, {})}, "DataBackendConfig", path, warnings)
+    types = {**DATA_TYPES[backend], **DATA_EXTRA_TYPES.get(backend, {})}
+    _check_types(table, types, "DataBackendConfig", path, warnings, strict=strict, scope=f" for DataBackend {backend!r}")
     o = {**DATA_DEFAULTS[backend], **table}
     for k, v in list(o.items()):
         if DATA_TYPES[backend].get(k) is int and isinstance(v, float):
@@ -314,8 +361,8 @@ def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str]) 
     return DataConfig(backend, o)
 
 
-def _metadata(table: dict[str, Any], path: Path, warnings: list[str]) -> MetadataConfig:
-    _check_types(table, METADATA_TYPES, "MetadataBackendConfig", path, warnings)
+def _metadata(table: dict[str, Any], path: Path, warnings: list[str], *, strict: bool) -> MetadataConfig:
+    _check_types(table, METADATA_TYPES, "MetadataBackendConfig", path, warnings, strict=strict)
     o = {**METADATA_DEFAULTS, **table}
     driver, cs = o["Driver"], o["ConnectionString"]
     if driver not in dsn.DRIVERS:
@@ -342,10 +389,16 @@ def _metadata(table: dict[str, Any], path: Path, warnings: list[str]) -> Metadat
     return meta
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None) -> PlikConfig:
-    """Read one plikd.cfg; env (source only) applies PLIKD_* overrides."""
+def load(path: Path, *, env: Mapping[str, str] | None = None, strict: bool = False, origin: str = "") -> PlikConfig:
+    """Read one plikd.cfg; env (source only) applies PLIKD_* overrides.
+
+    strict (the target): a key plikd does not read is an error, not a warning.
+    origin: the option or variable that named the file, for the messages.
+    """
     path = Path(path)
-    doc = _read(path)
+    doc = _read(path, origin)
+    top_warnings: list[str] = []
+    _check_top(doc, path, top_warnings, strict=strict)
     fields: dict[str, Any] = {}
     given: dict[str, bool] = {}
     for name in TOP_FIELDS:
@@ -366,12 +419,17 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> PlikConfig:
     has_metadata = given["MetadataBackendConfig"]
     data_warnings: list[str] = []
     meta_warnings: list[str] = []
-    data = _data(fields.get("DataBackend", "file"), dict(fields.get("DataBackendConfig") or {}), path, data_warnings)
-    meta = _metadata(dict(fields.get("MetadataBackendConfig") or {}), path, meta_warnings)
+    data_table = dict(fields.get("DataBackendConfig") or {})
+    data = _data(fields.get("DataBackend", "file"), data_table, path, data_warnings, strict=strict)
+    meta = _metadata(dict(fields.get("MetadataBackendConfig") or {}), path, meta_warnings, strict=strict)
     # plikd's defaults stand in for a missing section of a source (plikd would
     # use them); a target's missing section is never used, so nothing to warn of.
     source = env is not None
-    warnings = [*(data_warnings if has_data or source else ()), *(meta_warnings if has_metadata or source else ())]
+    warnings = [
+        *top_warnings,
+        *(data_warnings if has_data or source else ()),
+        *(meta_warnings if has_metadata or source else ()),
+    ]
     for w in warnings:
         log.warning("%s", w)
     return PlikConfig(
@@ -394,8 +452,9 @@ def load_pair(config_path: str | None, target_path: str, *, env: Mapping[str, st
     src_path = find_source(config_path, env)
     if not config_path and env.get("PLIKD_CONFIG") is None:
         log.info("source config: %s (found in the default locations)", src_path)
-    src = load(src_path, env=env)
-    dst = load(Path(target_path), env=None)
+    origin = "--config" if config_path else "PLIKD_CONFIG" if env.get("PLIKD_CONFIG") else "source"
+    src = load(src_path, env=env, origin=origin)
+    dst = load(Path(target_path), env=None, strict=True, origin="--to")
     if dst.has_metadata and dsn.same_database(src.metadata.translation(), dst.metadata.translation()):
         raise ConfigError(
             f"source and target name the same database ({dst.metadata.describe()}): point --to at another database"

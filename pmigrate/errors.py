@@ -18,6 +18,10 @@ class ConfigError(PmigrateError):
     exit_code = EXIT_USAGE
 
 
+class StoreAbsent(ConfigError):
+    """The directory, bucket or container a data config names does not exist (yet)."""
+
+
 class FatalError(PmigrateError):
     """The run cannot go on (target unreachable mid-run, disk full, ...)."""
 

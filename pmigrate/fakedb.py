@@ -21,6 +21,7 @@ from pmigrate.errors import ConfigError
 from pmigrate.fake import tables
 from pmigrate.fake.rows import Generator, Shape, soft_deleted_count
 from pmigrate.redact import redact
+from pmigrate.words import plural
 
 SIZES = ("small", "mixed", "large")
 DB_NAME = "plik.db"
@@ -303,8 +304,8 @@ def _summary(*, args, out: Path, target: Target, shape: Shape, totals: Totals, c
     where = redact(f"{target.driver} {target.connection_string}")
     counts = totals.counts
     if args.quiet:
-        blobs = "no blobs" if args.metadata_only else f"{totals.blob_count} blobs ({_human(totals.bytes_stored)})"
-        print(f"fakedb: {out}: {counts.get('files', 0)} files, {blobs}, metadata in {where}, "
+        blobs = "no blobs" if args.metadata_only else f"{plural(totals.blob_count, 'blob')} ({_human(totals.bytes_stored)})"
+        print(f"fakedb: {out}: {plural(counts.get('files', 0), 'file')}, {blobs}, metadata in {where}, "
               f"config {cfg} ({seconds:.1f} s)")
         return
     rows = ", ".join(f"{t.name} {counts.get(t.name, 0)}" for t in tables.ALL)

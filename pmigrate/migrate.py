@@ -79,5 +79,9 @@ def check_sides(src: config.PlikConfig, dst: config.PlikConfig, *, command: str,
         raise ConfigError(f"{dst.path} names no DataBackend: add DataBackend and [DataBackendConfig], or pass --metadata-only")
     # The source database is read by every stage (the blob list comes from its files table).
     db.check_connect(src.metadata, must_exist=True)
+    if command == "verify":
+        from pmigrate import verify
+
+        verify.check_migrated(src, dst, opts=opts)
     if opts.metadata:
         db.check_connect(dst.metadata, must_exist=command == "verify")

@@ -8,6 +8,7 @@ leaves the process (stdout, stderr, logs, JSON report) goes through redact().
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from urllib.parse import quote, quote_plus
@@ -130,6 +131,15 @@ class _RedactingStream:
         return getattr(self._raw, name)
 
 
+class LogFormatter(logging.Formatter):
+    """One prefix for every logged line ('pmigrate: warning: ...'), redacted, tracebacks included, each line printable."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = record.levelname.lower()
+        return lines(redact(super().format(record)))
+
+
 def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
     """In a worker process: know the parent's secrets, and redact its logs and stderr.
 
@@ -137,7 +147,6 @@ def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
     handler, and multiprocessing prints an uncaught exception's traceback to
     stderr: both must be redacted as in the parent.
     """
-    import logging
     import sys
 
     with _lock:
@@ -145,7 +154,7 @@ def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
     if not isinstance(sys.stderr, _RedactingStream):
         sys.stderr = _RedactingStream(sys.stderr)
     handler = logging.StreamHandler(sys.stderr)  # already redacting
-    handler.setFormatter(logging.Formatter("pmigrate worker: %(levelname)s: %(message)s"))
+    handler.setFormatter(LogFormatter("pmigrate: %(levelname)s: worker %(process)d: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

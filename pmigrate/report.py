@@ -98,7 +98,7 @@ class Report:
 
     def print_summary(self, out: TextIO = sys.stdout, *, max_problems: int = 20) -> None:
         for text in self.warnings:
-            print(line(redact(f"warning: {text}")), file=out)
+            print(line(redact(f"pmigrate: warning: {text}")), file=out)
         area = None
         for a, text in self.lines:
             if a != area:

@@ -1,4 +1,4 @@
-"""Turn plikd's own dumps (../shared/plik-dumps) into live databases.
+"""Turn plikd's own dumps (tests/fixtures/plik-dumps) into live databases.
 
 The dumps come from newer clients than this machine's: pg_dump 18 writes
 \\restrict lines and SET transaction_timeout, MariaDB 11 a sandbox-mode line
@@ -15,11 +15,12 @@ from pathlib import Path
 
 from tests.servers import Database, MysqlServer, PostgresServer, sqlite_database
 
-REPO = Path(__file__).resolve().parent.parent
+FIXTURE_DUMPS = Path(__file__).resolve().parent / "fixtures" / "plik-dumps"
 
 
 def dumps_dir() -> Path:
-    return Path(os.environ.get("PMIGRATE_PLIK_DUMPS", REPO.parent / "shared" / "plik-dumps"))
+    """The dumps kept in the project, unless PMIGRATE_PLIK_DUMPS names another folder of the same layout."""
+    return Path(os.environ.get("PMIGRATE_PLIK_DUMPS") or FIXTURE_DUMPS)
 
 
 def all_dumps() -> list[Path]:

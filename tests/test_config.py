@@ -127,7 +127,7 @@ def test_top_level_keys_match_any_case_but_table_keys_do_not(tmp_path):
     path = write(tmp_path / "c.cfg", 'databackend = "file"\n[databackendconfig]\ndirectory = "/elsewhere"\n')
     cfg = config.load(path)
     assert cfg.data.options["Directory"] == str(Path.cwd() / "files")  # plikd ignores 'directory' too
-    assert any("'Directory', case matters" in w for w in cfg.warnings)
+    assert any("(did you mean Directory? case matters)" in w for w in cfg.warnings)
 
 
 def test_relative_paths_resolve_from_the_working_directory(tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ def test_file_to_file_copies_every_blob_with_hashes(tmp_path, run_cli):
     assert data["copied"] == 35 and data["errors"] == 0
     assert data["bytes"] == sum(len(b.data) for b in dep.with_blob())
     assert data["skipped"] == {"status (empty)": 1, "status deleted": 2, "status missing": 1, "status uploading": 1}
-    assert "copied 35 blob(s)" in cp.stdout
+    assert "copied 35 blobs" in cp.stdout
 
 
 def test_resume_skips_done_blobs_but_recopies_what_the_target_lost(tmp_path, run_cli):
@@ -197,7 +197,7 @@ def test_dry_run_touches_nothing(tmp_path, run_cli):
     data = json.loads(report.read_text())["sections"]["data"]
     assert (data["to_copy"], data["to_copy_bytes"], data["journal_done"]) == (9, 9000, 0)
     assert data["by_status"] == {"deleted": 1, "uploaded": 9}
-    assert "would copy 9 blob(s)" in cp.stdout
+    assert "would copy 9 blobs" in cp.stdout
 
     assert _copy(run_cli, dep, target).returncode == 0
     cp = _copy(run_cli, dep, target, "--dry-run", json_path=report)

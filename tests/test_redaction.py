@@ -269,7 +269,7 @@ def test_worker_processes_redact_their_stderr(tmp_path):
     env = dict(__import__("os").environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
-    assert "Traceback" in proc.stderr and "pmigrate worker: WARNING" in proc.stderr and "library warning" in proc.stderr
+    assert "Traceback" in proc.stderr and "pmigrate: warning: worker " in proc.stderr and "library warning" in proc.stderr
     assert leak not in proc.stderr and quote(leak, safe="") not in proc.stderr
 
 

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.sizing import size_error
-from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreError
+from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
 
@@ -91,7 +91,7 @@ class FileBackend(DataBackend):
             except OSError as exc:
                 raise ConfigError(f"file backend: cannot create Directory {self.directory!r}: {exc.strerror}") from None
         if not os.path.isdir(self.directory):
-            raise ConfigError(
+            raise StoreAbsent(
                 f"file backend: Directory {self.directory!r} does not exist: fix DataBackendConfig.Directory"
             )
         if not create:

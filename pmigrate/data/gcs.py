@@ -27,7 +27,7 @@ from google.cloud import storage
 
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
 
 MIB = 1024 * 1024
@@ -134,7 +134,7 @@ class GCSBackend(DataBackend):
         """The bucket must exist and be readable; plikd never creates it, so neither does create=True."""
         try:
             if not self._bucket.exists():
-                raise ConfigError(
+                raise StoreAbsent(
                     f"gcs bucket {self.bucket_name!r} does not exist at {self._endpoint()}: create it first "
                     "(plikd does not create it either)"
                 )

@@ -36,7 +36,7 @@ from pmigrate import redact
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
-from pmigrate.errors import DENIED, GONE, BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, StoreError
+from pmigrate.errors import DENIED, GONE, BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, StoreError
 from pmigrate.ids import check_id
 
 MiB = 1 << 20
@@ -208,7 +208,7 @@ class S3Backend(DataBackend):
                 f"s3 backend: cannot reach {self.endpoint} ({redact.redact(str(exc))}): check Endpoint and UseSSL"
             ) from None
         if not create:
-            raise ConfigError(f"s3 backend: bucket {self.bucket!r} does not exist at {self.endpoint}")
+            raise StoreAbsent(f"s3 backend: bucket {self.bucket!r} does not exist at {self.endpoint}")
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self.location != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.location}

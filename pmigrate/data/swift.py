@@ -27,7 +27,7 @@ from swiftclient.exceptions import ClientException
 from pmigrate import redact
 from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
 
 GIB = 1024 * 1024 * 1024
@@ -210,7 +210,7 @@ class SwiftBackend(DataBackend):
                 if exc.http_status != 404:
                     raise
                 if not create:
-                    raise ConfigError(f"{where}: the container does not exist (plikd creates it on first use)") from None
+                    raise StoreAbsent(f"{where}: the container does not exist (plikd creates it on first use)") from None
                 conn.put_container(self.container)
         except ConfigError:
             raise

@@ -33,6 +33,7 @@ from pmigrate.options import RunOptions
 from pmigrate.progress import bar
 from pmigrate.quote import shown
 from pmigrate.report import Report
+from pmigrate.words import plural
 
 AREA = "metadata"
 SESSIONS = "cli_auth_sessions"
@@ -630,18 +631,18 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
     for t in plan.tables:
         r = results[t.name]
         entry = {"source": r.source, "orphans": r.orphans, "would_copy": r.source - r.orphans}
-        note = f" ({r.orphans} orphans would be skipped)" if r.orphans else ""
+        note = f" ({plural(r.orphans, 'orphan')} would be skipped)" if r.orphans else ""
         if t.name in diff:
             ins, upd, gone = diff[t.name]
             entry.update(would_insert=ins, would_update=upd, **{"would_delete" if prune else "would_keep": gone})
             report.line(AREA, f"{t.name:<22} {r.source:>10} {ins:>10} {upd:>10} {gone:>10}{note}")
         else:
-            report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
+            report.line(AREA, f"{t.name:<22} {plural(r.source, 'row', width=10)}{note}")
         tables[t.name] = entry
     if diff and not prune and any(gone for _, _, gone in diff.values()):
         report.line(AREA, "rows gone from the source would be kept; --prune deletes them (only in a target filled from this source)")
     for name, n in skipped_counts.items():
-        report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
+        report.line(AREA, f"{name:<22} {plural(n, 'row', width=10)} skipped (short-lived; --with-sessions copies them)")
     for line in plan.oversized:
         report.line(AREA, f"would skip: {line}")
     sec.update(
@@ -862,9 +863,9 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
         entry = {"source": r.source, "target": r.target, "orphans": r.orphans, "skipped": r.bad, "ok": ok}
         notes = []
         if r.orphans:
-            notes.append(f"{r.orphans} orphans skipped")
+            notes.append(f"{plural(r.orphans, 'orphan')} skipped")
         if r.bad:
-            notes.append(f"{r.bad} bad rows skipped")
+            notes.append(f"{plural(r.bad, 'bad row')} skipped")
         if r.changed is not None:
             entry["changed"] = r.changed
             notes.append(f"{r.changed} inserted or updated")
@@ -892,7 +893,7 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
     )
     mode = "created at level " + plan.level if plan.state == "empty" else "merged by primary key"
     sec["target_owner"] = plan.owner.state
-    report.line(AREA, f"{total} rows in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
+    report.line(AREA, f"{plural(total, 'row')} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s); target {mode}")
     if mismatches:
         report.line(AREA, f"counts differ for {', '.join(mismatches)}")
         report.fail()

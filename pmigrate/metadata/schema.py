@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pmigrate.errors import ConfigError
+from pmigrate.words import plural
 
 DRIVERS = ("sqlite3", "postgres", "mysql")
 _DIALECT_OF = {"sqlite3": "sqlite", "postgres": "postgresql", "mysql": "mysql"}
@@ -222,14 +223,14 @@ def detect_level(conn: Connection) -> SchemaLevel:
     missing = [t for t in known_tables(name) if t not in tables]
     if missing:
         raise ConfigError(
-            f"the source is at schema level {name} but lacks table(s) {', '.join(missing)}; "
+            f"the source is at schema level {name} but lacks {plural(len(missing), 'table')}: {', '.join(missing)}; "
             "it was altered by hand or is not a Plik database"
         )
     for table in known_tables(name):
         lacking = [c for c in expected_columns(name, table) if c not in _columns(conn, table)]
         if lacking:
             raise ConfigError(
-                f"the source is at schema level {name} but {table} lacks column(s) {', '.join(lacking)}; "
+                f"the source is at schema level {name} but {table} lacks {plural(len(lacking), 'column')}: {', '.join(lacking)}; "
                 "it was altered by hand or is not a Plik database"
             )
     return SchemaLevel(name=name, migrations=tuple(ids))

@@ -48,6 +48,7 @@ from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
 from pmigrate.transfer.stopcause import size as _size
+from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         pass
     sec = report.section(AREA)
     sec.update(files=tally.rows, blobs=0, copied=0, bytes=0, errors=0, skipped={"no data at source": tally.rows})
-    report.line(AREA, f"nothing to copy: {plan.skip_reason}; {tally.rows} file(s) skipped")
+    report.line(AREA, f"nothing to copy: {plan.skip_reason}; {plural(tally.rows, 'file')} skipped")
 
 
 def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
@@ -252,7 +253,7 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     )
     sec["target_owner"] = plan.owner
     report.line(AREA, _OWNER_NOTE[plan.owner])
-    report.line(AREA, f"would copy {tally.blobs - known} blob(s), {_size(tally.blob_bytes - known_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
+    report.line(AREA, f"would copy {plural(tally.blobs - known, 'blob')}, {_size(tally.blob_bytes - known_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
     if known:
         report.line(AREA, f"journal {plan.journal_path} lists {known} ({_size(known_bytes)}) as done: checked on the target, then skipped")
     by_status = ", ".join(f"{n} {s or '(empty)'}" for s, n in sorted(tally.by_status.items()))
@@ -541,7 +542,7 @@ class _Copy:
             journal=str(self.plan.journal_path),
             complete=complete,
         )
-        line = f"copied {fig.copied} blob(s), {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
+        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
         if fig.server_side:
             line += f"; {fig.server_side} server-side"
         self.report.line(AREA, line)
@@ -562,8 +563,8 @@ class _Copy:
         self.report.section(AREA).update(
             memory={"limit_bytes": fig.limit, "peak_bytes": fig.peak, "parts_at_once": [fig.fewest, fig.most]}
         )
-        parts = f"{fig.fewest}" if fig.fewest == fig.most else f"{fig.fewest} to {fig.most}"
-        self.report.line(AREA, f"memory: peak {_size(fig.peak)} of {_size(fig.limit)} allowed; {parts} upload part(s) at once")
+        parts = plural(fig.most, "upload part") if fig.fewest == fig.most else f"{fig.fewest} to {plural(fig.most, 'upload part')}"
+        self.report.line(AREA, f"memory: peak {_size(fig.peak)} of {_size(fig.limit)} allowed; {parts} at once")
         if fig.over:
             self.report.warn(
                 f"the processes alone use {_size(fig.over)}, leaving no room under --max-memory {_size(fig.limit)} "

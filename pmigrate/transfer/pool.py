@@ -35,6 +35,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from pmigrate.errors import FatalError
+from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ class Pool:
                     lost.append(self._lost(job, f"worker process died twice while handling it ({how})"))
                     continue
             self._retry.append(job)
-        self.deaths.append(f"worker pid {slot.process.pid} {how}; {len(slot.jobs)} job(s) handed out again")
+        self.deaths.append(f"worker pid {slot.process.pid} {how}; {plural(len(slot.jobs), 'job')} handed out again")
         log.warning("%s", self.deaths[-1])
         slot.conn.close()
         self._slots.remove(slot)

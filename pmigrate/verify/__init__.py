@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
+from pmigrate.words import plural
 
 __all__ = ["preflight", "run", "VerifyPlan"]
 
@@ -89,6 +90,78 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> VerifyPlan:
         except ConfigError:
             pass  # absent until copied: run() says so if it still is
     return VerifyPlan(src=src, dst=dst, rows=opts.metadata, blobs=opts.data, journal=_journal_path(dst, opts=opts))
+
+
+def check_migrated(src: Any, dst: Any, *, opts: RunOptions) -> None:
+    """`pmigrate verify` on a target no run has written to: one message, not a failure per table and per blob.
+
+    The rows are absent when the target database is (a sqlite3 file that does
+    not exist) or holds no Plik table; the blobs when no copy journal of this
+    target exists and its store is absent or empty while the source has blobs.
+    """
+    rows = opts.metadata and _rows_absent(dst.metadata)
+    blobs = opts.data and _blobs_absent(src, dst, opts=opts)
+    if (rows or not opts.metadata) and (blobs or not opts.data):
+        raise ConfigError(f"{dst.path} holds no migration from {src.path}: run pmigrate first")
+    if rows:
+        raise ConfigError(
+            f"{dst.path} holds no metadata migrated from {src.path}: run pmigrate first, or verify the blobs alone with --data-only"
+        )
+    if blobs:
+        raise ConfigError(
+            f"{dst.path} holds no blobs migrated from {src.path}: run pmigrate first, or verify the rows alone with --metadata-only"
+        )
+
+
+def _rows_absent(meta: Any) -> bool:
+    import sqlalchemy as sa
+
+    from pmigrate.metadata.db import check_connect, sqlite_file
+
+    path = sqlite_file(meta)
+    if path is not None and not path.exists():
+        return True
+    check_connect(meta, must_exist=True)  # a server database that does not exist is named as such
+    engine = _engine(meta)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    return not tables & {"files", "uploads", "migrations"}
+
+
+def _blobs_absent(src: Any, dst: Any, *, opts: RunOptions) -> bool:
+    from pmigrate.data.registry import open_backend
+    from pmigrate.errors import StoreAbsent
+
+    journal = _journal_path(dst, opts=opts)
+    if journal is None or journal[0].exists() or not _source_has_blobs(src.metadata):
+        return False
+    with open_backend(dst.data.backend, dst.data.options) as backend:
+        if not backend.features.stores_data or not backend.features.listable:
+            return False
+        try:
+            backend.check(create=False)
+        except StoreAbsent:
+            return True
+        return next(iter(backend.list_blobs()), None) is None
+
+
+def _source_has_blobs(meta: Any) -> bool:
+    import sqlalchemy as sa
+
+    from pmigrate.enumerate import BLOB_STATUSES
+
+    engine = _engine(meta)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("files"):
+                return False  # not a Plik database: preflight says so
+            files = sa.table("files", sa.column("status"))
+            query = sa.select(sa.literal(1)).where(files.c.status.in_(BLOB_STATUSES)).limit(1)
+            return conn.execute(query).first() is not None
+    finally:
+        engine.dispose()
 
 
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
@@ -217,7 +290,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 journal.close()
         if forgotten:
             section["dropped_from_journal"] = forgotten
-            report.line(area, f"{forgotten} blob(s) dropped from the copy journal: the next pmigrate run copies them again")
+            report.line(area, f"{plural(forgotten, 'blob')} dropped from the copy journal: the next pmigrate run copies them again")
         section.update(totals.figures())
         section["reference"] = f"copy journal {plan.journal[0]}, else the source blobs" if journal is not None else "source blobs"
         if dst.features.listable:
@@ -234,12 +307,12 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
 def _blob_lines(s: Mapping[str, Any], *, md5: bool) -> list[str]:
     c = s
     lines = [
-        f"{c['files']} files ({_size(c['bytes'])}): {c['ok']} ok, {c['missing']} missing, "
+        f"{plural(c['files'], 'file')} ({_size(c['bytes'])}): {c['ok']} ok, {c['missing']} missing, "
         f"{c['size-mismatch']} size mismatch, {c['hash-mismatch']} hash mismatch, "
         f"{c['corrupt-source']} corrupt at the source, {c['source-missing']} missing at the source, {c['error']} errors",
     ]
     if s.get("unowned") is not None:
-        lines.append(f"{s['objects_listed']} objects in the target, {s['unowned']} unowned (left in place)")
+        lines.append(f"{plural(s['objects_listed'], 'object')} in the target, {s['unowned']} unowned (left in place)")
     if md5:
         lines.append(f"{c['unverifiable_by_md5']} unverifiable by md5 (files.md5 empty), {c['verified_by_etag']} verified by ETag without reading")
     rate = f" at {c['read_mb_per_s']} MB/s" if c.get("read_mb_per_s") else ""

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from pmigrate.quote import shown
 from pmigrate.verify import canon
+from pmigrate.words import plural
 
 AREA = "verify-rows"
 MASK128 = (1 << 128) - 1
@@ -419,7 +420,7 @@ def audit(
                 report.problem(area=AREA, kind=kind, item=item, message=message)
             unlisted = sum(getattr(res, k) - res.listed.get(k, 0) for k in ("missing", "extra", "changed"))
             if unlisted:
-                report.warn(f"{plan.name}: {unlisted} more differing rows than listed (limit {MAX_LISTED} per kind)")
+                report.warn(f"{plan.name}: {plural(unlisted, 'more differing row')} than listed (limit {MAX_LISTED} per kind)")
             if not res.clean:
                 clean = False
                 report.fail()
@@ -430,7 +431,7 @@ def audit(
 
 
 def _summary_line(res: TableResult) -> str:
-    head = f"{res.name}: {res.source_rows} source rows, {res.target_rows} target rows, {res.ok} ok"
+    head = f"{res.name}: {plural(res.source_rows, 'source row')}, {plural(res.target_rows, 'target row')}, {res.ok} ok"
     parts = []
     for kind in ("missing", "extra", "changed"):
         n = getattr(res, kind)
