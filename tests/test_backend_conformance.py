@@ -170,7 +170,7 @@ class S3Fixtures:
         def _read(b, ref):
             from pmigrate.data.s3 import content_type_of
 
-            return content_type_of(b.client.head_object(Bucket=b.bucket, Key=b.key(ref), **b._sse_args(ref)))
+            return content_type_of(b.client.head_object(Bucket=b.bucket, Key=b.key(ref), **b._read_args(ref)))
 
         return _read
 
@@ -188,6 +188,12 @@ class TestS3BackendWithPrefix(S3Fixtures, BackendConformance):
         assert backend.key(ref) == f"plik/data/{ref.file_id}"
         s3_server.client().put_object(Bucket=backend.bucket, Key=f"other/{ref.file_id}", Body=b"not ours")
         assert dict(backend.list_blobs()) == {f"plik/data/{ref.file_id}": 3}
+
+
+class TestS3BackendSSES3(S3Fixtures, BackendConformance):
+    """SSE-S3: the store encrypts by itself; only the requests that create an object say so."""
+
+    extra = {"SSE": "S3"}
 
 
 class TestS3BackendSSEC(S3Fixtures, BackendConformance):

@@ -226,19 +226,29 @@ class S3Backend(DataBackend):
             )
 
     # -- blobs -------------------------------------------------------------------
-    def _sse_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
-        """Request arguments for this backend's SSE setting and ref's SSE-C key."""
-        if self.sse == "S3" and not prefix:
-            return {"ServerSideEncryption": "AES256"}
+    def _read_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
+        """SSE arguments of a request that reads or appends to an object: the SSE-C key, if any.
+
+        GetObject, HeadObject and UploadPart take no ServerSideEncryption (AWS
+        documents it on the requests that create an object only, and botocore
+        refuses it elsewhere); with SSE-C every request names the key. With
+        prefix="CopySource", the arguments naming the source of a copy.
+        """
         if self.sse != "SSE-C":
             return {}
         key = sse_key(ref)
         return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
 
+    def _write_args(self, ref: BlobRef) -> dict[str, str]:
+        """SSE arguments of a request that creates an object: PutObject, CreateMultipartUpload, CopyObject."""
+        if self.sse == "S3":
+            return {"ServerSideEncryption": "AES256"}
+        return self._read_args(ref)
+
     def open_read(self, ref: BlobRef) -> BinaryIO:
         key = self.key(ref)
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001 - classified below
             raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
         size = int(resp.get("ContentLength") or 0)
@@ -247,7 +257,7 @@ class S3Backend(DataBackend):
     def stat(self, ref: BlobRef) -> BlobStat | None:
         key = self.key(ref)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001
             err = _classify(exc, ref=ref, what=f"stat {self.bucket}/{key}")
             if isinstance(err, BlobNotFound):
@@ -257,7 +267,7 @@ class S3Backend(DataBackend):
 
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
         key = self.key(ref)
-        extra = dict(self._sse_args(ref))
+        extra = self._write_args(ref)
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
         reader = SizedReader(src, expected=ref.size, item=ref.file_id)
@@ -306,14 +316,14 @@ class S3Backend(DataBackend):
             return False
         src_key, key = source.key(ref), self.key(ref)
         try:
-            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._sse_args(ref))
+            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._read_args(ref))
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}") from None
         size = int(head["ContentLength"])
         if ref.size >= 0 and size != ref.size:
             raise size_error(item=ref.file_id, expected=ref.size, got=size)
-        extra = dict(self._sse_args(ref))
-        extra.update(source._sse_args(ref, prefix="CopySource"))
+        extra = self._write_args(ref)
+        extra.update(source._read_args(ref, prefix="CopySource"))
         extra["MetadataDirective"] = "REPLACE"
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
