@@ -36,7 +36,7 @@ from pmigrate import redact
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
-from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, Unsupported
 from pmigrate.ids import check_id
 
 MiB = 1 << 20
@@ -304,7 +304,12 @@ class S3Backend(DataBackend):
             raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}") from None
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
-        """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same."""
+        """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same.
+
+        Raises Unsupported when the store refuses the copy itself as not
+        implemented or not allowed (some servers do not copy SSE-C objects):
+        the caller streams the bytes instead.
+        """
         if not (
             isinstance(source, S3Backend)
             and source.endpoint.lower() == self.endpoint.lower()
@@ -337,6 +342,9 @@ class S3Backend(DataBackend):
             )
             future.result()
         except Exception as exc:  # noqa: BLE001
+            refused = _refused_copy(exc)
+            if refused:
+                raise Unsupported(f"the store refuses server-side copies ({refused})", item=ref.file_id) from None
             raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}") from None
         return True
 
@@ -536,6 +544,29 @@ def _code(exc: Exception) -> str:
     return code or str(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
+def _status(exc: Exception) -> int:
+    resp = getattr(exc, "response", None) or {}
+    return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _refused_copy(exc: Exception) -> str:
+    """Status and code (e.g. "501 NotImplemented") when the store refused a copy as such, else "".
+
+    501 is what a server answers for a request it does not implement (Ceph
+    RGW for an SSE-C copy, for one); 403 AccessDenied and 400 InvalidRequest
+    are how others refuse a copy they do not allow. The HEAD of the source
+    succeeded just before, so these are about copying, not about the object.
+    """
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return ""
+    status, code = _status(exc), _code(exc)
+    if status == 501 or code == "NotImplemented" or (status, code) in ((403, "AccessDenied"), (400, "InvalidRequest")):
+        return f"{status} {code}"
+    return ""
+
+
 def _message(exc: Exception) -> str:
     return redact.redact(str(exc))
 
@@ -556,13 +587,15 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str) -> Exception:
     item = ref.file_id
     if isinstance(exc, ClientError):
         code = _code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        status = _status(exc)
         if code in _NOT_FOUND:
             return BlobNotFound(f"{what}: no such object", item=item)
         if code == "NoSuchBucket":
             return FatalError(f"{what}: the bucket does not exist")
         if code in _AUTH:
             return FatalError(f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
+        if status == 501 or code == "NotImplemented":
+            return Unsupported(f"{what}: the store does not implement this request ({status} {code})", item=item)
         if code in _RETRY or status >= 500:
             return RetryableError(f"{what}: {_message(exc)}", item=item)
         return ItemError(f"{what}: {_message(exc)}", item=item)

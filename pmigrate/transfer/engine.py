@@ -258,6 +258,7 @@ class _Copy:
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
+        self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -364,6 +365,9 @@ class _Copy:
         assert self.journal is not None
         files = nbytes = 0
         for r in results:
+            if r.note and r.note not in self.notes:
+                self.notes.add(r.note)
+                self.report.warn(r.note)
             if r.outcome == COPIED:
                 fig.copied += 1
                 fig.copied_bytes += r.size
