@@ -4,11 +4,11 @@ import re
 
 from pmigrate.errors import InvalidId
 
-_ID = re.compile(r"[A-Za-z0-9]{16}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9]{16}")
 
 
 def check_id(value: object, *, what: str = "id") -> str:
     """Return ``value`` if it is a Plik id (16 of [A-Za-z0-9]), else raise InvalidId."""
-    if isinstance(value, str) and _ID.fullmatch(value):
+    if isinstance(value, str) and ID_PATTERN.fullmatch(value):
         return value
     raise InvalidId(f"refusing {what} {value!r}: Plik ids are 16 characters of [A-Za-z0-9]", item=str(value)[:64])

@@ -33,11 +33,11 @@ import threading
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
-from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features, OpenUpload
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, Unsupported
-from pmigrate.ids import check_id
+from pmigrate.ids import ID_PATTERN, check_id
 
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
@@ -63,7 +63,7 @@ def _bool(value: Any, *, name: str) -> bool:
 class S3Backend(DataBackend):
     name = "s3"
     attempts = 5  # botocore's tries per request before an error reaches the engine
-    features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True)
+    features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True, open_uploads=True)
     preload = ("pmigrate.data.s3_session", "botocore.config", "s3transfer.manager")  # ~50 MiB and ~1 s of CPU per process
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -382,9 +382,31 @@ class S3Backend(DataBackend):
 
     def open_multipart_uploads(self) -> list[str]:
         """Keys of multipart uploads begun and never completed or aborted under this backend's prefix."""
+        return [u.key for u in self.open_uploads()]
+
+    def open_uploads(self) -> list[OpenUpload]:
+        """Every multipart upload open under the prefix, with the file id its key is the blob key of, if any."""
         prefix = f"{self.prefix}/" if self.prefix else ""
-        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        return [u["Key"] for u in resp.get("Uploads", ())]
+        out = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for u in page.get("Uploads", ()):
+                key = u["Key"]
+                rest = key[len(prefix) :]
+                fid = rest if ID_PATTERN.fullmatch(rest) else None
+                initiated = u.get("Initiated")
+                when = initiated.timestamp() if hasattr(initiated, "timestamp") else 0.0
+                out.append(OpenUpload(key=key, upload_id=u["UploadId"], initiated=when, file_id=fid))
+        return out
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id)
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchUpload", "404"):
+                raise
 
 
 def sse_key(ref: BlobRef) -> str:

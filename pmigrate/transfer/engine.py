@@ -39,7 +39,7 @@ from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory
+from pmigrate.transfer import checks, memory, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, default_path, target_identity
@@ -268,6 +268,7 @@ class _Copy:
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            self._sweep("start")  # before any worker writes
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
@@ -309,6 +310,8 @@ class _Copy:
                 deaths=len(pool.deaths),
                 complete=stop is None and not interrupted,
             )
+            if not interrupted:
+                self._sweep("end")  # every worker has stopped
             if commit_error is not None:
                 raise commit_error
         if stop is not None:
@@ -333,6 +336,19 @@ class _Copy:
         )
         governor.start()
         return governor
+
+    def _sweep(self, when: str) -> None:
+        """Abort the uploads interrupted writes of this source's blobs left open on the target (transfer/uploads.py)."""
+        assert self.dst is not None
+        if not self.dst.features.open_uploads:
+            return
+        dst = self.plan.dst.data
+        try:
+            found = uploads.sweep(dst.backend, dict(dst.options), self.plan.metadata, start_method=START_METHOD)
+        except (PmigrateError, sa.exc.SQLAlchemyError) as exc:
+            self.report.warn(f"open multipart uploads not checked at the {when} of the copy: {exc}")
+            return
+        uploads.record(found, when=when, area=AREA, report=self.report)
 
     def _discard_partial(self, job: BlobJob) -> None:
         """A worker died writing this blob: clear its temporary file or open upload before the retry."""

@@ -224,6 +224,8 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
             listed, found = unowned.audit(engine=src_engine, backend=dst, report=report, batch_size=opts.batch_size)
             section["objects_listed"] = listed
             section["unowned"] = found
+        if dst.features.open_uploads:
+            section["open_uploads"] = unowned.open_uploads(backend=dst, report=report)
         else:
             section["unowned"] = None
             report.line(area, f"unowned objects not checked: {dst.describe()} cannot list its blobs")
@@ -240,6 +242,8 @@ def _blob_lines(s: Mapping[str, Any], *, md5: bool) -> list[str]:
     ]
     if s.get("unowned") is not None:
         lines.append(f"{s['objects_listed']} objects in the target, {s['unowned']} unowned (left in place)")
+    if s.get("open_uploads"):
+        lines.append(f"{s['open_uploads']} open multipart upload(s) under the target's prefix (left in place)")
     if md5:
         lines.append(f"{c['unverifiable_by_md5']} unverifiable by md5 (files.md5 empty), {c['verified_by_etag']} verified by ETag without reading")
     rate = f" at {c['read_mb_per_s']} MB/s" if c.get("read_mb_per_s") else ""
