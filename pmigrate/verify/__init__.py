@@ -224,11 +224,11 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
             listed, found = unowned.audit(engine=src_engine, backend=dst, report=report, batch_size=opts.batch_size)
             section["objects_listed"] = listed
             section["unowned"] = found
-        if dst.features.open_uploads:
-            section["open_uploads"] = unowned.open_uploads(backend=dst, report=report)
         else:
             section["unowned"] = None
             report.line(area, f"unowned objects not checked: {dst.describe()} cannot list its blobs")
+        if dst.features.open_uploads:
+            section["open_uploads"] = unowned.open_uploads(backend=dst, report=report)
     for text in _blob_lines(section, md5=opts.checksum == "md5"):
         report.line(area, text)
 
