@@ -15,8 +15,8 @@ A rule matches on method, a regular expression searched in the path with its
 query string, and a header (present, or whose value matches a regular
 expression); ``times`` bounds how many requests it acts on, ``rate`` acts on
 that share of the matching requests (drawn from a seeded generator). A
-request no rule takes is forwarded as is. Every request is logged with the
-action taken.
+request no rule takes is forwarded as is. Every request is logged with its
+headers and the action taken.
 
 Threads of the test process serve it: ``start_proxy`` starts one, ``stop``
 shuts it down and joins its thread (stalls end at once).
@@ -83,6 +83,7 @@ class Logged:
     method: str
     path: str
     action: str  # "forward" or the acting rule's action
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names in lower case
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Proxy:
             return [e for e in self.log if e.action != "forward" and (action is None or e.action == action)]
 
     def choose(self, method: str, path: str, headers: http.client.HTTPMessage) -> Rule | None:
+        seen = {k.lower(): v for k, v in headers.items()}
         with self._lock:
             for rule in self.rules:
                 if rule.times is not None and rule.hits >= rule.times:
@@ -134,9 +136,9 @@ class Proxy:
                 if rule.rate < 1.0 and self._rng.random() >= rule.rate:
                     continue
                 rule.hits += 1
-                self.log.append(Logged(method, path, rule.action))
+                self.log.append(Logged(method, path, rule.action, seen))
                 return rule
-            self.log.append(Logged(method, path, "forward"))
+            self.log.append(Logged(method, path, "forward", seen))
             return None
 
     def stall(self, seconds: float) -> None:

@@ -231,13 +231,6 @@ class TestS3BackendSSEC(S3Fixtures, BackendConformance):
         assert info.value.kind == "sse-key"
         assert list(backend.list_blobs()) == []
 
-    def test_target_sse_c_refuses_a_source_without_keys(self, backend, tmp_path, s3_server, s3_bucket):
-        with pytest.raises(ConfigError, match="SSE-C"):
-            backend.check_source(open_backend("file", {"Directory": str(tmp_path)}))
-        with pytest.raises(ConfigError, match="SSE-C"):
-            backend.check_source(open_backend("s3", s3_options(s3_server, s3_bucket)))
-        backend.check_source(open_backend("s3", s3_options(s3_server, s3_bucket, SSE="SSE-C")))
-
 
 def _headers(request) -> dict[str, str]:
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}

@@ -16,11 +16,9 @@ alone holds at most OWN_PARTS parts.
 SSE-C: plikd keeps a 32-character key per file in files.backend_details
 (JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
 Blobs are read with that key and written with it again, since the metadata
-copy keeps backend_details. A source whose files have no such key cannot go
-to an SSE-C target: plikd would need a key it never generated, so
-check_source() refuses that pairing up front (generating keys would mean
-rewriting backend_details during the metadata copy, which pmigrate does not
-do).
+copy keeps backend_details. Files without one going to an SSE-C target get
+a key made by pmigrate (data/ssekeys.py), in their refs and in their rows.
+SSE-S3: the store encrypts; only the requests that create an object ask for it.
 """
 
 from __future__ import annotations
@@ -217,13 +215,6 @@ class S3Backend(DataBackend):
         except ClientError as exc:
             if _code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise ConfigError(f"s3 backend: cannot create bucket {self.bucket!r}: {_message(exc)}") from None
-
-    def check_source(self, source: DataBackend) -> None:
-        if self.sse == "SSE-C" and not (isinstance(source, S3Backend) and source.sse == "SSE-C"):
-            raise ConfigError(
-                "s3 backend: the target uses SSE = \"SSE-C\" but the source's files have no SSE-C keys "
-                "(plikd keeps one per file in backend_details); migrate to a target with SSE = \"\" or \"S3\""
-            )
 
     # -- blobs -------------------------------------------------------------------
     def _read_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from pmigrate import enumerate as enum_mod
 from pmigrate import progress
 from pmigrate.config import PlikConfig
+from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
@@ -42,7 +43,7 @@ from pmigrate.report import Report
 from pmigrate.transfer import checks, memory, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
-from pmigrate.transfer.journal import Journal, default_path, target_identity
+from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Plan:
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
     pool: Pool | None = None  # workers started by preflight
+    make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -95,6 +97,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             raise ConfigError(
                 f"source and target data are the same place ({dst_b.describe()}): point TARGET.cfg elsewhere"
             )
+        make_keys = not skip and ssekeys.needed(src, dst)
+        if make_keys and not dst.has_metadata:
+            raise ConfigError(
+                "the target uses SSE = \"SSE-C\" and the source's files have no SSE-C keys: pmigrate makes one per file "
+                f"and writes it into the target's files rows, so {dst.path} needs its [MetadataBackendConfig] too"
+            )
         if not skip:
             check_source = getattr(dst_b, "check_source", None)
             if check_source is not None:
@@ -115,13 +123,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         raise ConfigError(
             f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
         ) from None
-    identity = target_identity(dst.data.backend, dst.data.options)
-    journal_path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    journal_path, identity = locate(dst, opts.journal)
     if not opts.restart:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:
             j.close()
-    plan = Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+    plan = Plan(
+        src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip, make_keys=make_keys
+    )
     if not skip and not opts.dry_run:
         # Workers start now and build their clients while the parent goes on
         # (other stages' checks, the metadata copy): starting processes and
@@ -259,6 +268,7 @@ class _Copy:
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
+        self.keyring: ssekeys.Keyring | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -268,6 +278,8 @@ class _Copy:
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
+            if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
+                self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
             self.governor = self._governor(pool)
         except BaseException:
@@ -367,7 +379,8 @@ class _Copy:
             if not batch.refs:
                 continue
             done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
-            for ref in batch.refs:
+            refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
+            for ref in refs:
                 yield BlobJob(seq, "copy", ref, check_target=done.get(ref.file_id) == ref.size)
                 seq += 1
 
@@ -503,6 +516,11 @@ class _Copy:
         if fig.errors:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
+        if self.keyring is not None:
+            sec["sse_keys_made"] = self.keyring.made
+            rows = "writes" if self.opts.metadata else "must write (run it: without --data-only, or with --metadata-only)"
+            self.report.line(AREA, f"SSE-C keys made by pmigrate for {self.keyring.made} file(s) without one: "
+                                   f"the metadata copy {rows} the same keys into the target's files rows")  # fmt: skip
         if self.governor is not None:
             self._memory_figures(self.governor.figures)
         if not complete:

@@ -93,14 +93,11 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> VerifyPlan:
 
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
     """The copy journal of this target (each blob's xxh3-128 as copied), when there is one."""
-    from pathlib import Path
-
     try:
-        from pmigrate.transfer.journal import Journal, default_path, target_identity
+        from pmigrate.transfer.journal import Journal, locate
     except ImportError:
         return None
-    identity = target_identity(dst.data.backend, dst.data.options)
-    path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    path, identity = locate(dst, opts.journal)
     journal = Journal.peek(path, identity=identity)  # ConfigError for another target's journal
     if journal is not None:
         journal.close()
@@ -154,9 +151,34 @@ def _check_target(plan: VerifyPlan) -> None:
         raise FatalError(f"nothing to verify: {exc}") from None
 
 
+def _keyring(plan: VerifyPlan) -> Any:
+    """The SSE-C keys pmigrate made for files without one (data/ssekeys.py), when the target needs them; else None."""
+    from pmigrate.data import ssekeys
+    from pmigrate.errors import FatalError
+    from pmigrate.transfer.journal import Journal
+
+    if not ssekeys.needed(plan.src, plan.dst):
+        return None
+    path, identity = plan.journal
+    journal = Journal.peek(path, identity=identity)  # the same location as the copy's: --journal, else beside TARGET.cfg
+    keyring = None
+    if journal is not None:
+        try:
+            keyring = ssekeys.keyring(journal, create=False)
+        finally:
+            journal.close()
+    if keyring is None:
+        raise FatalError(
+            f"nothing to verify against: the SSE-C keys pmigrate made for this target derive from a secret kept in the "
+            f"journal {path}, which is missing or holds none; pass --journal with the journal of the copy"
+        )
+    return keyring
+
+
 def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
     """Audit rows, then blobs, then unowned objects; every difference goes to the report."""
     _check_target(plan)
+    keyring = _keyring(plan)
     src_engine = _engine(plan.src.metadata)
     try:
         if plan.rows:
@@ -171,16 +193,17 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,
                     with_sessions=opts.with_sessions,
+                    fixes={"files": keyring.row_fixer} if keyring is not None else None,
                 )
             finally:
                 dst_engine.dispose()
         if plan.blobs:
-            _run_blobs(plan, src_engine=src_engine, opts=opts, report=report)
+            _run_blobs(plan, src_engine=src_engine, opts=opts, report=report, keyring=keyring)
     finally:
         src_engine.dispose()
 
 
-def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: Any) -> None:
+def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: Any, keyring: Any = None) -> None:
     from pmigrate.data.registry import open_backend
     from pmigrate.verify import blobs, unowned
 
@@ -211,6 +234,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 batch_size=opts.batch_size,
                 quiet=opts.quiet,
                 on_target_wrong=forget if journal is not None else None,
+                keyring=keyring,
             )
         finally:
             if journal is not None:
