@@ -125,3 +125,22 @@ def test_kill_9_of_the_process_group_mid_upload_then_rerun_leaves_no_open_upload
     assert _open(s3_server, s3_bucket) == {}
     assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in blobs}
     assert doc["sections"]["data"]["open_uploads"]["start"]["aborted"] == 1
+
+
+def test_an_id_that_differs_only_in_case_is_not_ours_on_mariadb(mysql_db):
+    """MariaDB compares ids without case: an open upload on a swapped-case key must not pass for one of ours."""
+    import sqlalchemy as sa
+
+    from pmigrate.transfer.uploads import own_blobs
+
+    ours, removed, deleted = "AbCdEfGh12345678", "RmVdEfGh12345678", "DlTdEfGh12345678"
+    engine = sa.create_engine(mysql_db.url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE files (id varchar(256) PRIMARY KEY, status varchar(256))")
+            conn.exec_driver_sql(f"INSERT INTO files VALUES ('{ours}', 'uploaded'), ('{removed}', 'removed'), ('{deleted}', 'deleted')")
+        asked = [ours, ours.swapcase(), removed, deleted, "NotInTheSource01"]
+        assert own_blobs(engine, asked) == {ours, removed}
+        assert own_blobs(engine, [ours.swapcase()]) == set()
+    finally:
+        engine.dispose()
