@@ -92,5 +92,16 @@ class RetryableError(ItemError):
     retryable = True
 
 
+class Unsupported(ItemError):
+    """The store refuses a kind of request as not implemented (501) or not allowed: asking again cannot help.
+
+    Never retried; the caller takes another way when there is one (a refused
+    server-side copy is streamed instead).
+    """
+
+    def __init__(self, message: str, *, item: str = "") -> None:
+        super().__init__(message, item=item, kind="unsupported")
+
+
 class Cancelled(Exception):
     """The run is stopping (or the parent died): a worker abandons its blob."""

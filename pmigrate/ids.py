@@ -5,7 +5,7 @@ import re
 from pmigrate.errors import InvalidId
 from pmigrate.quote import shown
 
-_ID = re.compile(r"[A-Za-z0-9]{16}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9]{16}")
 
 
 def check_id(value: object, *, what: str = "id") -> str:
@@ -14,6 +14,6 @@ def check_id(value: object, *, what: str = "id") -> str:
     The error's item is the whole value (the JSON report escapes it); its
     message shows it quoted and shortened.
     """
-    if isinstance(value, str) and _ID.fullmatch(value):
+    if isinstance(value, str) and ID_PATTERN.fullmatch(value):
         return value
     raise InvalidId(f"refusing {what} {shown(value)}: Plik ids are 16 characters of [A-Za-z0-9]", item=str(value))

@@ -333,7 +333,7 @@ def journal_lock(dst: Any, *, opts: RunOptions) -> Lock:
     """The lock of a data target: on its journal, which only one run may write."""
     from pmigrate.transfer.journal import locate
 
-    path, _ = locate(dst.path, dst.data.backend, dst.data.options, override=opts.journal)
+    path, _ = locate(dst, opts.journal)
     return FileLock(path.with_name(path.name + ".lock"), f"{dst.data.describe()} (journal {path})")
 
 

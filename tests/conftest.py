@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -76,6 +77,16 @@ def s3_server() -> S3Server:
 @pytest.fixture
 def s3_bucket(s3_server) -> str:
     return s3_server.new_bucket()
+
+
+@pytest.fixture
+def s3_proxy(s3_server):
+    """A fault-injecting proxy in front of the moto server (tests/s3proxy.py): add rules, point configs at proxy.s3."""
+    from tests.s3proxy import start_proxy
+
+    with start_proxy(s3_server.url) as proxy:
+        proxy.s3 = dataclasses.replace(s3_server, endpoint=proxy.endpoint, url=proxy.url)
+        yield proxy
 
 
 @pytest.fixture(scope="session")

@@ -215,3 +215,80 @@ def test_swift_sizes_around_the_segment(swift_backend, size):
         b.write(ref, io.BufferedReader(io.BytesIO(data), 7000))
         assert read_all(b, ref) == data
     assert b.orphan_segments() == []
+
+
+# -- a writer killed mid-upload ------------------------------------------------------
+
+_KILLED_WRITER = """
+import io, sys, time
+from pmigrate.data.swift import SwiftBackend
+from tests.conformance import make_ref, payload
+
+options, segment, size = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+
+class Stalling(io.RawIOBase):
+    '''Two and a half segments, then nothing more: a source that hangs.'''
+
+    def __init__(self):
+        self.data, self.pos = payload(size, seed=60), 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if self.pos >= 5 * segment // 2:
+            time.sleep(600)
+        n = min(len(buf), 5 * segment // 2 - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+SwiftBackend(options, segment_size=segment).write(make_ref(60, size=size), io.BufferedReader(Stalling(), 65536))
+"""
+
+
+def test_swift_discard_partial_clears_what_a_killed_writer_left(swift_server, swift_backend):
+    """kill -9 of a process writing a large object, then what the engine does before the retry."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    b = swift_backend()
+    ref = make_ref(60, size=4 * SEGMENT)
+    old = payload(2 * SEGMENT + 5, seed=61)  # the version stored before: it stays whole
+    b.write(make_ref(60, old), io.BytesIO(old))
+    other = payload(SEGMENT + 9, seed=62)
+    b.write(make_ref(62, other), io.BytesIO(other))
+    stranger = f"{b.key(ref)}/copied-by-hand"  # a segment-like name this backend never gives
+    b._conn().put_object(b.segment_container, stranger, contents=b"not ours")
+    before = set(b.segments())
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, repr(b.options), str(SEGMENT), str(4 * SEGMENT)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(set(b.segments()) - before) < 2:  # two segments sent, the third being read
+            assert writer.poll() is None, writer.stderr.read().decode()
+            assert time.monotonic() < deadline, "the large upload never began"
+            time.sleep(0.05)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stderr.close()
+    left = set(b.segments()) - before
+    assert len(left) == 2 and all(n.startswith(f"{b.key(ref)}/") for n in left)
+
+    b.discard_partial(ref)
+    assert set(b.segments()) == before  # the stored version's, the other blob's, and the stranger
+    assert read_all(b, make_ref(60, old)) == old and read_all(b, make_ref(62, other)) == other
+    b.discard_partial(make_ref(63, size=1))  # nothing there: no error
+    assert set(b.segments()) == before

@@ -34,12 +34,23 @@ class Features:
     server_side_copy: bool = False  # can copy from another instance of itself without bytes through us
     md5_without_read: bool = False  # stat() can give a trustworthy MD5 (e.g. single-part S3 ETag)
     listable: bool = True  # list_blobs() can enumerate what is stored
+    open_uploads: bool = False  # open_uploads() lists uploads begun and never finished (S3 multipart)
 
 
 @dataclass(frozen=True, slots=True)
 class BlobStat:
     size: int
     md5: str | None = None  # hex MD5 known without reading the bytes, if any
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpload:
+    """An upload begun and never completed nor aborted (an S3 multipart upload): invisible, yet billed."""
+
+    key: str
+    upload_id: str
+    initiated: float = 0.0  # seconds since the epoch, as the store says
+    file_id: str | None = None  # the Plik file whose blob the key would be, if it is one
 
 
 class DataBackend(abc.ABC):
@@ -149,6 +160,14 @@ class DataBackend(abc.ABC):
     def free_bytes(self) -> int | None:
         """Bytes this user may still write here, for the message of a full target; None when unknown."""
         return None
+
+    def open_uploads(self) -> list[OpenUpload]:
+        """Uploads begun under this backend's keys and never finished (Features.open_uploads)."""
+        return []
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        """Abort one of open_uploads(); already gone is not an error."""
+        raise NotImplementedError(f"{self.name} has no open uploads to abort")
 
     def list_blobs(self) -> Iterator[tuple[str, int]]:
         """(key, size) of everything this backend stores, for unowned-object audits."""

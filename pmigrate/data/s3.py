@@ -16,11 +16,9 @@ alone holds at most OWN_PARTS parts.
 SSE-C: plikd keeps a 32-character key per file in files.backend_details
 (JSON {"SSEKey": "..."}) and sends its bytes as the customer key (AES256).
 Blobs are read with that key and written with it again, since the metadata
-copy keeps backend_details. A source whose files have no such key cannot go
-to an SSE-C target: plikd would need a key it never generated, so
-check_source() refuses that pairing up front (generating keys would mean
-rewriting backend_details during the metadata copy, which pmigrate does not
-do).
+copy keeps backend_details. Files without one going to an SSE-C target get
+a key made by pmigrate (data/ssekeys.py), in their refs and in their rows.
+SSE-S3: the store encrypts; only the requests that create an object ask for it.
 """
 
 from __future__ import annotations
@@ -33,11 +31,23 @@ import threading
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
-from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
+from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, OpenUpload, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
-from pmigrate.errors import DENIED, GONE, BlobNotFound, Cancelled, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, StoreError
-from pmigrate.ids import check_id
+from pmigrate.errors import (
+    DENIED,
+    GONE,
+    BlobNotFound,
+    Cancelled,
+    ConfigError,
+    FatalError,
+    ItemError,
+    RetryableError,
+    StoreAbsent,
+    StoreError,
+    Unsupported,
+)
+from pmigrate.ids import ID_PATTERN, check_id
 
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
@@ -63,7 +73,7 @@ def _bool(value: Any, *, name: str) -> bool:
 class S3Backend(DataBackend):
     name = "s3"
     attempts = 5  # botocore's tries per request before an error reaches the engine
-    features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True)
+    features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True, open_uploads=True)
     preload = ("pmigrate.data.s3_session", "botocore.config", "s3transfer.manager")  # ~50 MiB and ~1 s of CPU per process
 
     def __init__(self, options: Mapping[str, Any]) -> None:
@@ -218,27 +228,30 @@ class S3Backend(DataBackend):
             if _code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise ConfigError(f"s3 backend: cannot create bucket {self.bucket!r}: {_message(exc)}") from None
 
-    def check_source(self, source: DataBackend) -> None:
-        if self.sse == "SSE-C" and not (isinstance(source, S3Backend) and source.sse == "SSE-C"):
-            raise ConfigError(
-                "s3 backend: the target uses SSE = \"SSE-C\" but the source's files have no SSE-C keys "
-                "(plikd keeps one per file in backend_details); migrate to a target with SSE = \"\" or \"S3\""
-            )
-
     # -- blobs -------------------------------------------------------------------
-    def _sse_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
-        """Request arguments for this backend's SSE setting and ref's SSE-C key."""
-        if self.sse == "S3" and not prefix:
-            return {"ServerSideEncryption": "AES256"}
+    def _read_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
+        """SSE arguments of a request that reads or appends to an object: the SSE-C key, if any.
+
+        GetObject, HeadObject and UploadPart take no ServerSideEncryption (AWS
+        documents it on the requests that create an object only, and botocore
+        refuses it elsewhere); with SSE-C every request names the key. With
+        prefix="CopySource", the arguments naming the source of a copy.
+        """
         if self.sse != "SSE-C":
             return {}
         key = sse_key(ref)
         return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
 
+    def _write_args(self, ref: BlobRef) -> dict[str, str]:
+        """SSE arguments of a request that creates an object: PutObject, CreateMultipartUpload, CopyObject."""
+        if self.sse == "S3":
+            return {"ServerSideEncryption": "AES256"}
+        return self._read_args(ref)
+
     def open_read(self, ref: BlobRef) -> BinaryIO:
         key = self.key(ref)
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001 - classified below
             raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
         size = int(resp.get("ContentLength") or 0)
@@ -247,7 +260,7 @@ class S3Backend(DataBackend):
     def stat(self, ref: BlobRef) -> BlobStat | None:
         key = self.key(ref)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._sse_args(ref))
+            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001
             err = _classify(exc, ref=ref, what=f"stat {self.bucket}/{key}")
             if isinstance(err, BlobNotFound):
@@ -257,7 +270,7 @@ class S3Backend(DataBackend):
 
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
         key = self.key(ref)
-        extra = dict(self._sse_args(ref))
+        extra = self._write_args(ref)
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
         reader = SizedReader(src, expected=ref.size, item=ref.file_id)
@@ -294,7 +307,12 @@ class S3Backend(DataBackend):
             raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
-        """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same."""
+        """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same.
+
+        Raises Unsupported when the store refuses the copy itself as not
+        implemented or not allowed (some servers do not copy SSE-C objects):
+        the caller streams the bytes instead.
+        """
         if not (
             isinstance(source, S3Backend)
             and source.endpoint.lower() == self.endpoint.lower()
@@ -306,7 +324,7 @@ class S3Backend(DataBackend):
             return False
         src_key, key = source.key(ref), self.key(ref)
         try:
-            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._sse_args(ref))
+            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._read_args(ref))
         except Exception as exc:  # noqa: BLE001
             err = _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}")
             if isinstance(err, StoreError):
@@ -315,8 +333,8 @@ class S3Backend(DataBackend):
         size = int(head["ContentLength"])
         if ref.size >= 0 and size != ref.size:
             raise size_error(item=ref.file_id, expected=ref.size, got=size)
-        extra = dict(self._sse_args(ref))
-        extra.update(source._sse_args(ref, prefix="CopySource"))
+        extra = self._write_args(ref)
+        extra.update(source._read_args(ref, prefix="CopySource"))
         extra["MetadataDirective"] = "REPLACE"
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
@@ -330,6 +348,9 @@ class S3Backend(DataBackend):
             )
             future.result()
         except Exception as exc:  # noqa: BLE001
+            refused = _refused_copy(exc)
+            if refused:
+                raise Unsupported(f"the store refuses server-side copies ({refused})", item=ref.file_id) from None
             raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}", write=True) from None
         return True
 
@@ -398,9 +419,31 @@ class S3Backend(DataBackend):
 
     def open_multipart_uploads(self) -> list[str]:
         """Keys of multipart uploads begun and never completed or aborted under this backend's prefix."""
+        return [u.key for u in self.open_uploads()]
+
+    def open_uploads(self) -> list[OpenUpload]:
+        """Every multipart upload open under the prefix, with the file id its key is the blob key of, if any."""
         prefix = f"{self.prefix}/" if self.prefix else ""
-        resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        return [u["Key"] for u in resp.get("Uploads", ())]
+        out = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for u in page.get("Uploads", ()):
+                key = u["Key"]
+                rest = key[len(prefix) :]
+                fid = rest if ID_PATTERN.fullmatch(rest) else None
+                initiated = u.get("Initiated")
+                when = initiated.timestamp() if hasattr(initiated, "timestamp") else 0.0
+                out.append(OpenUpload(key=key, upload_id=u["UploadId"], initiated=when, file_id=fid))
+        return out
+
+    def abort_upload(self, upload: OpenUpload) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id)
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchUpload", "404"):
+                raise
 
 
 def sse_key(ref: BlobRef) -> str:
@@ -560,6 +603,29 @@ def _code(exc: Exception) -> str:
     return code or str(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
+def _status(exc: Exception) -> int:
+    resp = getattr(exc, "response", None) or {}
+    return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _refused_copy(exc: Exception) -> str:
+    """Status and code (e.g. "501 NotImplemented") when the store refused a copy as such, else "".
+
+    501 is what a server answers for a request it does not implement (Ceph
+    RGW for an SSE-C copy, for one); 403 AccessDenied and 400 InvalidRequest
+    are how others refuse a copy they do not allow. The HEAD of the source
+    succeeded just before, so these are about copying, not about the object.
+    """
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return ""
+    status, code = _status(exc), _code(exc)
+    if status == 501 or code == "NotImplemented" or (status, code) in ((403, "AccessDenied"), (400, "InvalidRequest")):
+        return f"{status} {code}"
+    return ""
+
+
 def _message(exc: Exception) -> str:
     return redact.redact(str(exc))
 
@@ -585,13 +651,15 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -
     item = ref.file_id
     if isinstance(exc, ClientError):
         code = _code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        status = _status(exc)
         if code in _NOT_FOUND:
             return BlobNotFound(f"{what}: no such object", item=item)
         if code == "NoSuchBucket":
             return StoreError(GONE, f"{what}: the bucket does not exist (NoSuchBucket)")
         if code in _AUTH:
             return StoreError(DENIED, f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
+        if status == 501 or code == "NotImplemented":
+            return Unsupported(f"{what}: the store does not implement this request ({status} {code})", item=item)
         if write and (code == "AccessDenied" or status == 403):
             return StoreError(DENIED, f"{what}: access denied ({status} {code})")
         if code in _RETRY or status >= 500:

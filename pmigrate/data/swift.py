@@ -11,13 +11,16 @@ whose body breaks off stores nothing. A blob larger than SegmentSize
 (pmigrate's own key, default 5 GiB, Swift's single-object limit) is stored
 as a static large object: segments in ``<Container>_segments``, then a
 manifest under the final name, so the blob appears only with its manifest.
-A failed large upload deletes the segments it wrote.
+A failed large upload deletes the segments it wrote; those of a writer killed
+outright are deleted by discard_partial(), which the engine calls before the
+blob is tried again.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import uuid
 from typing import Any, BinaryIO, Iterator, Mapping
 
@@ -35,6 +38,8 @@ MAX_SINGLE_OBJECT = 5 * GIB  # Swift's default max_file_size
 IO_CHUNK = 1024 * 1024
 DEFAULT_RETRIES = 3  # ncw/swift's default
 DEFAULT_TIMEOUT_NS = 60 * 10**9  # ncw/swift's data channel timeout
+# What follows "{key}/" in the name of a segment _write_large writes: one upload's id, the segment's index.
+SEGMENT_NAME = re.compile(r"[0-9a-f]{32}/[0-9]{8}")
 
 
 def translate(exc: BaseException, *, item: str) -> BaseException:
@@ -298,6 +303,26 @@ class SwiftBackend(DataBackend):
             self._delete_segments(attempted)
             raise
         self._delete_segments(self._own_segments(previous, keep={m["path"] for m in manifest}))
+
+    def discard_partial(self, ref: BlobRef) -> None:
+        """Delete the segments of ref's interrupted large uploads, which no manifest refers to.
+
+        Only names this backend gives segments (``{key}/{upload id}/{index}``)
+        are candidates, and the segments of the manifest now stored under the
+        key are kept: a blob being rewritten keeps its previous version whole.
+        """
+        key = self.key(ref)
+        try:
+            _h, objects = self._conn().get_container(self.segment_container, prefix=f"{key}/", full_listing=True)
+            live = set(self._own_segments(self._segments_of(key)))
+        except ClientException as exc:
+            if exc.http_status == 404:
+                return  # no segments container: no large upload ever began
+            raise translate(exc, item=key) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, item=key) from exc
+        names = [o["name"] for o in objects]
+        self._delete_segments([n for n in names if SEGMENT_NAME.fullmatch(n[len(key) + 1 :]) and n not in live])
 
     def _segments_of(self, key: str) -> list[str]:
         """Segment paths of the static large object now stored under key (none if plain or absent)."""

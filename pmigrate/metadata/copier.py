@@ -6,6 +6,10 @@ one read transaction, streams each table in batches through per-column
 converters (values.py) into bulk writers (dialects.py), all in one target
 transaction, then proves the result with per-table counts.
 
+Rows go across as they are, with one exception: files going to an SSE-C
+target from a source without keys get the SSE-C key the blob stage encrypts
+them with, in backend_details (pmigrate.data.ssekeys).
+
 A fresh target gets Plik's schema at the source's level and a plain bulk
 load; a target already at that level that pmigrate filled from this source
 (pmigrate.ownership) is merged by primary key (rows inserted, changed rows
@@ -26,6 +30,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 
 from pmigrate import ownership
+from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError
 from pmigrate.metadata import dialects
 from pmigrate.metadata import values as V
@@ -87,6 +92,7 @@ class Plan:
     owner: ownership.Ownership = ownership.Ownership(ownership.EMPTY)
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
+    keys_journal: tuple[Any, str] | None = None  # (path, identity) of the journal SSE-C keys derive from, if made
 
 
 # -- preflight ---------------------------------------------------------------
@@ -202,6 +208,8 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
         source_identity=source_identity,
         owner=owner,
     )
+    if ssekeys.needed(src, dst):
+        plan.keys_journal = _keys_journal(plan, dst, opts=opts)
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
     if dd == "postgres" and sd != "postgres":
@@ -219,6 +227,23 @@ def _check_owner(owner: ownership.Ownership, where: str, source: str, *, opts: R
                 f"--prune deletes rows only in a target pmigrate filled from this source, and {where} is not one: "
                 "drop --prune to merge without deleting"
             )
+
+
+def _keys_journal(plan: Plan, dst: Any, *, opts: RunOptions) -> tuple[Any, str]:
+    """Where the secret of the SSE-C keys this copy writes is kept: the target's blob journal (checked, not written)."""
+    from pmigrate.transfer.journal import Journal, locate
+
+    files = next((t for t in plan.tables if t.name == "files"), None)
+    if files is None or "backend_details" not in files.names:
+        raise ConfigError(
+            "the target uses SSE = \"SSE-C\" and the source's files have no SSE-C keys, nor a backend_details column "
+            "to hold the ones pmigrate would make: migrate to a target with SSE = \"\" or \"S3\""
+        )
+    path, identity = locate(dst, opts.journal)
+    journal = Journal.peek(path, identity=identity)  # refuses another target's journal
+    if journal is not None:
+        journal.close()
+    return path, identity
 
 
 def _attach_target(t: TablePlan, dst_columns: Sequence[tuple[str, Any]], driver: str, *, fatal: type[Exception]) -> None:
@@ -434,10 +459,12 @@ def _copy_table(
     *,
     opts: RunOptions,
     report: Report,
+    keyring: ssekeys.Keyring | None = None,
 ) -> None:
     fresh = plan.state == "empty"
     names = t.names
     convs, checks = _converters(plan, t)
+    add_keys = keyring.row_fixer(names) if keyring is not None and t.name == "files" else None
     # Children of rows skipped for a bad value: skipped too, or the target's foreign key breaks.
     parent_skips = [(names.index(col), skipped_keys[parent]) for col, parent, _ in t.fks if skipped_keys.get(parent)]
     keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
@@ -478,6 +505,8 @@ def _copy_table(
                             if keep_keys:
                                 mine.add(row[pk_index])
                     batch = out
+                if add_keys is not None:
+                    batch = list(map(add_keys, batch))
                 n = sink.write(batch)
                 if n is not None:
                     changed += n
@@ -598,7 +627,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         if opts.dry_run:
             _dry_report(plan, results, skipped_counts, opts=opts, report=report)
             return
-        _load(plan, reader, results, opts=opts, report=report)
+        keyring = _keyring(plan)
+        _load(plan, reader, results, opts=opts, report=report, keyring=keyring)
+        if keyring is not None:
+            sec["sse_keys_made"] = keyring.made
+            report.line(AREA, f"SSE-C keys made by pmigrate for {keyring.made} file(s) without one, in backend_details "
+                              "(the blob copy encrypts with the same keys)")  # fmt: skip
         reader.close()
         _prove(plan, results, skipped_counts, started=started, report=report)
     finally:
@@ -613,6 +647,20 @@ _OWNER_NOTE = {
     ownership.FOREIGN: "the target holds a deployment pmigrate did not fill (--merge: inserted into, never deleted from)",
     ownership.OTHER: "the target was filled by pmigrate from another source (--merge: inserted into, never deleted from)",
 }
+
+
+def _keyring(plan: Plan) -> ssekeys.Keyring | None:
+    """The keyring of the SSE-C keys this copy writes, its secret durable in the journal first; None if none."""
+    if plan.keys_journal is None:
+        return None
+    from pmigrate.transfer.journal import Journal
+
+    path, identity = plan.keys_journal
+    journal = Journal.open(path, identity=identity)
+    try:
+        return ssekeys.keyring(journal, create=True)
+    finally:
+        journal.close()
 
 
 def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, opts: RunOptions, report: Report) -> None:
@@ -699,7 +747,15 @@ def _create_unknown(plan: Plan, conn: Any, names: Sequence[str]) -> None:
             schema.create_unknown_table(src, conn, name, driver=plan.dst_driver)
 
 
-def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _TableResult], *, opts: RunOptions, report: Report) -> None:
+def _load(
+    plan: Plan,
+    reader: dialects.SnapshotReader,
+    results: dict[str, _TableResult],
+    *,
+    opts: RunOptions,
+    report: Report,
+    keyring: ssekeys.Keyring | None = None,
+) -> None:
     fresh = plan.state == "empty"
     conn = plan.dst_engine.connect()
     raw = conn.connection.driver_connection
@@ -739,7 +795,7 @@ def _load(plan: Plan, reader: dialects.SnapshotReader, results: dict[str, _Table
             writer.execute("SET SESSION foreign_key_checks = 0, unique_checks = 0").close()
         skipped_keys: dict[str, set] = {}
         for t in known:
-            _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
+            _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report, keyring=keyring)
             if fresh and plan.dst_driver == "mysql":
                 # InnoDB bulk-loads an empty table (sorted index builds, no undo per row) only when
                 # it is the transaction's first: one transaction per table. mysql has committed the

@@ -1,4 +1,4 @@
-"""The parent's checks of the data backends, run in a child when a backend's client is heavy.
+"""The parent's requests to the data backends, run in a child when a backend's client is heavy.
 
 The parent of a copy needs an object store's client for a few requests at
 the start (does the bucket exist, may it be created); the workers do every
@@ -8,6 +8,8 @@ copy. So a backend that preloads heavy modules in the fork server (its
 ``preload``) is checked in a child started from that same fork server, which
 has those modules loaded already; the others are checked in place.
 
+The same goes for the few other requests the parent makes (the sweep of
+open uploads, transfer/uploads.py): ``call`` runs any such function there.
 A ConfigError in the child comes back as the same one-line ConfigError.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from multiprocessing.connection import Connection
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pmigrate import redact
 from pmigrate.data.registry import backend_class, open_backend
@@ -36,8 +38,22 @@ Check = tuple[Any, ...]
 
 def run_checks(checks: Sequence[Check], *, start_method: str = "forkserver") -> list[str]:
     """Each check in order; ConfigError or FatalError on the first failure. Returns what each found."""
-    if any(backend_class(check[0]).preload for check in checks):
-        return _in_child(checks, start_method)
+    return call([check[0] for check in checks], _check_all, list(checks), start_method=start_method, what="checking the data backends")
+
+
+def call(backends: Sequence[str], fn: Callable[..., Any], *args: Any, start_method: str = "forkserver", what: str) -> Any:
+    """fn(*args), in a child of the fork server when one of the named backends is heavy, else in place.
+
+    fn must be a module-level function whose arguments and result pickle.
+    A ConfigError from it comes back as the same ConfigError; any other
+    error as a FatalError naming ``what``.
+    """
+    if any(backend_class(name).preload for name in backends):
+        return _in_child(fn, args, start_method, what)
+    return fn(*args)
+
+
+def _check_all(checks: list[Check]) -> list[str]:
     return [_check(*check) for check in checks]
 
 
@@ -66,19 +82,19 @@ def _own(backend: Any, mode: str, source: str, merge: bool) -> str:
     return found.state
 
 
-def _in_child(checks: Sequence[Check], start_method: str) -> list[str]:
+def _in_child(fn: Callable[..., Any], args: tuple, start_method: str, what: str) -> Any:
     ctx = mp.get_context(start_method)
     parent_end, child_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(list(checks), child_end, redact.registered()), name="pmigrate-check", daemon=True)
+    proc = ctx.Process(target=_child, args=(fn, args, child_end, redact.registered(), what), name="pmigrate-check", daemon=True)
     proc.start()
     child_end.close()
     try:
         if not parent_end.poll(TIMEOUT):
-            raise FatalError(f"checking the data backends took more than {TIMEOUT:.0f}s: check the stores' Endpoint settings")
-        kind, message, found = parent_end.recv()
+            raise FatalError(f"{what} took more than {TIMEOUT:.0f}s: check the stores' Endpoint settings")
+        kind, value = parent_end.recv()
     except (EOFError, OSError):
         proc.join(5)
-        raise FatalError(f"the process checking the data backends died (exit code {proc.exitcode})") from None
+        raise FatalError(f"the process {what} died (exit code {proc.exitcode})") from None
     finally:
         parent_end.close()
         if proc.is_alive():
@@ -87,22 +103,21 @@ def _in_child(checks: Sequence[Check], start_method: str) -> list[str]:
             proc.kill()
             proc.join()
     if kind == "config":
-        raise ConfigError(message)
+        raise ConfigError(value)
     if kind == "error":
-        raise FatalError(message)
-    return found
+        raise FatalError(value)
+    return value
 
 
-def _child(checks: list[Check], conn: Connection, secrets: tuple[str, ...]) -> None:
+def _child(fn: Callable[..., Any], args: tuple, conn: Connection, secrets: tuple[str, ...], what: str) -> None:
     redact.init_child(secrets)
     try:
-        found = [_check(*check) for check in checks]
-        conn.send(("ok", "", found))
+        conn.send(("ok", fn(*args)))
     except ConfigError as exc:
-        conn.send(("config", redact.redact(str(exc)), []))
+        conn.send(("config", redact.redact(str(exc))))
     except FatalError as exc:
-        conn.send(("error", redact.redact(str(exc)), []))
+        conn.send(("error", redact.redact(str(exc))))
     except Exception as exc:  # noqa: BLE001 - reported in the parent as one line
-        conn.send(("error", redact.redact(f"checking the data backends failed: {type(exc).__name__}: {exc}"), []))
+        conn.send(("error", redact.redact(f"{what} failed: {type(exc).__name__}: {exc}")))
     finally:
         conn.close()

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from pmigrate import enumerate as enum_mod
 from pmigrate import ownership, progress
 from pmigrate.config import PlikConfig
+from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
@@ -41,10 +42,10 @@ from pmigrate.errors import FATAL_KINDS, STORE_KINDS, ConfigError, FatalError, P
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, stopcause
+from pmigrate.transfer import checks, memory, stopcause, uploads
+from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
-from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
 from pmigrate.transfer.stopcause import size as _size
@@ -68,6 +69,7 @@ class Plan:
     skip_reason: str = ""  # set when the source stores no blobs (stream)
     pool: Pool | None = None  # workers started by preflight
     owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
+    make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -106,6 +108,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             raise ConfigError(
                 f"source and target data are the same place ({dst_b.describe()}): point TARGET.cfg elsewhere"
             )
+        make_keys = not skip and ssekeys.needed(src, dst)
+        if make_keys and not dst.has_metadata:
+            raise ConfigError(
+                "the target uses SSE = \"SSE-C\" and the source's files have no SSE-C keys: pmigrate makes one per file "
+                f"and writes it into the target's files rows, so {dst.path} needs its [MetadataBackendConfig] too"
+            )
         if not skip:
             check_source = getattr(dst_b, "check_source", None)
             if check_source is not None:
@@ -130,12 +138,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         raise ConfigError(
             f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
         ) from None
-    journal_path, identity = locate(dst.path, dst.data.backend, dst.data.options, override=opts.journal)
+    journal_path, identity = locate(dst, opts.journal)
     if not opts.restart:
         j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
         if j is not None:
             j.close()
-    plan = Plan(src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip)
+    plan = Plan(
+        src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip, make_keys=make_keys
+    )
     if not skip:
         plan.owner = owner
     if not skip and not opts.dry_run:
@@ -285,6 +295,8 @@ class _Copy:
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
+        self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
+        self.keyring: ssekeys.Keyring | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -301,6 +313,9 @@ class _Copy:
                 self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
+            if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
+                self.keyring = ssekeys.keyring(self.journal, create=True)
+            self._sweep("start")  # before any worker writes
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
@@ -344,6 +359,8 @@ class _Copy:
                 complete=stop is None and not interrupted,
                 halt=halt,
             )
+            if not interrupted:
+                self._sweep("end")  # every worker has stopped
             if commit_error is not None:
                 raise commit_error
         if halt is not None:
@@ -390,6 +407,19 @@ class _Copy:
         governor.start()
         return governor
 
+    def _sweep(self, when: str) -> None:
+        """Abort the uploads interrupted writes of this source's blobs left open on the target (transfer/uploads.py)."""
+        assert self.dst is not None
+        if not self.dst.features.open_uploads:
+            return
+        dst = self.plan.dst.data
+        try:
+            found = uploads.sweep(dst.backend, dict(dst.options), self.plan.metadata, start_method=START_METHOD)
+        except (PmigrateError, sa.exc.SQLAlchemyError) as exc:
+            self.report.warn(f"open multipart uploads not checked at the {when} of the copy: {exc}")
+            return
+        uploads.record(found, when=when, area=AREA, report=self.report)
+
     def _discard_partial(self, job: BlobJob) -> None:
         """A worker died writing this blob: clear its temporary file or open upload before the retry."""
         assert self.dst is not None
@@ -407,7 +437,8 @@ class _Copy:
             if not batch.refs:
                 continue
             done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
-            for ref in batch.refs:
+            refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
+            for ref in refs:
                 yield BlobJob(seq, "copy", ref, check_target=done.get(ref.file_id) == ref.size)
                 seq += 1
 
@@ -421,6 +452,9 @@ class _Copy:
         assert self.journal is not None
         files = nbytes = 0
         for r in results:
+            if r.note and r.note not in self.notes:
+                self.notes.add(r.note)
+                self.report.warn(r.note)
             if r.outcome == COPIED:
                 fig.copied += 1
                 fig.copied_bytes += r.size
@@ -551,6 +585,11 @@ class _Copy:
         if fig.errors:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
+        if self.keyring is not None:
+            sec["sse_keys_made"] = self.keyring.made
+            rows = "writes" if self.opts.metadata else "must write (run it: without --data-only, or with --metadata-only)"
+            self.report.line(AREA, f"SSE-C keys made by pmigrate for {self.keyring.made} file(s) without one: "
+                                   f"the metadata copy {rows} the same keys into the target's files rows")  # fmt: skip
         if self.governor is not None:
             self._memory_figures(self.governor.figures)
         if halt is not None:

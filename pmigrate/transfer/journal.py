@@ -8,14 +8,18 @@ losing the last uncommitted batch only means copying it again.
 
 The journal belongs to one target: its data identity (backend and non-secret
 options) is stored inside and checked, and its default file name carries a
-short hash of it. The done set is read per batch of ids, never whole, so a
-deployment with millions of files costs no memory here.
+short hash of it. It may also keep a secret of that target (the one SSE-C
+keys made by pmigrate derive from, data/ssekeys.py); the file is then
+readable by its owner only. The done set is read per batch of ids, never
+whole, so a deployment with millions of files costs no memory here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -46,16 +50,16 @@ def target_identity(backend: str, options: Mapping[str, Any]) -> str:
     return json.dumps([backend, public], sort_keys=True, default=str, separators=(",", ":"))
 
 
+def locate(target: Any, journal: Path | None) -> tuple[Path, str]:
+    """(path, identity) of a target's journal (target: a PlikConfig): --journal, else the default beside it."""
+    identity = target_identity(target.data.backend, target.data.options)
+    return (Path(journal) if journal else default_path(target.path, identity)), identity
+
+
 def default_path(target_config: Path, identity: str) -> Path:
     """``.pmigrate-journal-<hash of target>.db`` beside the target config."""
     digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     return target_config.resolve().parent / f".pmigrate-journal-{digest}.db"
-
-
-def locate(target_config: Path, backend: str, options: Mapping[str, Any], *, override: Path | None = None) -> tuple[Path, str]:
-    """The journal of a data target: its path (``override``, else the default) and the target's identity."""
-    identity = target_identity(backend, options)
-    return (Path(override) if override else default_path(target_config, identity)), identity
 
 
 class Journal:
@@ -117,6 +121,33 @@ class Journal:
         except sqlite3.OperationalError:
             return None  # no table yet
         return row[0] if row else None
+
+    def secret(self, name: str, *, create: bool = False) -> bytes | None:
+        """A random 256-bit secret of this target; made on first request with create=True.
+
+        Made, it is committed with a full fsync before it is returned: nothing
+        derived from it is used before it is durable. --restart keeps it.
+        """
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE key = ?", (f"secret:{name}",)).fetchone()
+        if row is not None:
+            return bytes.fromhex(row[0])
+        if not create or self.readonly:
+            return None
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives new -wal and -shm files the mode of the database
+            if os.path.exists(f"{self.path}{suffix}"):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+        with self._lock:
+            self._con.execute("PRAGMA synchronous=FULL")
+            try:
+                self._con.execute("BEGIN IMMEDIATE")
+                self._con.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (f"secret:{name}", secrets.token_hex(32))
+                )
+                self._con.execute("COMMIT")
+            finally:
+                self._con.execute("PRAGMA synchronous=NORMAL")
+        return self.secret(name)
 
     # -- reading -----------------------------------------------------------------
     def done(self, ids: Sequence[str]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from pmigrate import redact
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, store_kind
+from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ class BlobHandler:
         # would meet the same wall (a full disk), so none is tried.
         self._fatal = False
         self._server_side = self.dst.features.server_side_copy
+        self._note = ""  # for the next result: the parent reports it once
         for b in (self.src, self.dst):
             try:
                 b.prepare()  # clients built now, while the parent enumerates
@@ -250,6 +251,8 @@ class BlobHandler:
             except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
                 result = _failed(job, "error", _describe(exc))
             result.seconds = time.perf_counter() - t0
+            if self._note:
+                result.note, self._note = self._note, ""
             return result
         raise AssertionError("unreachable")
 
@@ -261,7 +264,15 @@ class BlobHandler:
                 return BlobResult(job.seq, ref.file_id, PRESENT, size=st.size)
         if self._server_side:
             # copy_from checks the source's presence and size itself (one HEAD).
-            if self.dst.copy_from(self.src, ref):
+            try:
+                copied = self.dst.copy_from(self.src, ref)
+            except Unsupported as exc:
+                # A store that refuses one server-side copy refuses them all:
+                # this worker streams from now on, and says so once.
+                self._server_side = False
+                self._note = f"{self.dst.describe()}: {exc}; blobs are streamed through pmigrate instead"
+                copied = False
+            if copied:
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
                 return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)

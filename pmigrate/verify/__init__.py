@@ -166,14 +166,11 @@ def _source_has_blobs(meta: Any) -> bool:
 
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
     """The copy journal of this target (each blob's xxh3-128 as copied), when there is one."""
-    from pathlib import Path
-
     try:
-        from pmigrate.transfer.journal import Journal, default_path, target_identity
+        from pmigrate.transfer.journal import Journal, locate
     except ImportError:
         return None
-    identity = target_identity(dst.data.backend, dst.data.options)
-    path = Path(opts.journal) if opts.journal else default_path(dst.path, identity)
+    path, identity = locate(dst, opts.journal)
     journal = Journal.peek(path, identity=identity)  # ConfigError for another target's journal
     if journal is not None:
         journal.close()
@@ -227,9 +224,34 @@ def _check_target(plan: VerifyPlan) -> None:
         raise FatalError(f"nothing to verify: {exc}") from None
 
 
+def _keyring(plan: VerifyPlan) -> Any:
+    """The SSE-C keys pmigrate made for files without one (data/ssekeys.py), when the target needs them; else None."""
+    from pmigrate.data import ssekeys
+    from pmigrate.errors import FatalError
+    from pmigrate.transfer.journal import Journal
+
+    if not ssekeys.needed(plan.src, plan.dst):
+        return None
+    path, identity = plan.journal
+    journal = Journal.peek(path, identity=identity)  # the same location as the copy's: --journal, else beside TARGET.cfg
+    keyring = None
+    if journal is not None:
+        try:
+            keyring = ssekeys.keyring(journal, create=False)
+        finally:
+            journal.close()
+    if keyring is None:
+        raise FatalError(
+            f"nothing to verify against: the SSE-C keys pmigrate made for this target derive from a secret kept in the "
+            f"journal {path}, which is missing or holds none; pass --journal with the journal of the copy"
+        )
+    return keyring
+
+
 def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
     """Audit rows, then blobs, then unowned objects; every difference goes to the report."""
     _check_target(plan)
+    keyring = _keyring(plan)
     src_engine = _engine(plan.src.metadata)
     try:
         if plan.rows:
@@ -244,16 +266,17 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,
                     with_sessions=opts.with_sessions,
+                    fixes={"files": keyring.row_fixer} if keyring is not None else None,
                 )
             finally:
                 dst_engine.dispose()
         if plan.blobs:
-            _run_blobs(plan, src_engine=src_engine, opts=opts, report=report)
+            _run_blobs(plan, src_engine=src_engine, opts=opts, report=report, keyring=keyring)
     finally:
         src_engine.dispose()
 
 
-def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: Any) -> None:
+def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: Any, keyring: Any = None) -> None:
     from pmigrate.data.registry import open_backend
     from pmigrate.verify import blobs, unowned
 
@@ -284,6 +307,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 batch_size=opts.batch_size,
                 quiet=opts.quiet,
                 on_target_wrong=forget if journal is not None else None,
+                keyring=keyring,
             )
         finally:
             if journal is not None:
@@ -300,6 +324,8 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
         else:
             section["unowned"] = None
             report.line(area, f"unowned objects not checked: {dst.describe()} cannot list its blobs")
+        if dst.features.open_uploads:
+            section["open_uploads"] = unowned.open_uploads(backend=dst, report=report)
     for text in _blob_lines(section, md5=opts.checksum == "md5"):
         report.line(area, text)
 
@@ -313,6 +339,8 @@ def _blob_lines(s: Mapping[str, Any], *, md5: bool) -> list[str]:
     ]
     if s.get("unowned") is not None:
         lines.append(f"{plural(s['objects_listed'], 'object')} in the target, {s['unowned']} unowned (left in place)")
+    if s.get("open_uploads"):
+        lines.append(f"{plural(s['open_uploads'], 'open multipart upload')} under the target's prefix (left in place)")
     if md5:
         lines.append(f"{c['unverifiable_by_md5']} unverifiable by md5 (files.md5 empty), {c['verified_by_etag']} verified by ETag without reading")
     rate = f" at {c['read_mb_per_s']} MB/s" if c.get("read_mb_per_s") else ""

@@ -120,14 +120,17 @@ def to_ref(row: Mapping[str, Any]) -> BlobRef:
 # -- the audit ---------------------------------------------------------------
 
 
-def _jobs(engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_size: int, invalid: list) -> Iterator[blobjob.VerifyJob]:
+def _jobs(
+    engine: Engine, *, md5: bool, expected: ExpectedHashes | None, batch_size: int, invalid: list, keyring: Any = None
+) -> Iterator[blobjob.VerifyJob]:
     """One verify job per blob, streamed: the pool pulls them only as fast as workers finish."""
     seq = 0
     for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 128):
         refs = []
         for row in rows:
             try:
-                refs.append(to_ref(row))
+                ref = to_ref(row)
+                refs.append(ref if keyring is None else keyring.ref(ref))
             except ItemError as exc:
                 invalid.append((str(row.get("id")), exc))
         hashes = expected([r.file_id for r in refs]) if expected is not None and refs else {}
@@ -148,12 +151,15 @@ def audit(
     batch_size: int = 5000,
     quiet: bool = True,
     on_target_wrong: Callable[[list[str]], None] | None = None,
+    keyring: Any = None,
 ) -> BlobTotals:
     """Verify every blob of the source's uploaded and removed files on the target.
 
     Runs in the blob engine's worker pool: the jobs have mode "verify", which
     its worker hands to blobjob.verify_blob. ``on_target_wrong`` hears the ids
-    of blobs missing or wrong on the target, batch by batch.
+    of blobs missing or wrong on the target, batch by batch. ``keyring``
+    (pmigrate.data.ssekeys) gives files without an SSE-C key the one the copy
+    made, to read the target with.
     """
     from pmigrate import progress
     from pmigrate.data.registry import backend_class
@@ -200,7 +206,8 @@ def audit(
                     on_target_wrong(wrong)
 
         try:
-            pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results)
+            jobs = _jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid, keyring=keyring)
+            pool.run(jobs, on_results=on_results)
         finally:
             t.seconds = time.perf_counter() - start
     for line in pool.deaths:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 import xxhash
@@ -62,6 +62,7 @@ class TablePlan:
     slack: list[int] = field(default_factory=list)  # per column: ns a timestamp may differ by (target rounding)
     only_src: list[str] = field(default_factory=list)  # columns missing from the target
     only_dst: list[str] = field(default_factory=list)
+    src_fix: Callable[[Sequence[Any]], tuple] | None = None  # a source row as the copy writes it, where it changes one
 
 
 @dataclass(kw_only=True)
@@ -227,13 +228,15 @@ def _select(side: Side, plan: TablePlan, order: Sequence[str]) -> str:
     return sql
 
 
-def _rows(side: Side, sql: str, canons: list[canon.Canon], *, batch_size: int) -> Iterator[tuple]:
+def _rows(
+    side: Side, sql: str, canons: list[canon.Canon], *, batch_size: int, fix: Callable[[Sequence[Any]], tuple] | None = None
+) -> Iterator[tuple]:
     """Canonical rows, streamed with a server-side cursor, one batch in memory."""
     with side.engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_size).exec_driver_sql(sql)
         try:
             for batch in result.partitions(batch_size):
-                for raw in batch:
+                for raw in batch if fix is None else map(fix, batch):
                     yield tuple([c(v) for c, v in zip(canons, raw)])
         finally:
             result.close()
@@ -347,7 +350,9 @@ def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_d
     if plan.trusted_order:
         res = TableResult(name=plan.name)
         try:
-            a = _keyed_in_order(_rows(src, _select(src, plan, plan.src_order), plan.src_canon, batch_size=batch_size), plan.key)
+            a = _keyed_in_order(
+                _rows(src, _select(src, plan, plan.src_order), plan.src_canon, batch_size=batch_size, fix=plan.src_fix), plan.key
+            )
             b = _keyed_in_order(_rows(dst, _select(dst, plan, plan.dst_order), plan.dst_canon, batch_size=batch_size), plan.key)
             try:
                 _merge(a, b, plan, res)
@@ -365,7 +370,7 @@ def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_d
         try:
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
-            _load_sorted(_rows(src, _select(src, plan, ()), plan.src_canon, batch_size=batch_size), plan.key, db, "s")
+            _load_sorted(_rows(src, _select(src, plan, ()), plan.src_canon, batch_size=batch_size, fix=plan.src_fix), plan.key, db, "s")
             _load_sorted(_rows(dst, _select(dst, plan, ()), plan.dst_canon, batch_size=batch_size), plan.key, db, "t")
             _merge(_read_sorted(db, "s"), _read_sorted(db, "t"), plan, res)
         finally:
@@ -387,15 +392,22 @@ def audit(
     quiet: bool = True,
     with_sessions: bool = False,
     tmp_dir: str | None = None,
+    fixes: Mapping[str, Callable[[Sequence[str]], Any]] | None = None,
 ) -> bool:
     """Audit every table, recording figures, summary lines and problems; True when all match.
 
     cli_auth_sessions is copied only on request (--with-sessions): it is
     compared then, or when the target holds any, and skipped otherwise.
+    ``fixes`` maps a table to what the copy changes in its rows: given the
+    compared columns, a function from a source row to the row the target
+    must hold (e.g. files getting SSE-C keys made by pmigrate).
     """
     from pmigrate.progress import bar
 
     plans, schema_problems = plan_tables(src, dst)
+    for plan in plans:
+        if fixes and plan.name in fixes:
+            plan.src_fix = fixes[plan.name](plan.columns)
     section = report.section(AREA)
     tables: dict[str, Any] = section.setdefault("tables", {})
     clean = True

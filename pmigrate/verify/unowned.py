@@ -1,5 +1,8 @@
 """Objects nobody owns: what the target stores that no files row claims. Reported, never deleted.
 
+Open uploads too (S3 multipart uploads begun and never finished): invisible
+among the objects, billed all the same.
+
 The keys every files row may claim (all statuses, every layout plikd reads)
 and the keys the target lists both go to a temporary SQLite file, and one
 anti-join names the unowned ones: memory stays flat for millions of files.
@@ -20,6 +23,7 @@ from pmigrate.verify.blobs import file_rows, to_ref
 
 AREA = "verify-blobs"
 KIND = "unowned"
+OPEN_UPLOAD = "open-upload"
 BATCH = 5000
 
 
@@ -83,3 +87,21 @@ def audit(*, engine: Engine, backend: DataBackend, report: Any, batch_size: int 
         finally:
             db.close()
     return listed, unowned
+
+
+def open_uploads(*, backend: DataBackend, report: Any) -> int:
+    """Report every upload open under the target's prefix; how many there are."""
+    import datetime as dt
+
+    found = backend.open_uploads()
+    for u in found:
+        when = dt.datetime.fromtimestamp(u.initiated, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if u.initiated else "at an unknown time"
+        whose = f"the blob key of file {u.file_id}" if u.file_id else "no blob key"
+        report.problem(
+            area=AREA,
+            kind=OPEN_UPLOAD,
+            item=u.key,
+            message=f"multipart upload begun {when} and never completed or aborted ({whose}): "
+            "the store bills its parts until it is aborted (left in place)",
+        )
+    return len(found)
