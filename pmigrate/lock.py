@@ -125,8 +125,11 @@ class FileLock:
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # its holder removed it as we opened it: take the new one
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, Holder.me().dumps().encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, Holder.me().dumps().encode(), 0)
+        except OSError:
+            pass  # a full disk: the flock holds all the same, only a refused run's message lacks the details
         self._fd = fd
         return None
 

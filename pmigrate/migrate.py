@@ -48,6 +48,7 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
         stages.append(verify)
 
     with lock.hold(dst, command=command, opts=opts, report=report):  # before any stage reads the target's state
+        check_source(src, dst, command=command, opts=opts)
         return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
 
 
@@ -70,18 +71,26 @@ def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *,
 
 
 def check_sides(src: config.PlikConfig, dst: config.PlikConfig, *, command: str, opts: RunOptions) -> None:
-    """Before any stage: the target names what the run will write, and each database answers."""
+    """Before the lock and any stage: the target names what the run will write, and its database answers."""
     from pmigrate.metadata import db
 
     if opts.metadata and not dst.has_metadata:
         raise ConfigError(f"{dst.path} has no [MetadataBackendConfig]: add one, or pass --data-only")
     if opts.data and not dst.has_data:
         raise ConfigError(f"{dst.path} names no DataBackend: add DataBackend and [DataBackendConfig], or pass --metadata-only")
+    if opts.metadata and command != "verify":
+        db.check_connect(dst.metadata, must_exist=False)
+
+
+def check_source(src: config.PlikConfig, dst: config.PlikConfig, *, command: str, opts: RunOptions) -> None:
+    """Under the target's lock, so that a second run is refused at once rather than after waiting on a busy source."""
+    from pmigrate.metadata import db
+
     # The source database is read by every stage (the blob list comes from its files table).
     db.check_connect(src.metadata, must_exist=True)
     if command == "verify":
         from pmigrate import verify
 
         verify.check_migrated(src, dst, opts=opts)
-    if opts.metadata:
-        db.check_connect(dst.metadata, must_exist=command == "verify")
+        if opts.metadata:
+            db.check_connect(dst.metadata, must_exist=True)

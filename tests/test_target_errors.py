@@ -23,6 +23,7 @@ import pytest
 import xxhash
 
 from tests import blobdeploy as bd
+from tests import heldfs
 from tests.conftest import REPO
 from tests.s3_fault_proxy import FaultProxy
 from tests.servers import unavailable
@@ -330,10 +331,16 @@ def test_journal_on_a_disk_that_fills_up_names_it_and_the_rerun_completes(tmp_pa
     blobs = bd.make_blobs(40, seed=37, sizes=[3_000, 20_000])
     k = 15
     blobs[k].data = os.urandom(8 << 20)  # a large blob ahead: the worker reports what it has done first
+    used = {b.file_id[:2] for b in blobs if b is not blobs[k]}
+    prefix = next(a + b for a in bd._ALNUM for b in bd._ALNUM if a + b not in used)
+    blobs[k].file_id = prefix + blobs[k].file_id[2:]  # alone in its folder, which the mount covers
     dep = bd.file_source(tmp_path / "src", blobs)
-    held = tmp_path / "src" / "files" / blobs[k].file_id[:2] / blobs[k].file_id
+    held = tmp_path / "src" / "files" / prefix / blobs[k].file_id
     held.unlink()
-    os.mkfifo(held)  # the worker waits there until the test feeds it, with the blobs before it journaled
+    if heldfs.available():
+        unavailable(f"a stalled blob needs FUSE: {heldfs.available()}")
+    # the worker waits in read() there until the test feeds it, with the blobs before it journaled
+    stall = heldfs.HeldFile(held.parent, held.name, blobs[k].data)
     target = bd.file_target(tmp_path / "dst")
     files = tmp_path / "dst" / "files"
     jdir = mounts.tmpfs(tmp_path / "jdisk", "256k")
@@ -350,14 +357,13 @@ def test_journal_on_a_disk_that_fills_up_names_it_and_the_rerun_completes(tmp_pa
             with contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * 4096)
-        with open(held, "wb") as f:
-            f.write(blobs[k].data)
+        stall.allow()
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    held.unlink()
+        stall.close()
     held.write_bytes(blobs[k].data)
     assert proc.returncode == 1, err
     line = _one_line(err)

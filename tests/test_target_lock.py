@@ -154,7 +154,7 @@ def test_journal_held_refuses_a_second_data_run_until_its_holder_is_killed(deplo
         assert r.returncode == 2, r.stdout + r.stderr
         journals = sorted(p.name for p in cfg.parent.glob(".pmigrate-journal-*.db"))
         assert journals == []  # nothing written: no journal, no blob
-        journal, _ = locate(cfg, "file", config.load(cfg).data.options)
+        journal, _ = locate(config.load(cfg), None)
         _refusal(r.stderr, pid=holder.pid, target=f"file {files} (journal {journal})")
         assert not files.exists()
     finally:
@@ -163,7 +163,7 @@ def test_journal_held_refuses_a_second_data_run_until_its_holder_is_killed(deplo
     r = run_cli(*args)
     assert r.returncode == 0, r.stdout + r.stderr
     blobs = _blobs(deployment / "files")
-    assert f"copied {blobs} blob(s)" in r.stdout
+    assert f"copied {blobs} blobs" in r.stdout
     assert _blobs(files) == blobs
     _lock_is_free(lock.journal_lock(config.load(cfg), opts=RunOptions()))
     assert [p.name for p in cfg.parent.iterdir() if p.name.endswith(".lock")] == []
@@ -203,7 +203,7 @@ def test_two_cli_runs_into_one_empty_postgres_target(deployment, pg_db, tmp_path
     third = run_cli(*args)
     assert third.returncode == 0, third.stdout + third.stderr
     assert _count(pg_db, "files") == FILES
-    assert f"copied {_blobs(deployment / 'files')} blob(s)" in third.stdout
+    assert f"copied {_blobs(deployment / 'files')} blobs" in third.stdout
 
 
 def test_dry_run_and_verify_take_no_lock_and_say_who_holds_it(deployment, tmp_path, run_cli):
@@ -219,7 +219,7 @@ def test_dry_run_and_verify_take_no_lock_and_say_who_holds_it(deployment, tmp_pa
             cmd = (*extra, *args) if extra == ("verify",) else (*args, *extra)
             r = run_cli(*cmd)
             assert r.returncode == 0, r.stdout + r.stderr
-            warned = [line for line in r.stdout.splitlines() if line.startswith(f"warning: another pmigrate (pid {holder.pid} on {HOST})")]
+            warned = [line for line in r.stdout.splitlines() if line.startswith(f"pmigrate: warning: another pmigrate (pid {holder.pid} on {HOST})")]
             assert len(warned) == 2, r.stdout  # the metadata target and the journal
             # The holder still holds both: the look took nothing.
             for lk in (lock.metadata_lock(config.load(cfg).metadata), lock.journal_lock(config.load(cfg), opts=RunOptions())):
