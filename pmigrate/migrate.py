@@ -67,6 +67,6 @@ def check_sides(src: config.PlikConfig, dst: config.PlikConfig, *, command: str,
     if opts.data and not dst.has_data:
         raise ConfigError(f"{dst.path} names no DataBackend: add DataBackend and [DataBackendConfig], or pass --metadata-only")
     # The source database is read by every stage (the blob list comes from its files table).
-    db.check_connect(src.metadata, must_exist=True)
+    db.check_connect(src.metadata, must_exist=True, read_only=True)
     if opts.metadata:
         db.check_connect(dst.metadata, must_exist=command == "verify")

@@ -125,11 +125,11 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     """Everything checked, nothing written: the plan of the copy."""
     from pmigrate.metadata import db, schema
 
-    db.check_connect(src.metadata, must_exist=True)
+    db.check_connect(src.metadata, must_exist=True, read_only=True)
     absent = _sqlite_target_absent(dst.metadata)
     if not absent:
         db.check_connect(dst.metadata, must_exist=False)
-    src_engine = db.engine(src.metadata)
+    src_engine = db.source_engine(src.metadata)
     dst_engine = db.engine(dst.metadata, local_infile=True)  # mysql: LOAD DATA LOCAL into a fresh target
     sd, dd = src.metadata.driver, dst.metadata.driver
 

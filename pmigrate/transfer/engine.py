@@ -75,7 +75,7 @@ def _spec(cfg: PlikConfig, mode: str) -> checks.Check:
 def _source_engine(src: PlikConfig) -> sa.Engine:
     from pmigrate.metadata import db
 
-    return db.engine(src.metadata)
+    return db.source_engine(src.metadata)
 
 
 def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
