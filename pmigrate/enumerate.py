@@ -3,9 +3,11 @@
 One SELECT inside one read transaction, through a server-side cursor
 (psycopg named cursor, PyMySQL SSCursor, SQLite's own stepping), so a
 deployment with millions of files is read in constant memory and from one
-consistent snapshot. Only ``uploaded`` and ``removed`` files have a blob;
-the rest are counted by status. Ids are checked before they can become a
-path or key.
+consistent snapshot. The engine is the source's, read-only
+(db.source_engine): a sqlite3 source is read from the snapshot the
+metadata copy read, so both see the same rows. Only ``uploaded`` and
+``removed`` files have a blob; the rest are counted by status. Ids are
+checked before they can become a path or key.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The run: config -> preflight checks of every stage -> metadata -> blobs -> verify -> report.
+"""The run: config -> snapshot of a sqlite3 source -> preflight checks of every stage -> metadata -> blobs -> verify -> report.
 
 Every stage checks its inputs before any stage writes, so that bad input ends
 with exit 2 and nothing written on the target.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pmigrate import config
 from pmigrate.errors import ConfigError
+from pmigrate.metadata import snapshot
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
 
@@ -41,6 +42,11 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
         stages.append(verify)
 
+    with snapshot.of_source(src, report=report) as src:  # every stage reads a sqlite3 source from one copy of it
+        return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
+
+
+def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:
     plans = [stage.preflight(src, dst, opts=opts) for stage in stages]
     try:
         for stage, plan in zip(stages, plans):

@@ -35,8 +35,9 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
     (dialects._MysqlLoad).
 
     ``read_only``: the server itself refuses every write, whatever the
-    statement: sqlite3 opened with mode=ro, every postgres and mysql
-    session's transactions READ ONLY.
+    statement: sqlite3 opened with mode=ro (and from meta.snapshot, the
+    private copy of a live source, when there is one), every postgres and
+    mysql session's transactions READ ONLY.
     """
     t = meta.translation()
     url = _sqlite_read_only(meta, t) if read_only and t.driver == "sqlite3" else t.url
@@ -88,7 +89,10 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
 
 
 def _sqlite_read_only(meta, t: dsn.Translation) -> sa.URL:
-    """The file opened with mode=ro."""
+    """mode=ro on the live file, or mode=ro and immutable (no locking at all) on a snapshot."""
+    snapshot = getattr(meta, "snapshot", None)
+    if snapshot is not None:
+        return t.url.set(database="file:" + quote(str(snapshot)), query={"mode": "ro", "immutable": "1", "uri": "true"})
     return t.url.set(database="file:" + quote(str(dsn.sqlite_path(t))), query={**t.url.query, "mode": "ro", "uri": "true"})
 
 

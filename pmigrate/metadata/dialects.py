@@ -5,8 +5,9 @@ go through the drivers directly: a Row object per value would cost more than
 the copy itself.
 
 - Reading: one read transaction over the whole source (REPEATABLE READ READ
-  ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite)
-  and server-side cursors, so memory stays flat whatever the table size.
+  ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite:
+  a private snapshot of the live file, see snapshot.py) and server-side
+  cursors, so memory stays flat whatever the table size.
 - Writing: COPY on postgres (into a staging table merged with ON CONFLICT on
   a re-run), one LOAD DATA LOCAL per table on a fresh mysql target, else
   multi-row INSERT bounded by max_allowed_packet (ON DUPLICATE KEY UPDATE on

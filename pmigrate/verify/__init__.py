@@ -29,7 +29,7 @@ class VerifyPlan:
 
 
 def _engine(meta: Any, *, source: bool = False) -> Any:
-    """The source is opened read-only."""
+    """The source is opened read-only (and a sqlite3 one from its snapshot)."""
     from pmigrate.metadata.db import engine
 
     return engine(meta, read_only=source)
