@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pmigrate.data.base import BlobRef
 from pmigrate.errors import InvalidId
 from pmigrate.ids import check_id
+from pmigrate.metadata.rawtext import as_str
 
 BLOB_STATUSES = ("uploaded", "removed")
 
@@ -99,9 +100,9 @@ def scan(engine: sa.Engine, *, batch_size: int, tally: Tally) -> Iterator[Batch]
                         file_id=fid,
                         upload_id=uid,
                         size=size,
-                        content_type=ctype or "",
-                        md5=md5 or "",
-                        backend_details=details or "",
+                        content_type=as_str(ctype) or "",
+                        md5=as_str(md5) or "",
+                        backend_details=as_str(details) or "",
                     )
                 )
             yield Batch(refs, invalid)

@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from pmigrate import dsn
 from pmigrate.errors import ConfigError
+from pmigrate.metadata import rawtext
 from pmigrate.redact import redact
 
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
@@ -27,7 +28,8 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
     """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
 
     sqlite3: busy timeout (go-sqlite3's default 5 s or _busy_timeout) and
-    foreign keys on, as plikd runs it. postgres: psycopg 3. mysql: PyMySQL,
+    foreign keys on, as plikd runs it; text that is not UTF-8 is read as
+    rawtext.RawText instead of failing. postgres: psycopg 3. mysql: PyMySQL,
     utf8mb4, session time zone UTC (plikd's DATETIME(3) values are naive; see
     time_zone() for how to read them). ``local_infile`` (mysql) lets the
     connection send files for LOAD DATA LOCAL; the driver refuses a server's
@@ -69,6 +71,7 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            dbapi_conn.text_factory = rawtext.decode
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys = ON")
             if read_only:
