@@ -5,9 +5,9 @@
 For each size: a fake deployment (`pmigrate fakedb --metadata-only`), then
 tests/plikd_writer.py committing every 10 ms (busy timeout 5 s, as plikd)
 while `pmigrate --metadata-only` copies the database into a new sqlite3
-file. Printed: the database size, the snapshot (seconds, read locks taken,
-the longest), the whole pass, and the writer's side: commits during the
-pass, its longest wait for a commit, failed commits. The writer runs with
+file. Printed: the database size, the snapshot (seconds, attempts, read
+locks taken, the longest), the whole pass, and the writer's side: commits
+during the pass, its longest wait for a commit, failed commits. The writer runs with
 synchronous=OFF, so its waits are lock waits, not the disk's.
 """
 
@@ -59,6 +59,7 @@ def one(files: int, work: Path) -> dict:
         "files": files,
         "db_mib": db.stat().st_size / 2**20,
         "snapshot_s": snap["seconds"],
+        "attempts": snap["attempts"],
         "read_locks": snap["read_locks"],
         "longest_lock_ms": round(snap["longest_lock_seconds"] * 1000),
         "pass_s": seconds,
