@@ -105,6 +105,8 @@ class MetadataConfig:
     # Where a relative sqlite3 path resolves: the working directory, as plikd does.
     base_dir: Path = field(default_factory=Path.cwd)
     options: dict[str, Any] = field(default_factory=dict)  # the whole MetadataBackendConfig table
+    # Set on a sqlite3 source: the private copy pmigrate reads instead of the live file (metadata/snapshot.py).
+    snapshot: Path | None = field(default=None, compare=False)
 
     def translation(self) -> dsn.Translation:
         return dsn.translate(self.driver, self.connection_string, base_dir=self.base_dir)

@@ -3,9 +3,11 @@
 One SELECT inside one read transaction, through a server-side cursor
 (psycopg named cursor, PyMySQL SSCursor, SQLite's own stepping), so a
 deployment with millions of files is read in constant memory and from one
-consistent snapshot. Only ``uploaded`` and ``removed`` files have a blob;
-the rest are counted by status. Ids are checked before they can become a
-path or key.
+consistent snapshot. The engine is the source's, read-only
+(db.source_engine): a sqlite3 source is read from the snapshot the
+metadata copy read, so both see the same rows. Only ``uploaded`` and
+``removed`` files have a blob; the rest are counted by status. Ids are
+checked before they can become a path or key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 from pmigrate.data.base import BlobRef
 from pmigrate.errors import InvalidId
 from pmigrate.ids import check_id
+from pmigrate.metadata.rawtext import as_str
 
 BLOB_STATUSES = ("uploaded", "removed")
 
@@ -97,9 +100,9 @@ def scan(engine: sa.Engine, *, batch_size: int, tally: Tally) -> Iterator[Batch]
                         file_id=fid,
                         upload_id=uid,
                         size=size,
-                        content_type=ctype or "",
-                        md5=md5 or "",
-                        backend_details=details or "",
+                        content_type=as_str(ctype) or "",
+                        md5=as_str(md5) or "",
+                        backend_details=as_str(details) or "",
                     )
                 )
             yield Batch(refs, invalid)

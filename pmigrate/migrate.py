@@ -1,4 +1,4 @@
-"""The run: config -> the target's lock -> preflight checks of every stage -> metadata -> blobs -> verify -> report.
+"""The run: config -> the target's lock -> snapshot of a sqlite3 source -> preflight checks of every stage -> metadata -> blobs -> verify -> report.
 
 Every stage checks its inputs before any stage writes, so that bad input ends
 with exit 2 and nothing written on the target.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pmigrate import config, lock
 from pmigrate.errors import ConfigError
+from pmigrate.metadata import snapshot
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
 
@@ -49,7 +50,8 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
     with lock.hold(dst, command=command, opts=opts, report=report):  # before any stage reads the target's state
         check_source(src, dst, command=command, opts=opts)
-        return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
+        with snapshot.of_source(src, report=report) as src:  # every stage reads a sqlite3 source from one copy of it
+            return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
 
 
 def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:
@@ -87,7 +89,7 @@ def check_source(src: config.PlikConfig, dst: config.PlikConfig, *, command: str
     from pmigrate.metadata import db
 
     # The source database is read by every stage (the blob list comes from its files table).
-    db.check_connect(src.metadata, must_exist=True)
+    db.check_connect(src.metadata, must_exist=True, read_only=True)
     if command == "verify":
         from pmigrate import verify
 

@@ -34,6 +34,7 @@ from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError
 from pmigrate.metadata import dialects
 from pmigrate.metadata import values as V
+from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
 from pmigrate.progress import bar
 from pmigrate.quote import shown
@@ -138,11 +139,11 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     """Everything checked, nothing written: the plan of the copy."""
     from pmigrate.metadata import db, schema
 
-    db.check_connect(src.metadata, must_exist=True)
+    db.check_connect(src.metadata, must_exist=True, read_only=True)
     absent = _sqlite_target_absent(dst.metadata)
     if not absent:
         db.check_connect(dst.metadata, must_exist=False)
-    src_engine = db.engine(src.metadata)
+    src_engine = db.source_engine(src.metadata)
     dst_engine = db.engine(dst.metadata, local_infile=True)  # mysql: LOAD DATA LOCAL into a fresh target
     sd, dd = src.metadata.driver, dst.metadata.driver
 
@@ -481,10 +482,15 @@ def _copy_table(
     # touching random pages of a table larger than the buffer pool (the server's time at a million rows).
     by_key = fresh and plan.dst_driver == "mysql"
     sql = _select(t, plan.src_driver, where_orphans=res.orphans > 0, by_key=by_key)
+    raw_seen = reader.raw_texts
     try:
         with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
-                if fast is not None:
+                raw_to = None
+                if reader.raw_texts != raw_seen:  # text that is not UTF-8 in this batch: row by row
+                    raw_to, raw_seen = plan.dst_driver, reader.raw_texts
+                    fast_ok = False
+                elif fast is not None:
                     try:
                         batch = list(map(fast, batch))
                         fast_ok = True
@@ -496,10 +502,15 @@ def _copy_table(
                     out = []
                     for row in batch:
                         try:
-                            out.append(_convert(row, convs, checks, parent_skips, names, t))
+                            out.append(_convert(row, convs, checks, parent_skips, names, t, raw_to))
                         except _BadRow as bad:
                             if not opts.ignore_errors:
-                                raise ItemError(f"{shown(bad.item)}: {bad.message}", item=bad.item, kind="bad-value") from None
+                                raise ItemError(
+                                    f"{shown(bad.item)}: {bad.message}; fix it at the source, or pass --ignore-errors to skip "
+                                    "such rows (listed in the report)",
+                                    item=bad.item,
+                                    kind="bad-value",
+                                ) from None
                             report.problem(area=AREA, kind="skipped-row", item=bad.item, message=bad.message)
                             res.bad += 1
                             if keep_keys:
@@ -510,6 +521,8 @@ def _copy_table(
                 n = sink.write(batch)
                 if n is not None:
                     changed += n
+                if raw_to == "sqlite3":
+                    writer.restore_text(t.name, names, t.pk, batch)
                 pbar.update(len(batch))
         n = sink.close()
     except BaseException as exc:
@@ -558,13 +571,28 @@ def _convert(
     parent_skips: list[tuple[int, set]],
     names: Sequence[str],
     t: TablePlan,
+    raw_to: str | None = None,
 ) -> tuple:
-    """The slow path, row by row: names the table, key and column of a value that cannot go."""
+    """The slow path, row by row: names the table, key and column of a value that cannot go.
+
+    ``raw_to``: the target's driver when the batch holds text that is not
+    UTF-8 (RawText, from a sqlite3 source): it goes as it is into sqlite3,
+    and stops the row for postgres and mysql, which store UTF-8 only.
+    """
     for i, keys in parent_skips:
         if row[i] in keys:
             raise _BadRow(_item(t, row, names), f"{names[i]} {shown(row[i])} names a row skipped above")
+    if raw_to not in (None, "sqlite3"):
+        for i, v in enumerate(row):
+            if v.__class__ is RawText:
+                raise _BadRow(
+                    _item(t, row, names),
+                    f"column {names[i]}: text that is not valid UTF-8 ({shown(v)}), which {raw_to} cannot store",
+                )
     r = list(row)
     for i, f in convs:
+        if raw_to is not None and r[i].__class__ is RawText:
+            continue  # into sqlite3 as it is
         try:
             r[i] = f(r[i])
         except (V.ValueError_, ValueError, TypeError, OverflowError) as exc:

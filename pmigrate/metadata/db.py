@@ -6,29 +6,43 @@ import datetime as dt
 import os
 import zoneinfo
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from pmigrate import dsn
 from pmigrate.errors import ConfigError
+from pmigrate.metadata import rawtext
 from pmigrate.redact import redact
 
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
 
 
-def engine(meta, *, echo: bool = False, local_infile: bool = False) -> sa.Engine:
+def source_engine(meta) -> sa.Engine:
+    """An engine on a migration's source: read-only on every driver (see engine())."""
+    return engine(meta, read_only=True)
+
+
+def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: bool = False) -> sa.Engine:
     """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
 
     sqlite3: busy timeout (go-sqlite3's default 5 s or _busy_timeout) and
-    foreign keys on, as plikd runs it. postgres: psycopg 3. mysql: PyMySQL,
+    foreign keys on, as plikd runs it; text that is not UTF-8 is read as
+    rawtext.RawText instead of failing. postgres: psycopg 3. mysql: PyMySQL,
     utf8mb4, session time zone UTC (plikd's DATETIME(3) values are naive; see
     time_zone() for how to read them). ``local_infile`` (mysql) lets the
     connection send files for LOAD DATA LOCAL; the driver refuses a server's
     request for one except while pmigrate's own bulk load runs
     (dialects._MysqlLoad).
+
+    ``read_only``: the server itself refuses every write, whatever the
+    statement: sqlite3 opened with mode=ro (and from meta.snapshot, the
+    private copy of a live source, when there is one), every postgres and
+    mysql session's transactions READ ONLY.
     """
     t = meta.translation()
+    url = _sqlite_read_only(meta, t) if read_only and t.driver == "sqlite3" else t.url
     kwargs: dict = {"echo": echo, "pool_pre_ping": t.driver != "sqlite3", "future": True}
     connect_args = dict(t.connect_args)
     if t.driver == "mysql":
@@ -46,7 +60,7 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False) -> sa.Engine
         # libpq waits forever for a silent host; a check must end with a message.
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     kwargs["connect_args"] = connect_args
-    eng = sa.create_engine(t.url, **kwargs)
+    eng = sa.create_engine(url, **kwargs)
     if t.driver == "mysql" and local_infile:
 
         @event.listens_for(eng, "connect")
@@ -57,11 +71,32 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False) -> sa.Engine
 
         @event.listens_for(eng, "connect")
         def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            dbapi_conn.text_factory = rawtext.decode
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                cur.execute("PRAGMA query_only = ON")
             cur.close()
 
+    elif read_only:
+        session = {"postgres": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "mysql": "SET SESSION TRANSACTION READ ONLY"}
+
+        @event.listens_for(eng, "connect")
+        def _read_only(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            cur = dbapi_conn.cursor()
+            cur.execute(session[t.driver])
+            cur.close()
+            dbapi_conn.commit()  # postgres: a SET rolled back would be undone
+
     return eng
+
+
+def _sqlite_read_only(meta, t: dsn.Translation) -> sa.URL:
+    """mode=ro on the live file, or mode=ro and immutable (no locking at all) on a snapshot."""
+    snapshot = getattr(meta, "snapshot", None)
+    if snapshot is not None:
+        return t.url.set(database="file:" + quote(str(snapshot)), query={"mode": "ro", "immutable": "1", "uri": "true"})
+    return t.url.set(database="file:" + quote(str(dsn.sqlite_path(t))), query={**t.url.query, "mode": "ro", "uri": "true"})
 
 
 def time_zone(meta) -> dt.tzinfo | None:
@@ -102,18 +137,18 @@ def _sqlite_check(meta, t: dsn.Translation, *, must_exist: bool) -> None:
             raise ConfigError(f"folder {parent} for the sqlite3 database is not writable: fix its permissions")
 
 
-def check_connect(meta, *, must_exist: bool = True) -> None:
+def check_connect(meta, *, must_exist: bool = True, read_only: bool = False) -> None:
     """Open and close one connection; a one-line ConfigError naming the cause and the fix.
 
     must_exist: a source sqlite3 file must exist (sqlite would silently create
-    an empty one); a target may be created.
+    an empty one); a target may be created. read_only: opened as a source is.
     """
     t = meta.translation()
     if t.driver == "sqlite3":
         _sqlite_check(meta, t, must_exist=must_exist)
         if not dsn.sqlite_path(t).exists():
             return  # opening would create the file: a check writes nothing
-    eng = engine(meta)
+    eng = engine(meta, read_only=read_only)
     try:
         with eng.connect() as conn:
             # sqlite3 opens any file lazily: reading its schema proves it is a database.

@@ -5,8 +5,9 @@ go through the drivers directly: a Row object per value would cost more than
 the copy itself.
 
 - Reading: one read transaction over the whole source (REPEATABLE READ READ
-  ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite)
-  and server-side cursors, so memory stays flat whatever the table size.
+  ONLY on postgres, a consistent InnoDB snapshot on mysql, BEGIN on sqlite:
+  a private snapshot of the live file, see snapshot.py) and server-side
+  cursors, so memory stays flat whatever the table size.
 - Writing: COPY on postgres (into a staging table merged with ON CONFLICT on
   a re-run), one LOAD DATA LOCAL per table on a fresh mysql target, else
   multi-row INSERT bounded by max_allowed_packet (ON DUPLICATE KEY UPDATE on
@@ -19,9 +20,12 @@ from __future__ import annotations
 import itertools
 import queue
 import re
+import sqlite3
 import threading
 from datetime import date, datetime
 from typing import Any, Iterable, Iterator, Sequence
+
+from pmigrate.metadata import rawtext
 
 Row = tuple[Any, ...]
 
@@ -46,19 +50,27 @@ def raw_connection(engine: Any) -> tuple[Any, Any]:
 
 
 class SnapshotReader:
-    """Every read of a run inside one read transaction of the source."""
+    """Every read of a run inside one read transaction of the source.
+
+    sqlite3 text is decoded by the driver's own str until a value is not
+    UTF-8; from then on every text goes through rawtext.decode (slower), and
+    ``raw_texts`` counts the values read as RawText.
+    """
 
     def __init__(self, engine: Any, driver: str) -> None:
         self.driver = driver
         self._proxy, self.conn = raw_connection(engine)
         self._cursors = itertools.count()
         self._open = False
+        self.raw_texts = 0
+        self._tolerant = False
 
     def begin(self) -> None:
         c = self.conn
         if self.driver == "sqlite3":
             if c.in_transaction:
                 c.rollback()
+            c.text_factory = self._decode if self._tolerant else str
             c.execute("BEGIN")
             c.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read snapshot now
         elif self.driver == "postgres":
@@ -81,6 +93,8 @@ class SnapshotReader:
         try:
             if self._open:
                 self.conn.rollback()
+            if self.driver == "sqlite3":
+                self.conn.text_factory = rawtext.decode  # the engine's own, for the pool's next user
             if self.driver == "postgres":
                 self.conn.read_only = None
                 self.conn.isolation_level = None
@@ -92,10 +106,29 @@ class SnapshotReader:
     def q(self, name: str) -> str:
         return quote(self.driver, name)
 
+    def _decode(self, value: bytes) -> str | rawtext.RawText:
+        text = rawtext.decode(value)
+        if text.__class__ is rawtext.RawText:
+            self.raw_texts += 1
+        return text
+
+    def _tolerate(self, exc: Exception) -> bool:
+        """After text that is not UTF-8: decode every text with _decode from now on; True to read again."""
+        if self._tolerant or not rawtext.undecodable(exc):
+            return False
+        self._tolerant = True
+        self.conn.text_factory = self._decode
+        return True
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """A small result, buffered."""
         if self.driver == "sqlite3":
-            return self.conn.execute(sql, tuple(params)).fetchall()
+            try:
+                return self.conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not self._tolerate(exc):
+                    raise
+                return self.conn.execute(sql, tuple(params)).fetchall()
         cur = self.conn.cursor()
         try:
             cur.execute(sql, tuple(params) if params else None)
@@ -109,9 +142,10 @@ class SnapshotReader:
     def stream(self, sql: str, *, batch: int) -> Iterator[list[Row]]:
         """Batches of rows from a server-side cursor, read ahead in a thread (a server's source)."""
         if self.driver == "sqlite3":
-            cur = self.conn.cursor()
-            cur.arraysize = batch
-        elif self.driver == "postgres":
+            # In-process reads: a second thread only trades the GIL row by row with the
+            # writer (half the time went to that, in futex calls); read between writes.
+            return self._sqlite_batches(sql, batch)
+        if self.driver == "postgres":
             cur = self.conn.cursor(name=f"pmigrate_{next(self._cursors)}")
             cur.itersize = batch
         else:
@@ -126,11 +160,28 @@ class SnapshotReader:
             finally:
                 cur.close()
 
-        if self.driver == "sqlite3":
-            # In-process reads: a second thread only trades the GIL row by row with the
-            # writer (half the time went to that, in futex calls); read between writes.
-            return batches()
         return prefetch(batches())
+
+    def _sqlite_batches(self, sql: str, batch: int) -> Iterator[list[Row]]:
+        """The statement runs again past the rows already given when a text is not UTF-8 (see _tolerate)."""
+        given = 0
+        while True:
+            cur = self.conn.cursor()
+            cur.arraysize = batch
+            try:
+                cur.execute(sql)
+                skip = given
+                while skip > 0 and (rows := cur.fetchmany(min(skip, batch))):
+                    skip -= len(rows)
+                while rows := cur.fetchmany(batch):
+                    given += len(rows)
+                    yield rows
+                return
+            except sqlite3.OperationalError as exc:
+                if not self._tolerate(exc):
+                    raise
+            finally:
+                cur.close()
 
 
 def prefetch(source: Iterator[list[Row]], *, depth: int = 2) -> Iterator[list[Row]]:
@@ -244,6 +295,21 @@ class TargetWriter:
                 yield rows
         finally:
             cur.close()
+
+    def restore_text(self, table: str, columns: Sequence[str], pk: Sequence[str], rows: Sequence[Row]) -> None:
+        """sqlite3: make the rawtext.RawText values just written TEXT again, their bytes unchanged.
+
+        Python's driver binds bytes only as a BLOB; CAST(... AS TEXT) takes a
+        BLOB's bytes as they are.
+        """
+        keys = list(pk) or list(columns)
+        where = " AND ".join(f"{self.q(c)} IS ?" for c in keys)
+        at = [columns.index(c) for c in keys]
+        for row in rows:
+            raw = [c for c, v in zip(columns, row) if v.__class__ is rawtext.RawText]
+            if raw:
+                sets = ", ".join(f"{self.q(c)} = CAST({self.q(c)} AS TEXT)" for c in raw)
+                self.conn.execute(f"UPDATE {self.q(table)} SET {sets} WHERE {where}", [row[i] for i in at])
 
     def delete(self, table: str, pk: Sequence[str], keys: Sequence[Row]) -> None:
         ph = placeholder(self.driver)

@@ -88,7 +88,7 @@ def _owner_spec(src: PlikConfig, dst: PlikConfig, mode: str, *, opts: RunOptions
 def _source_engine(src: PlikConfig) -> sa.Engine:
     from pmigrate.metadata import db
 
-    return db.engine(src.metadata)
+    return db.source_engine(src.metadata)
 
 
 def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:

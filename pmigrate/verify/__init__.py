@@ -29,10 +29,11 @@ class VerifyPlan:
     journal: Any = None  # path of the copy journal, when there is one
 
 
-def _engine(meta: Any) -> Any:
+def _engine(meta: Any, *, source: bool = False) -> Any:
+    """The source is opened read-only (and a sqlite3 one from its snapshot)."""
     from pmigrate.metadata.db import engine
 
-    return engine(meta)
+    return engine(meta, read_only=source)
 
 
 def _check_db(meta: Any, *, what: str, need_files: bool) -> None:
@@ -41,10 +42,11 @@ def _check_db(meta: Any, *, what: str, need_files: bool) -> None:
 
     from pmigrate.metadata.db import check_connect
 
-    check_connect(meta, must_exist=True)
+    source = what == "source"
+    check_connect(meta, must_exist=True, read_only=source)
     if not need_files:
         return
-    engine = _engine(meta)
+    engine = _engine(meta, source=source)
     try:
         tables = set(sa.inspect(engine).get_table_names())
     finally:
@@ -252,7 +254,7 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
     """Audit rows, then blobs, then unowned objects; every difference goes to the report."""
     _check_target(plan)
     keyring = _keyring(plan)
-    src_engine = _engine(plan.src.metadata)
+    src_engine = _engine(plan.src.metadata, source=True)
     try:
         if plan.rows:
             from pmigrate.verify import rows
