@@ -29,4 +29,5 @@ class RunOptions:
     with_sessions: bool = False
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     quiet: bool = False
+    stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False

@@ -455,7 +455,7 @@ def _copy_table(
     by_key = fresh and plan.dst_driver == "mysql"
     sql = _select(t, plan.src_driver, where_orphans=res.orphans > 0, by_key=by_key)
     try:
-        with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
+        with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
                 if fast is not None:
                     try:

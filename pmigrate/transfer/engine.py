@@ -282,6 +282,7 @@ class _Copy:
         self._committer: threading.Thread | None = None
         self._commit_error: BaseException | None = None
         self._unlisted = 0  # blobs durable on the target whose journal rows could not be written
+        self.progress = progress.Progress(AREA, quiet=opts.quiet, every=opts.stats)
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
@@ -305,10 +306,10 @@ class _Copy:
         except BaseException:
             pool.close()
             raise
-        if not opts.quiet:
+        if self.progress.shown:
             n, size = enum_mod.totals(plan.metadata)
-            self.files_bar = progress.bar(quiet=False, desc="blobs", total=n, unit="file")
-            self.bytes_bar = progress.bar(quiet=False, desc="bytes", total=size, unit="B", unit_scale=True)
+            self.files_bar = self.progress.meter("blobs", total=n, unit="blob")
+            self.bytes_bar = self.progress.meter("bytes", total=size, unit=progress.BYTES)
         started = time.perf_counter()
         stop: _Stop | None = None
         interrupted = False
@@ -333,8 +334,7 @@ class _Copy:
                 self.governor.stop()
             self.journal.close()
             self.dst.close()
-            self.files_bar.close()
-            self.bytes_bar.close()
+            self.progress.close()
             for line in pool.deaths:
                 self.report.warn(line)
             self._summarise(
@@ -454,6 +454,7 @@ class _Copy:
             self._commit()
 
     def _tick(self) -> None:
+        self.progress.tick()
         if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
             self._commit()
 
@@ -542,7 +543,7 @@ class _Copy:
             journal=str(self.plan.journal_path),
             complete=complete,
         )
-        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
+        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} blobs/s)"
         if fig.server_side:
             line += f"; {fig.server_side} server-side"
         self.report.line(AREA, line)

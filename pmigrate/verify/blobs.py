@@ -147,6 +147,7 @@ def audit(
     expected: ExpectedHashes | None = None,
     batch_size: int = 5000,
     quiet: bool = True,
+    stats: float = 0.0,
     on_target_wrong: Callable[[list[str]], None] | None = None,
 ) -> BlobTotals:
     """Verify every blob of the source's uploaded and removed files on the target.
@@ -188,7 +189,7 @@ def audit(
         chunk_bytes=16 << 20,
     )
     start = time.perf_counter()
-    with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:
+    with progress.bar(quiet=quiet, every=stats, desc="verify blobs", label=AREA, total=t.bytes, unit=progress.BYTES) as bar:
 
         def on_results(results: list[blobjob.VerifyResult]) -> None:
             for res in results:
@@ -200,7 +201,7 @@ def audit(
                     on_target_wrong(wrong)
 
         try:
-            pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results)
+            pool.run(_jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid), on_results=on_results, on_tick=bar.tick)
         finally:
             t.seconds = time.perf_counter() - start
     for line in pool.deaths:
