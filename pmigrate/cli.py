@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_memory_size,
         metavar="SIZE",
         help="memory the whole run may use (PSS of all its processes, e.g. 2G); fewer S3 upload parts are held "
-        "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
+        "at once to stay within it; 0 for no limit (default: none for the processes, and 2 upload parts a worker "
+        "on top of them, within half the memory available)",
     )
     # A group of its own, after the options: the help and the man page list the options first.
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -372,23 +372,19 @@ class _Copy:
         )
 
     def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
-        """Keep the run within --max-memory, if the target holds upload parts in memory at all."""
+        """Keep the run's memory in bounds, if the target holds upload parts in memory at all."""
         assert self.dst is not None
         part, workers = self.dst.part_bytes, self.opts.workers
-        limit = self.opts.max_memory
-        if limit is None:
-            limit = memory.default_limit(workers=workers, part_bytes=part)
-        if not part or not limit or pool.tokens is None or not memory.measurable():
+        if not part or pool.tokens is None:
             return None
-        governor = memory.MemoryGovernor(
+        return memory.governor(
             pool.tokens,
+            workers=workers,
             capacity=PartBudget.capacity(workers),
             part_bytes=part,
-            limit=limit,
+            limit=self.opts.max_memory,
             pids=memory.tree(pool.pids),
         )
-        governor.start()
-        return governor
 
     def _discard_partial(self, job: BlobJob) -> None:
         """A worker died writing this blob: clear its temporary file or open upload before the retry."""
@@ -561,13 +557,8 @@ class _Copy:
             self.report.line(AREA, "stopped before the end: run the same command again to resume")
 
     def _memory_figures(self, fig: memory.Figures) -> None:
-        self.report.section(AREA).update(
-            memory={"limit_bytes": fig.limit, "peak_bytes": fig.peak, "parts_at_once": [fig.fewest, fig.most]}
-        )
-        parts = plural(fig.most, "upload part") if fig.fewest == fig.most else f"{fig.fewest} to {plural(fig.most, 'upload part')}"
-        self.report.line(AREA, f"memory: peak {_size(fig.peak)} of {_size(fig.limit)} allowed; {parts} at once")
-        if fig.over:
-            self.report.warn(
-                f"the processes alone use {_size(fig.over)}, leaving no room under --max-memory {_size(fig.limit)} "
-                "for upload parts: one part at a time; raise --max-memory or lower --workers"
-            )
+        self.report.section(AREA).update(memory=fig.as_json())
+        self.report.line(AREA, fig.summary())
+        warning = fig.warning()
+        if warning:
+            self.report.warn(warning)
