@@ -17,7 +17,7 @@ from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
-from pmigrate.redact import LogFormatter, redact
+from pmigrate.redact import LogFormatter, quiet_libraries, redact
 from pmigrate.words import plural
 
 log = logging.getLogger("pmigrate")
@@ -320,8 +320,7 @@ def _setup_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.captureWarnings(True)  # library warnings go through the same redaction
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    quiet_libraries(verbose=verbose)
 
 
 def _check_paths(args: argparse.Namespace) -> None:

@@ -149,6 +149,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
     parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
+    log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
+             plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
     context = worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
@@ -302,6 +304,7 @@ class _Copy:
                 self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
+            log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()

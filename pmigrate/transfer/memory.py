@@ -212,7 +212,6 @@ class MemoryGovernor:
         while self.withheld:
             self._pool.release()
             self.withheld -= 1
-        log.info("%s", self.figures.summary())
 
     def step(self) -> int:
         """Measure, then hold back or give back tokens; the number of parts now allowed."""
