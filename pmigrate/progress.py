@@ -23,7 +23,6 @@ from typing import Any, TextIO
 from pmigrate.quote import line
 from pmigrate.words import size
 
-EVERY = 10.0  # seconds between progress lines off a terminal (--stats)
 BYTES = "B"  # the unit of a meter counting bytes; any other unit is a noun ("row", "blob")
 
 OFF, BARS, LINES = "off", "bars", "lines"
@@ -98,7 +97,7 @@ class Meter:
         self.owner.tick()
 
     def text(self, *, last: bool) -> str:
-        """'120/509 blobs'; the last meter adds the share done: '34.5 MiB/143.2 MiB (24%)'."""
+        """'120/509 blobs'; the last meter adds the share done: '34.0 MiB/143.2 MiB (23%)'."""
         whole = amount(self.total, self.unit) if self.total is not None else "?"
         done = size(self.n) if self.unit == BYTES else str(self.n)
         text = f"{done}/{whole}"
@@ -141,14 +140,14 @@ _NO_TOTAL = "{desc}: {whole} [{elapsed}, {speed}]"
 
 
 class Progress:
-    """The progress of one stage; its meters are shown as bars on a terminal, as a line every `every` seconds elsewhere."""
+    """The progress of one stage: its meters as bars on a terminal, as a line every `every` seconds elsewhere (0: none)."""
 
     def __init__(
         self,
         label: str,
         *,
         quiet: bool = False,
-        every: float = EVERY,
+        every: float = 0.0,
         out: TextIO | None = None,
         terminal: bool | None = None,
     ) -> None:
@@ -205,7 +204,7 @@ class Progress:
             self.out.flush()
 
     def line(self, now: float | None = None) -> str:
-        """'pmigrate: data: 120/509 blobs, 34.5 MiB/143.2 MiB (24%), 3.4 MiB/s, 10s elapsed, 32s left'."""
+        """'pmigrate: data: 120/509 blobs, 34.0 MiB/143.2 MiB (23%), 3.4 MiB/s, 10s elapsed, 32s left'."""
         elapsed = (now if now is not None else time.monotonic()) - self.started
         parts = [m.text(last=i == len(self.meters) - 1) for i, m in enumerate(self.meters)]
         pace = self.meters[-1]

@@ -77,7 +77,7 @@ class Screen:
                 m = _CSI.match(text, i)
                 if m is None:
                     raise ValueError(f"escape sequence not understood at {text[i:i + 12]!r}")
-                self._csi(int(m.group(1) or 1), m.group(2))
+                self._csi(m.group(1), m.group(2))
                 i = m.end()
                 continue
             if ch == "\r":
@@ -110,17 +110,18 @@ class Screen:
         while len(self.lines) <= self.y:
             self.lines.append([])
 
-    def _csi(self, n: int, cmd: str) -> None:
+    def _csi(self, param: str, cmd: str) -> None:
         self.pending = False  # any cursor movement ends a pending wrap, the cursor staying where it is
+        n = int(param or 1)
         if cmd == "A":
             self.y = max(0, self.y - n)
         elif cmd == "B":
             for _ in range(n):
                 self._down()
-        elif cmd == "K":
+        elif cmd == "K" and param in ("", "0"):
             del self.lines[self.y][self.x :]
         else:
-            raise ValueError(f"escape sequence ESC[{n}{cmd} not understood")
+            raise ValueError(f"escape sequence ESC[{param}{cmd} not understood")
 
     def text(self) -> list[str]:
         return ["".join(row).rstrip() for row in self.lines]

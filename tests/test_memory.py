@@ -119,6 +119,8 @@ def test_without_a_limit_the_parts_come_on_top_of_the_processes_whatever_they_us
     assert (fig.fewest, fig.most, fig.over, fig.exceeded, fig.warning()) == (6, 6, 0, False, "")
     assert fig.base == 900 * MiB and fig.peak == 900 * MiB + 6 * PART
     assert fig.summary() == "memory: peak 996.0 MiB: the processes 900.0 MiB; upload parts of 16.0 MiB, 6 at once (2 a worker; no --max-memory)"
+    gov.figures.host_available = 200 * MiB  # had the cap come from the host
+    assert fig.summary().endswith("6 at once (as many as half the 200.0 MiB available allowed; no --max-memory)")
     assert _take_all(workers) == 8
 
 

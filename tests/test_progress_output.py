@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
@@ -92,26 +93,16 @@ def test_off_a_terminal_the_metadata_copy_counts_rows_in_whole_numbers(tmp_path,
 def test_the_progress_line_speaks_in_whole_counts_and_binary_units():
     from pmigrate.progress import Progress
 
-    class Out:
-        def __init__(self):
-            self.text = ""
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-
-    out = Out()
+    out = io.StringIO()
     p = Progress("data", every=60, out=out, terminal=False)
     blobs = p.meter("blobs", total=509, unit="blob")
     nbytes = p.meter("bytes", total=150_155_673, unit="B")
     blobs.update(120)
     nbytes.update(35_651_584)
-    assert out.text == ""  # not before `every` seconds
+    assert out.getvalue() == ""  # not before `every` seconds
     p.started -= 10
     assert p.line(now=p.started + 10) == "pmigrate: data: 120/509 blobs, 34.0 MiB/143.2 MiB (23%), 3.4 MiB/s, 10s elapsed, 32s left"
     p.last -= 60
     p.tick()
-    assert out.text.startswith("pmigrate: data: 120/509 blobs, 34.0 MiB/143.2 MiB (23%), ")
+    assert out.getvalue().startswith("pmigrate: data: 120/509 blobs, 34.0 MiB/143.2 MiB (23%), ")
     p.close()

@@ -119,7 +119,8 @@ def measurable() -> bool:
 class Figures:
     limit: int | None  # --max-memory; None: parts on top of the processes, up to `cap`
     part: int  # bytes of one upload part
-    cap: int  # most parts ever allowed at once: two a worker, or what the host can spare
+    cap: int  # most parts ever allowed at once: two a worker, or fewer if the host cannot spare them
+    capacity: int  # two a worker
     host_available: int | None = None  # MemAvailable at the start, when it set the cap
     peak: int = 0  # largest sampled PSS of the tree
     base: int = 0  # largest memory outside parts seen: the processes' own
@@ -148,8 +149,9 @@ class Figures:
         parts = f"{self.most}" if self.fewest == self.most else f"{self.fewest} to {self.most}"
         held = f"the processes {size(self.base)}; upload parts of {size(self.part)}, {parts} at once"
         if self.limit is None:
-            why = "2 a worker" if self.host_available is None or self.cap * self.part <= self.host_available * HOST_SHARE else \
-                f"as many as half the {size(self.host_available)} available allowed"
+            why = "2 a worker"
+            if self.cap < self.capacity and self.host_available is not None:
+                why = f"as many as half the {size(self.host_available)} available allowed"
             return f"memory: peak {size(self.peak)}: {held} ({why}; no --max-memory)"
         if self.exceeded:
             return f"memory: peak {size(self.peak)}, above the {size(self.limit)} allowed: {held}"
@@ -196,7 +198,7 @@ class MemoryGovernor:
         self._thread: threading.Thread | None = None
         self.withheld = 0
         cap = capacity if cap is None else min(cap, capacity)
-        self.figures = Figures(limit=limit, part=part_bytes, cap=cap, host_available=host_available)
+        self.figures = Figures(limit=limit, part=part_bytes, cap=cap, capacity=capacity, host_available=host_available)
 
     def start(self) -> None:
         """One sample now, so the first parts already fit; then a sample every SAMPLE seconds."""
