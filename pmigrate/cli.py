@@ -17,7 +17,7 @@ from pmigrate import __version__
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
-from pmigrate.redact import LogFormatter, redact
+from pmigrate.redact import LogFormatter, quiet_libraries, redact
 from pmigrate.words import plural
 
 log = logging.getLogger("pmigrate")
@@ -73,8 +73,17 @@ def _memory_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def _duration(text: str) -> float:
+    """Seconds, or a number with s, m or h as rclone's --stats takes it (30s, 5m); 0 for none."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write seconds, or a number with s, m or h (0: none)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
+STATS = 10.0  # seconds between progress lines off a terminal
 MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune")
 
 
@@ -82,7 +91,7 @@ def _defaults() -> dict[str, Any]:
     return {
         "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
-        "verbose": False, "quiet": False, "with_sessions": False, "follow_outside_symlinks": False,
+        "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
         "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False,
     }  # fmt: skip
 
@@ -161,9 +170,16 @@ def _add_common(p: argparse.ArgumentParser, *, verify: bool) -> None:
         help="file source: read blobs through symlinks that lead out of its Directory, for a deployment "
         "that links there on purpose (default: such a blob is an error)",
     )
+    p.add_argument(
+        "--stats",
+        type=_duration,
+        metavar="DURATION",
+        help="when stderr is not a terminal (a log file, cron, systemd), one progress line every DURATION, "
+        f"e.g. 30s or 5m, instead of bars; 0 for none (default: {STATS:.0f}s)",
+    )
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
-    level.add_argument("-q", "--quiet", action="store_true", help="no progress bars, summary only (default: off)")
+    level.add_argument("-q", "--quiet", action="store_true", help="no progress bars or lines, summary only (default: off)")
 
 
 class _Subcommands(argparse._SubParsersAction):
@@ -208,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_memory_size,
         metavar="SIZE",
         help="memory the whole run may use (PSS of all its processes, e.g. 2G); fewer S3 upload parts are held "
-        "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
+        "at once to stay within it; 0 for no limit (default: none for the processes, and 2 upload parts a worker "
+        "on top of them, within half the memory available)",
     )
     # A group of its own, after the options: the help and the man page list the options first.
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -290,6 +307,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         with_sessions=args.with_sessions,
         follow_outside_symlinks=args.follow_outside_symlinks,
         quiet=args.quiet,
+        stats=args.stats,
         verbose=args.verbose,
     )
 
@@ -302,8 +320,7 @@ def _setup_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.captureWarnings(True)  # library warnings go through the same redaction
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    quiet_libraries(verbose=verbose)
 
 
 def _check_paths(args: argparse.Namespace) -> None:

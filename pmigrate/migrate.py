@@ -7,8 +7,10 @@ with exit 2 and nothing written on the target.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from pmigrate import config, lock
@@ -16,6 +18,8 @@ from pmigrate.errors import ConfigError
 from pmigrate.metadata import snapshot
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
+
+log = logging.getLogger(__name__)
 
 
 def run(command: str, opts: RunOptions, *, config_path: str | None, target_path: str, json_path: Path | None) -> int:
@@ -25,6 +29,9 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
         data = dataclasses.replace(src.data, options={**src.data.options, FOLLOW_OUTSIDE: True})
         src = dataclasses.replace(src, data=data)
+    log.info("source %s", src.describe())
+    log.info("target %s", dst.describe())
+    log.info("options: %s", _described(command, opts))
     check_sides(src, dst, command=command, opts=opts)
     report = Report(command)
     report.section("config").update(source=src.describe(), target=dst.describe())
@@ -55,10 +62,19 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
 
 def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:
-    plans = [stage.preflight(src, dst, opts=opts) for stage in stages]
+    plans = []
+    for stage in stages:
+        started = time.perf_counter()
+        plans.append(stage.preflight(src, dst, opts=opts))
+        log.info("%s: checks passed in %.1fs", _name(stage), time.perf_counter() - started)
     try:
         for stage, plan in zip(stages, plans):
+            started, seen = time.perf_counter(), len(report.lines)
+            log.info("%s: started", _name(stage))
             stage.run(plan, opts=opts, report=report)
+            log.info("%s: ended in %.1fs", _name(stage), time.perf_counter() - started)
+            for area in dict.fromkeys(area for area, _ in report.lines[seen:]):
+                log.info("%s: %s", area, _figures(report.section(area)))
     except KeyboardInterrupt:
         report.interrupted = True
         raise
@@ -70,6 +86,26 @@ def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *,
         if json_path is not None:
             report.write_json(json_path)
     return report.exit_code
+
+
+def _name(stage: object) -> str:
+    return getattr(stage, "AREA", None) or getattr(stage, "__name__", "stage").rsplit(".", 1)[-1]
+
+
+def _figures(section: dict) -> str:
+    """A stage's own figures (its section of the JSON report, lists and tables aside) in one line."""
+    return ", ".join(f"{k}={v}" for k, v in section.items() if not isinstance(v, (dict, list))) or "-"
+
+
+def _described(command: str, opts: RunOptions) -> str:
+    """The options that shape the run, as -v logs them."""
+    what = "metadata and data" if opts.metadata and opts.data else "metadata only" if opts.metadata else "data only"
+    parts = [command + (" (dry run)" if opts.dry_run else ""), what, f"{opts.workers} workers", f"batch size {opts.batch_size}",
+             f"checksum {opts.checksum}"]  # fmt: skip
+    parts += ["--" + name.replace("_", "-") for name in ("restart", "merge", "prune", "ignore_errors", "with_sessions") if getattr(opts, name)]
+    if opts.verify and command == "migrate":
+        parts.append("then verify")
+    return ", ".join(parts)
 
 
 def check_sides(src: config.PlikConfig, dst: config.PlikConfig, *, command: str, opts: RunOptions) -> None:

@@ -17,7 +17,7 @@ class RunOptions:
     data: bool = True  # False with --metadata-only
     workers: int = default_workers()
     batch_size: int = 5000
-    max_memory: int | None = None  # bytes for the whole run; None: workers x 2 x PartSize + 100 MB; 0: no limit
+    max_memory: int | None = None  # bytes for the whole run; None: 2 parts a worker beside the processes; 0: no limit
     dry_run: bool = False
     ignore_errors: bool = False
     verify: bool = False
@@ -29,4 +29,5 @@ class RunOptions:
     with_sessions: bool = False
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     quiet: bool = False
+    stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False

@@ -140,6 +140,16 @@ class LogFormatter(logging.Formatter):
         return lines(redact(super().format(record)))
 
 
+# Libraries whose debug logs (every event handler, every request signed) would bury pmigrate's own steps.
+NOISY = ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient")
+
+
+def quiet_libraries(*, verbose: bool) -> None:
+    """Their warnings and (with -v) their info lines only: set in the parent and in every worker."""
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
 def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
     """In a worker process: know the parent's secrets, and redact its logs and stderr.
 
@@ -158,4 +168,5 @@ def init_child(secrets: tuple[str, ...], *, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    quiet_libraries(verbose=verbose)
     logging.captureWarnings(True)

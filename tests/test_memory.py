@@ -17,8 +17,12 @@ MiB = 1 << 20
 PART = 16 * MiB
 
 
-def test_the_default_limit_is_two_parts_a_worker_and_100_mb():
-    assert memory.default_limit(workers=4, part_bytes=PART) == 4 * 2 * PART + 100_000_000
+def test_without_a_limit_two_parts_a_worker_within_half_of_what_the_host_can_spare():
+    assert memory.default_parts(capacity=8, part_bytes=PART, host_available=20 << 30) == 8
+    assert memory.default_parts(capacity=8, part_bytes=PART, host_available=100 * MiB) == 3  # 50 MiB: 3 parts
+    assert memory.default_parts(capacity=8, part_bytes=PART, host_available=10 * MiB) == 1  # never none
+    assert memory.default_parts(capacity=8, part_bytes=PART, host_available=None) == 8
+    assert memory.available() > 0  # /proc/meminfo's MemAvailable
 
 
 def test_parts_allowed_fill_what_the_processes_leave():
@@ -39,11 +43,11 @@ class _Tree:
         return self.base + self.workers.held * PART
 
 
-def _governor(limit: int, base: int):
+def _governor(limit: int | None, base: int, cap: int | None = None):
     pool = PartBudget.shared_pool(mp.get_context("forkserver"), 4)  # 8 tokens
     workers = PartBudget(pool)
     tree = _Tree(base, workers)
-    gov = memory.MemoryGovernor(pool, capacity=8, part_bytes=PART, limit=limit, pids=lambda: [1], measure=tree.measure)
+    gov = memory.MemoryGovernor(pool, capacity=8, part_bytes=PART, limit=limit, cap=cap, pids=lambda: [1], measure=tree.measure)
     return gov, workers, tree
 
 
@@ -97,6 +101,27 @@ def test_a_limit_below_the_processes_still_lets_one_part_through_and_says_so():
     finally:
         workers.release_all()
         gov.stop()
+    fig = gov.figures
+    assert fig.exceeded and fig.peak >= 150 * MiB
+    assert fig.summary().endswith(", above the 100.0 MiB allowed: the processes 150.0 MiB; upload parts of 16.0 MiB, 1 at once")
+    assert "leaving no room under --max-memory 100.0 MiB" in fig.warning() and "; the run peaked at " in fig.warning()
+
+
+def test_without_a_limit_the_parts_come_on_top_of_the_processes_whatever_they_use():
+    gov, workers, tree = _governor(None, 400 * MiB, cap=6)
+    assert gov.step() == 6  # the host's share: 2 of the 8 tokens held back
+    assert _take_all(workers) == 6
+    tree.base = 900 * MiB  # the processes grew: the parts stay
+    assert gov.step() == 6
+    workers.release_all()
+    gov.stop()
+    fig = gov.figures
+    assert (fig.fewest, fig.most, fig.over, fig.exceeded, fig.warning()) == (6, 6, 0, False, "")
+    assert fig.base == 900 * MiB and fig.peak == 900 * MiB + 6 * PART
+    assert fig.summary() == "memory: peak 996.0 MiB: the processes 900.0 MiB; upload parts of 16.0 MiB, 6 at once (2 a worker; no --max-memory)"
+    gov.figures.host_available = 200 * MiB  # had the cap come from the host
+    assert fig.summary().endswith("6 at once (as many as half the 200.0 MiB available allowed; no --max-memory)")
+    assert _take_all(workers) == 8
 
 
 def test_the_tree_is_this_process_its_children_and_the_workers():
@@ -133,15 +158,17 @@ def _copy(run_cli, dep, target, tmp_path, *extra: str):
     return cp, json.loads(report.read_text())
 
 
-def test_a_run_reports_its_memory_against_the_default_limit(tmp_path, run_cli, s3_server, s3_bucket):
+def test_a_default_run_holds_two_parts_a_worker_beside_the_processes_and_never_warns(tmp_path, run_cli, s3_server, s3_bucket):
     dep, target = _deployment(tmp_path, s3_server, s3_bucket)
     cp, doc = _copy(run_cli, dep, target, tmp_path)
     assert cp.returncode == 0, cp.stderr
     assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.with_blob()}
     mem = doc["sections"]["data"]["memory"]
-    assert mem["limit_bytes"] == 2 * 2 * 5 * MiB + 100_000_000
-    assert 20 * MiB < mem["peak_bytes"]
-    assert 1 <= mem["parts_at_once"][0] <= mem["parts_at_once"][1] <= 4
+    assert mem["limit_bytes"] is None and mem["exceeded"] is False
+    assert mem["parts_at_once"] == [4, 4]  # 2 workers, 2 parts each: this host spares far more than 20 MiB
+    assert 20 * MiB < mem["processes_bytes"] < mem["peak_bytes"]
+    assert "warning" not in cp.stdout + cp.stderr and doc["warnings"] == []
+    assert "(2 a worker; no --max-memory)" in cp.stdout
 
 
 def test_a_limit_too_small_copies_everything_one_part_at_a_time(tmp_path, run_cli, s3_server, s3_bucket):
@@ -149,8 +176,12 @@ def test_a_limit_too_small_copies_everything_one_part_at_a_time(tmp_path, run_cl
     cp, doc = _copy(run_cli, dep, target, tmp_path, "--max-memory", "64M")
     assert cp.returncode == 0, cp.stderr
     assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.with_blob()}
-    assert doc["sections"]["data"]["memory"]["parts_at_once"] == [1, 1]
+    mem = doc["sections"]["data"]["memory"]
+    assert mem["parts_at_once"] == [1, 1]
     assert "raise --max-memory or lower --workers" in cp.stdout + cp.stderr
+    # The processes alone are above 64 MiB: the summary and the report say the limit did not hold.
+    assert mem["limit_bytes"] == 64 * MiB and mem["peak_bytes"] > 64 * MiB and mem["exceeded"] is True
+    assert "above the 64.0 MiB allowed" in cp.stdout
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 

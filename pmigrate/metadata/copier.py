@@ -484,7 +484,7 @@ def _copy_table(
     sql = _select(t, plan.src_driver, where_orphans=res.orphans > 0, by_key=by_key)
     raw_seen = reader.raw_texts
     try:
-        with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
+        with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
                 raw_to = None
                 if reader.raw_texts != raw_seen:  # text that is not UTF-8 in this batch: row by row

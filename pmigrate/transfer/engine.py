@@ -159,6 +159,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
     parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
+    log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
+             plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
     context = worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
@@ -292,6 +294,7 @@ class _Copy:
         self._committer: threading.Thread | None = None
         self._commit_error: BaseException | None = None
         self._unlisted = 0  # blobs durable on the target whose journal rows could not be written
+        self.progress = progress.Progress(AREA, quiet=opts.quiet, every=opts.stats)
         self.files_bar: Any = progress.NullBar()
         self.bytes_bar: Any = progress.NullBar()
         self.governor: memory.MemoryGovernor | None = None
@@ -313,6 +316,7 @@ class _Copy:
                 self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
+            log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
@@ -320,10 +324,10 @@ class _Copy:
         except BaseException:
             pool.close()
             raise
-        if not opts.quiet:
+        if self.progress.shown:
             n, size = enum_mod.totals(plan.metadata)
-            self.files_bar = progress.bar(quiet=False, desc="blobs", total=n, unit="file")
-            self.bytes_bar = progress.bar(quiet=False, desc="bytes", total=size, unit="B", unit_scale=True)
+            self.files_bar = self.progress.meter("blobs", total=n, unit="blob")
+            self.bytes_bar = self.progress.meter("bytes", total=size, unit=progress.BYTES)
         started = time.perf_counter()
         stop: _Stop | None = None
         interrupted = False
@@ -348,8 +352,7 @@ class _Copy:
                 self.governor.stop()
             self.journal.close()
             self.dst.close()
-            self.files_bar.close()
-            self.bytes_bar.close()
+            self.progress.close()
             for line in pool.deaths:
                 self.report.warn(line)
             self._summarise(
@@ -389,23 +392,19 @@ class _Copy:
         )
 
     def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
-        """Keep the run within --max-memory, if the target holds upload parts in memory at all."""
+        """Keep the run's memory in bounds, if the target holds upload parts in memory at all."""
         assert self.dst is not None
         part, workers = self.dst.part_bytes, self.opts.workers
-        limit = self.opts.max_memory
-        if limit is None:
-            limit = memory.default_limit(workers=workers, part_bytes=part)
-        if not part or not limit or pool.tokens is None or not memory.measurable():
+        if not part or pool.tokens is None:
             return None
-        governor = memory.MemoryGovernor(
+        return memory.governor(
             pool.tokens,
+            workers=workers,
             capacity=PartBudget.capacity(workers),
             part_bytes=part,
-            limit=limit,
+            limit=self.opts.max_memory,
             pids=memory.tree(pool.pids),
         )
-        governor.start()
-        return governor
 
     def _sweep(self, when: str) -> None:
         """Abort the uploads interrupted writes of this source's blobs left open on the target (transfer/uploads.py)."""
@@ -488,6 +487,7 @@ class _Copy:
             self._commit()
 
     def _tick(self) -> None:
+        self.progress.tick()
         if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
             self._commit()
 
@@ -576,7 +576,7 @@ class _Copy:
             journal=str(self.plan.journal_path),
             complete=complete,
         )
-        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} files/s)"
+        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} blobs/s)"
         if fig.server_side:
             line += f"; {fig.server_side} server-side"
         self.report.line(AREA, line)
@@ -599,13 +599,8 @@ class _Copy:
             self.report.line(AREA, "stopped before the end: run the same command again to resume")
 
     def _memory_figures(self, fig: memory.Figures) -> None:
-        self.report.section(AREA).update(
-            memory={"limit_bytes": fig.limit, "peak_bytes": fig.peak, "parts_at_once": [fig.fewest, fig.most]}
-        )
-        parts = plural(fig.most, "upload part") if fig.fewest == fig.most else f"{fig.fewest} to {plural(fig.most, 'upload part')}"
-        self.report.line(AREA, f"memory: peak {_size(fig.peak)} of {_size(fig.limit)} allowed; {parts} at once")
-        if fig.over:
-            self.report.warn(
-                f"the processes alone use {_size(fig.over)}, leaving no room under --max-memory {_size(fig.limit)} "
-                "for upload parts: one part at a time; raise --max-memory or lower --workers"
-            )
+        self.report.section(AREA).update(memory=fig.as_json())
+        self.report.line(AREA, fig.summary())
+        warning = fig.warning()
+        if warning:
+            self.report.warn(warning)

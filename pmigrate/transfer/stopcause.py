@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from pmigrate.errors import DENIED, FULL, GONE, PERMISSION, QUOTA, READ_ONLY, STORE_KINDS, store_kind
+from pmigrate.words import size
 
 AGAIN = "then run the same command again to resume"
 
@@ -82,11 +83,3 @@ def free_bytes(directory: object) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
 from pmigrate.words import plural
+from pmigrate.words import size as _size
 
 __all__ = ["preflight", "run", "VerifyPlan"]
 
@@ -267,6 +268,7 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
                     report=report,
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,
+                    stats=opts.stats,
                     with_sessions=opts.with_sessions,
                     fixes={"files": keyring.row_fixer} if keyring is not None else None,
                 )
@@ -308,6 +310,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 expected=_hash_lookup(journal) if journal is not None else None,
                 batch_size=opts.batch_size,
                 quiet=opts.quiet,
+                stats=opts.stats,
                 on_target_wrong=forget if journal is not None else None,
                 keyring=keyring,
             )
@@ -345,14 +348,6 @@ def _blob_lines(s: Mapping[str, Any], *, md5: bool) -> list[str]:
         lines.append(f"{plural(s['open_uploads'], 'open multipart upload')} under the target's prefix (left in place)")
     if md5:
         lines.append(f"{c['unverifiable_by_md5']} unverifiable by md5 (files.md5 empty), {c['verified_by_etag']} verified by ETag without reading")
-    rate = f" at {c['read_mb_per_s']} MB/s" if c.get("read_mb_per_s") else ""
+    rate = f" at {_size(c['bytes_read'] / c['seconds'])}/s" if c.get("seconds") else ""
     lines.append(f"read {_size(c['bytes_read'])} in {c['seconds']}s{rate}, compared with the {s['reference']}")
     return lines
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

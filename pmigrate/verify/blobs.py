@@ -150,6 +150,7 @@ def audit(
     expected: ExpectedHashes | None = None,
     batch_size: int = 5000,
     quiet: bool = True,
+    stats: float = 0.0,
     on_target_wrong: Callable[[list[str]], None] | None = None,
     keyring: Any = None,
 ) -> BlobTotals:
@@ -194,7 +195,7 @@ def audit(
         chunk_bytes=16 << 20,
     )
     start = time.perf_counter()
-    with progress.bar(quiet=quiet, desc="verify blobs", total=t.bytes, unit="B", unit_scale=True) as bar:
+    with progress.bar(quiet=quiet, every=stats, desc="verify blobs", label=AREA, total=t.bytes, unit=progress.BYTES) as bar:
 
         def on_results(results: list[blobjob.VerifyResult]) -> None:
             for res in results:
@@ -207,7 +208,7 @@ def audit(
 
         try:
             jobs = _jobs(engine, md5=md5, expected=expected, batch_size=batch_size, invalid=invalid, keyring=keyring)
-            pool.run(jobs, on_results=on_results)
+            pool.run(jobs, on_results=on_results, on_tick=bar.tick)
         finally:
             t.seconds = time.perf_counter() - start
     for line in pool.deaths:

@@ -390,6 +390,7 @@ def audit(
     report: Any,
     batch_size: int = 5000,
     quiet: bool = True,
+    stats: float = 0.0,
     with_sessions: bool = False,
     tmp_dir: str | None = None,
     fixes: Mapping[str, Callable[[Sequence[str]], Any]] | None = None,
@@ -415,7 +416,7 @@ def audit(
         clean = False
         report.problem(area=AREA, kind=kind, item=item, message=message)
         report.line(AREA, f"{item}: {message}")
-    with bar(quiet=quiet, desc="verify rows", total=len(plans), unit="table") as progress:
+    with bar(quiet=quiet, every=stats, desc="verify rows", label=AREA, total=len(plans), unit="table") as progress:
         for plan in plans:
             if plan.name == SESSIONS and not with_sessions and _empty(dst, SESSIONS):
                 tables[plan.name] = {"skipped": "short-lived login handshakes, copied only with --with-sessions"}
