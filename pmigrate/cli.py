@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pmigrate import __version__
-from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
+from pmigrate import __version__, interrupt
+from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.redact import redact
 
@@ -233,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and not args.to:
         parser.error("the following arguments are required: --to")
+    if args.command == "fakedb":
+        return _main(args)
+    # A run ends on SIGTERM and SIGHUP as on Ctrl-C.
+    with interrupt.handled():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", False)
     _setup_logging(verbose)
     try:
@@ -249,9 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.debug("details", exc_info=True)
         sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("pmigrate: interrupted; run the same command again to resume\n")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or interrupt.Stopped: SIGTERM, SIGHUP
+        sys.stderr.write(f"pmigrate: {interrupt.describe(exc)}; run the same command again to resume\n")
+        return interrupt.exit_code(exc)
     except OSError as exc:
         if verbose:
             log.debug("details", exc_info=True)

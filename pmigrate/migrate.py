@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from pmigrate import config
+from pmigrate import config, interrupt
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
@@ -45,8 +45,9 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
     try:
         for stage, plan in zip(stages, plans):
             stage.run(plan, opts=opts, report=report)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (pmigrate.interrupt)
         report.interrupted = True
+        report.interrupted_code = interrupt.exit_code(exc)
         raise
     except Exception:
         report.fail()  # the error itself is printed by the CLI

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from pmigrate import enumerate as enum_mod
-from pmigrate import progress
+from pmigrate import interrupt, progress
 from pmigrate.config import PlikConfig
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
@@ -132,7 +132,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
-    parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
+    with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
+        parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     context = worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
