@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pmigrate import __version__, interrupt
+from pmigrate import __version__, console, interrupt
 from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.redact import redact
@@ -235,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("the following arguments are required: --to")
     if args.command == "fakedb":
         return _main(args)
-    # A run ends on SIGTERM and SIGHUP as on Ctrl-C.
-    with interrupt.handled():
+    # A run ends on SIGTERM and SIGHUP as on Ctrl-C, and outlives its terminal.
+    with console.guarded(), interrupt.handled():
         return _main(args)
 
 
