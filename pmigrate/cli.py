@@ -209,6 +209,15 @@ def _setup_logging(verbose: bool) -> None:
     logging.captureWarnings(True)  # library warnings go through the same redaction
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    # A statement cut short by Ctrl-C or a stop signal leaves a connection that SQLAlchemy discards,
+    # and a driver cursor whose __del__ fails: cleanups given up on, tracebacks nobody can act on.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """An exception Python can only ignore (raised in __del__, ...): in the log with -v."""
+    log.debug("exception ignored in %r", info.object, exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
 
 
 def _check_paths(args: argparse.Namespace) -> None:
