@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -248,19 +249,24 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def _copying(tmp_path: Path, *, report: Path | None = None, output: bool = True):
+def _copying(
+    tmp_path: Path, *, report: Path | None = None, output: bool = True, target: Path | None = None,
+    held_size: int | None = None, popen: dict | None = None,
+):  # fmt: skip
     """(held, target, proc): the CLI copying a deployment whose one blob is held back (_Held) to a fresh
-    folder with 2 workers, once 50 blobs are journaled; a process the test signals, killed if still running after."""
-    held = _Held(tmp_path)
-    target = bd.file_target(tmp_path / "dst")
+    folder (or ``target``) with 2 workers, once 50 blobs are journaled; a process the test signals, killed
+    if still running after. ``popen`` overrides arguments of subprocess.Popen."""
+    held = _Held(tmp_path, size=held_size)
+    target = target or bd.file_target(tmp_path / "dst")
     args = [sys.executable, "-m", "pmigrate", "--config", str(held.dep.config), "--to", str(target), "--data-only", "-q",
             "--workers", "2"]  # fmt: skip
     if report is not None:
         args += ["--json", str(report)]
     out = subprocess.PIPE if output else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint)
+    kw = dict(env=_cli_env(), cwd=tmp_path, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint) | (popen or {})
+    proc = subprocess.Popen(args, **kw)
     try:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+        _wait_journal(target.parent, proc, rows=50)
         yield held, target, proc
     finally:
         if proc.poll() is None:
@@ -341,8 +347,10 @@ class _Held:
     disk or network would; everything else is copied and journaled meanwhile.
     """
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, size: int | None = None) -> None:
         blobs = bd.make_blobs(300, seed=21, sizes=[200_000, 3, 0, 600_000])
+        if size is not None:  # the held blob's size
+            blobs[0].data = random.Random(21).randbytes(size)
         self.dep = bd.file_source(tmp_path / "src", blobs)
         self.blob = blobs[0]
         self.path = tmp_path / "src" / "files" / self.blob.file_id[:2] / self.blob.file_id
@@ -363,8 +371,9 @@ class _Held:
         self._thread = threading.Thread(target=write, daemon=True)
         self._thread.start()
 
-    def feed_part(self, n: int) -> threading.Event:
-        """Write the first n bytes and hold the FIFO open until the returned event is set, then close it."""
+    def feed_part(self, n: int, *, rest: bool = False) -> threading.Event:
+        """Write the first n bytes and hold the FIFO open until the returned event is set, then close it
+        (with ``rest``, after writing the other bytes)."""
         done = threading.Event()
 
         def write() -> None:
@@ -373,6 +382,8 @@ class _Held:
                     f.write(self.blob.data[:n])
                     f.flush()
                     done.wait(120)
+                    if rest:
+                        f.write(self.blob.data[n:])
             except BrokenPipeError:
                 pass  # its reader was killed
 
