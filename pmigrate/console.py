@@ -56,7 +56,7 @@ class _Guarded:
 def guarded() -> Iterator[None]:
     """sys.stdout and sys.stderr guarded for the length of a run; those made meanwhile (logging, bars) included."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Guarded(sys.stdout), _Guarded(sys.stderr)
+    sys.stdout, sys.stderr = (s if s is None else _Guarded(s) for s in saved)  # None: started without them
     try:
         yield
     finally:
