@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from pmigrate import __version__
-from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
+from pmigrate import __version__, console, interrupt
+from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
 from pmigrate.redact import LogFormatter, quiet_libraries, redact
@@ -321,6 +321,15 @@ def _setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.captureWarnings(True)  # library warnings go through the same redaction
     quiet_libraries(verbose=verbose)
+    # A statement cut short by Ctrl-C or a stop signal leaves a connection that SQLAlchemy discards,
+    # and a driver cursor whose __del__ fails: cleanups given up on, tracebacks nobody can act on.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """An exception Python can only ignore (raised in __del__, ...): in the log with -v."""
+    log.debug("exception ignored in %r", info.object, exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -363,7 +372,15 @@ def _one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
-    verbose = args.verbose
+    if args.command == "fakedb":
+        return _main(args)
+    # A run ends on SIGTERM and SIGHUP as on Ctrl-C, and outlives its terminal.
+    with console.guarded(), interrupt.handled():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    verbose = getattr(args, "verbose", False)
     _setup_logging(verbose)
     try:
         if args.command == "fakedb":
@@ -380,9 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.debug("details", exc_info=True)
         sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("pmigrate: interrupted; run the same command again to resume\n")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or interrupt.Stopped: SIGTERM, SIGHUP
+        sys.stderr.write(f"pmigrate: {interrupt.describe(exc)}; run the same command again to resume\n")
+        return interrupt.exit_code(exc)
     except OSError as exc:
         if verbose:
             log.debug("details", exc_info=True)

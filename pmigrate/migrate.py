@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pmigrate import config, lock
+from pmigrate import config, interrupt, lock
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import snapshot
 from pmigrate.options import RunOptions
@@ -75,8 +75,9 @@ def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *,
             log.info("%s: ended in %.1fs", _name(stage), time.perf_counter() - started)
             for area in dict.fromkeys(area for area, _ in report.lines[seen:]):
                 log.info("%s: %s", area, _figures(report.section(area)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (pmigrate.interrupt)
         report.interrupted = True
+        report.interrupted_code = interrupt.exit_code(exc)
         raise
     except Exception:
         report.fail()  # the error itself is printed by the CLI

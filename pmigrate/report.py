@@ -42,7 +42,8 @@ class Report:
     problem_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     failed: bool = False
-    interrupted: bool = False  # Ctrl-C: the run stopped before its end
+    interrupted: bool = False  # Ctrl-C, SIGTERM or SIGHUP: the run stopped before its end
+    interrupted_code: int = EXIT_INTERRUPTED  # 128 + the number of the signal that stopped it
 
     def section(self, area: str) -> dict[str, Any]:
         """The JSON-able figures of one area, created on first use."""
@@ -70,7 +71,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return self.interrupted_code
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import threading
 import signal
 import sqlite3
 import subprocess
@@ -249,19 +251,24 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def _copying(tmp_path: Path, *, report: Path | None = None, output: bool = True):
+def _copying(
+    tmp_path: Path, *, report: Path | None = None, output: bool = True, target: Path | None = None,
+    held_size: int | None = None, popen: dict | None = None,
+):  # fmt: skip
     """(held, target, proc): the CLI copying a deployment whose one blob is held back (_Held) to a fresh
-    folder with 2 workers, once 50 blobs are journaled; a process the test signals, killed if still running after."""
-    held = _Held(tmp_path)
-    target = bd.file_target(tmp_path / "dst")
+    folder (or ``target``) with 2 workers, once 50 blobs are journaled; a process the test signals, killed
+    if still running after. ``popen`` overrides arguments of subprocess.Popen."""
+    held = _Held(tmp_path, size=held_size)
+    target = target or bd.file_target(tmp_path / "dst")
     args = [sys.executable, "-m", "pmigrate", "--config", str(held.dep.config), "--to", str(target), "--data-only", "-q",
             "--workers", "2"]  # fmt: skip
     if report is not None:
         args += ["--json", str(report)]
     out = subprocess.PIPE if output else subprocess.DEVNULL
-    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint)
+    kw = dict(env=_cli_env(), cwd=tmp_path, stdout=out, stderr=out, text=True, preexec_fn=_default_sigint) | (popen or {})
+    proc = subprocess.Popen(args, **kw)
     try:
-        _wait_journal(tmp_path / "dst", proc, rows=50)
+        _wait_journal(target.parent, proc, rows=50)
         yield held, target, proc
     except BaseException:
         held.file.close()  # no mount left behind by a failing test
@@ -347,8 +354,10 @@ class _Held:
     stalled disk or network; everything else is copied and journaled meanwhile.
     """
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, size: int | None = None) -> None:
         blobs = bd.make_blobs(300, seed=21, sizes=[200_000, 3, 0, 600_000])
+        if size is not None:  # the held blob's size
+            blobs[0].data = random.Random(21).randbytes(size)
         used = {b.file_id[:2] for b in blobs[1:]}
         prefix = next(a + b for a in bd._ALNUM for b in bd._ALNUM if a + b not in used)
         blobs[0].file_id = prefix + blobs[0].file_id[2:]  # alone in its folder, which the mount covers
@@ -365,9 +374,18 @@ class _Held:
         """Let the blob's reads through, now and from now on."""
         self.file.allow()
 
-    def feed_part(self, n: int) -> None:
-        """Let the first n bytes through; reads past them wait for feed()."""
+    def feed_part(self, n: int, *, rest: bool = False) -> threading.Event:
+        """Let the first n bytes through; reads past them wait for feed(), or (with ``rest``) for the returned event."""
         self.file.allow(n)
+        done = threading.Event()
+        if rest:
+
+            def release() -> None:
+                if done.wait(120):
+                    self.file.allow()
+
+            threading.Thread(target=release, daemon=True).start()
+        return done
 
     def reader(self, pids: list[int]) -> int | None:
         """The process among pids that holds the blob open."""

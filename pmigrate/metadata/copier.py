@@ -809,8 +809,8 @@ def _load(
         if claim and not fresh:
             _record_owner(plan, raw, create=True, write=False)  # DDL first: on mysql it commits
         if fresh:
+            created = True  # first: mysql commits each CREATE TABLE, so a stop amid them leaves tables to drop
             later = _create(plan, conn)
-            created = True
             _record_owner(plan, raw, create=True)
             if plan.dst_driver == "mysql":
                 # Its DDL has committed already: a run killed from here on leaves tables that
@@ -857,9 +857,9 @@ def _load(
     except BaseException as exc:
         try:
             raw.rollback()
-        except Exception:  # noqa: BLE001
-            pass
-        state = _after_failure(plan, conn, created=created)
+        except Exception:  # noqa: BLE001 - a stop amid a statement leaves the connection unusable:
+            conn.invalidate()  # closed without a word, and the server rolls the transaction back
+        state = _after_failure(plan, created=created)
         conn.close()
         if isinstance(exc, (ItemError, sa.exc.SQLAlchemyError)) or _is_driver_error(exc):
             detail = " ".join(str(exc).split())[:500]
@@ -892,20 +892,22 @@ def _is_driver_error(exc: BaseException) -> bool:
     return mod.startswith(("psycopg", "pymysql", "sqlite3"))
 
 
-def _after_failure(plan: Plan, conn: Any, *, created: bool) -> str:
+def _after_failure(plan: Plan, *, created: bool) -> str:
     """Leave a fresh target as empty as it was, and say in which state the target is: checked, not assumed."""
     if plan.state != "empty":
         return "The target was rolled back to its state before this run; running the same command again converges."
     if plan.dst_driver in ("postgres", "sqlite3") or not created:
         return _checked_empty(plan, "The target was rolled back")
-    # mysql commits DDL at once: drop what this run created.
+    # mysql commits DDL at once: drop what this run created, on a connection of its own (a stop
+    # signal amid a statement leaves the run's connection unusable).
     try:
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for t in sa.inspect(conn).get_table_names():
-                cur.execute(f"DROP TABLE IF EXISTS {dialects.quote('mysql', t)}")
-            cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+        with plan.dst_engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            with raw.cursor() as cur:
+                cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+                for t in sa.inspect(conn).get_table_names():
+                    cur.execute(f"DROP TABLE IF EXISTS {dialects.quote('mysql', t)}")
+                cur.execute("SET FOREIGN_KEY_CHECKS = 1")
     except Exception:  # noqa: BLE001
         return _checked_empty(plan, "The tables this run created could not all be dropped")
     return _checked_empty(plan, "The tables this run created were dropped")

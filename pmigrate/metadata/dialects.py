@@ -98,6 +98,8 @@ class SnapshotReader:
             if self.driver == "postgres":
                 self.conn.read_only = None
                 self.conn.isolation_level = None
+        except Exception:  # noqa: BLE001 - a stop amid a read leaves the connection unusable: closed, not pooled
+            self._proxy.invalidate()
         finally:
             self._open = False
             self._proxy.close()

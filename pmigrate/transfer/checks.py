@@ -19,7 +19,7 @@ import multiprocessing as mp
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
-from pmigrate import redact
+from pmigrate import interrupt, redact
 from pmigrate.data.registry import backend_class, open_backend
 from pmigrate.errors import ConfigError, FatalError
 
@@ -86,7 +86,8 @@ def _in_child(fn: Callable[..., Any], args: tuple, start_method: str, what: str)
     ctx = mp.get_context(start_method)
     parent_end, child_end = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, args, child_end, redact.registered(), what), name="pmigrate-check", daemon=True)
-    proc.start()
+    with interrupt.held():  # it may start the fork server and the resource tracker, which must outlive a stop signal
+        proc.start()
     child_end.close()
     try:
         if not parent_end.poll(TIMEOUT):

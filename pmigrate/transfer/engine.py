@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import sqlalchemy as sa
 
 from pmigrate import enumerate as enum_mod
-from pmigrate import ownership, progress
+from pmigrate import interrupt, ownership, progress
 from pmigrate.config import PlikConfig
 from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
@@ -158,7 +158,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 
 
 def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
-    parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
+    with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
+        parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
              plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
     context = worker_mod.WorkerContext(

@@ -15,9 +15,12 @@ worker dies, the jobs queued behind it are simply handed out again.
 Flow control: each worker holds at most ``inflight`` chunks, so reading the
 metadata can never run ahead of copying and memory stays flat.
 
-Children ignore SIGINT; the parent owns Ctrl-C and stops them through a shared
-cancel flag (checked between reads, so even a 1 GiB copy stops promptly and
-the backend cleans up after itself) and a sentinel.
+Children ignore SIGINT, SIGTERM and SIGHUP (pmigrate.interrupt); the parent
+owns Ctrl-C and the stop signals and stops them through a shared cancel flag
+(checked between reads, so even a 1 GiB copy stops promptly and the backend
+cleans up after itself) and a sentinel. A pool its parent never stopped
+raises that flag at exit, since its workers no longer die of the SIGTERM
+multiprocessing sends its daemons then.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ import gc
 import logging
 import multiprocessing as mp
 import os
-import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing import util
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
+from pmigrate import interrupt
 from pmigrate.errors import FatalError
 from pmigrate.words import plural
 
@@ -125,7 +129,7 @@ def _serve(
     # writes to every object it scans, so it is told to leave them alone.
     gc.freeze()
     _return_large_buffers()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupt.leave_to_parent()
     lifeline = Lifeline(cancel, main_pid, held)
     handler: Handler | None = None
     try:
@@ -165,6 +169,11 @@ def _serve(
     finally:
         if handler is not None:
             handler.close()
+
+
+def _raise_flag(cancel: Any) -> None:
+    """At exit (or once the pool is gone): idle workers see the flag within a second and quit."""
+    cancel.value = 1
 
 
 @dataclass(eq=False)
@@ -218,6 +227,7 @@ class Pool:
         if start_method == "forkserver" and preload:
             self._mp.set_forkserver_preload(list(preload))
         self._cancel = self._mp.RawValue("b", 0)
+        util.Finalize(self, _raise_flag, (self._cancel,), exitpriority=10)
         self._slots: list[_Slot] = []
         self._retry: deque[Any] = deque()
         self.deaths: list[str] = []  # one line per worker that died, for the report
@@ -295,7 +305,8 @@ class Pool:
             name="pmigrate-worker",
             daemon=True,
         )
-        proc.start()
+        with interrupt.held():
+            proc.start()
         child_end.close()
         return _Slot(process=proc, conn=parent_end, current=current, held=held)
 
