@@ -6,11 +6,11 @@ import contextlib
 import json
 import os
 import random
-import threading
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 

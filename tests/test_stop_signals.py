@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import pty
-import random
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests import blobdeploy as bd
+from tests import heldfs
 from tests.metadata_helpers import engine, write_cfg
 from tests.test_engine_file import (
     _cli_env,
@@ -34,6 +34,7 @@ from tests.test_engine_file import (
     _journal,
     _journal_rows,
 )
+from tests.servers import unavailable
 
 MiB = 1 << 20
 PART = "PartSize = 5242880\n"
@@ -80,7 +81,7 @@ def test_stop_signal_mid_copy_ends_as_ctrl_c_then_the_run_resumes(tmp_path, run_
         family = _descendants(proc.pid)
         _send(proc, sig, whom)
         time.sleep(0.5)
-        held.feed()  # the worker blocked on the FIFO reads on, sees the cancel flag and drops the blob
+        held.feed()  # the worker blocked on the stalled blob reads on, sees the cancel flag and drops the blob
         out, err = proc.communicate(timeout=90)
     held.settle()
     doc = _assert_ended_as_ctrl_c(proc, out, err, report, sig)
@@ -226,16 +227,20 @@ def test_sigterm_during_the_metadata_copy_leaves_the_target_empty(tmp_path, run_
 
 
 def test_sigterm_during_verify_ends_as_ctrl_c(tmp_path, run_cli):
-    """verify reads every target blob: one that never ends (a FIFO) holds it until the signal."""
+    """verify reads every target blob: one that stalls (tests/heldfs.py) holds it until the signal."""
+    if heldfs.available():
+        unavailable(f"a stalled blob needs FUSE: {heldfs.available()}")
     blobs = bd.make_blobs(60, seed=23, sizes=[300_000, 5])
+    used = {b.file_id[:2] for b in blobs[1:]}
+    prefix = next(a + b for a in bd._ALNUM for b in bd._ALNUM if a + b not in used)
+    blobs[0].file_id = prefix + blobs[0].file_id[2:]  # alone in its folder, which the mount covers
     dep = bd.file_source(tmp_path / "src", blobs)
     target = bd.file_target(tmp_path / "dst")
     cp = run_cli("--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2")
     assert cp.returncode == 0, cp.stderr
-    stuck = tmp_path / "dst" / "files" / blobs[0].file_id[:2] / blobs[0].file_id
+    stuck = tmp_path / "dst" / "files" / prefix / blobs[0].file_id
     stuck.unlink()
-    os.mkfifo(stuck)
-    writer = os.open(stuck, os.O_RDWR | os.O_NONBLOCK)  # keeps the FIFO open: readers wait for data, never EOF
+    stall = heldfs.HeldFile(stuck.parent, stuck.name, blobs[0].data)
     report = tmp_path / "r.json"
     proc = _start(tmp_path, "verify", "--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2",
                   "--json", str(report))  # fmt: skip
@@ -247,16 +252,13 @@ def test_sigterm_during_verify_ends_as_ctrl_c(tmp_path, run_cli):
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGTERM)
         time.sleep(0.5)
-        os.write(writer, random.Random(1).randbytes(1024))
-        os.close(writer)  # the worker reads on to the end and sees the cancel flag
-        writer = -1
+        stall.allow()  # the worker reads on to the end and sees the cancel flag
         out, err = proc.communicate(timeout=90)
     finally:
-        if writer >= 0:
-            os.close(writer)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        stall.close()
     assert proc.returncode == 143, err
     assert "verify: INTERRUPTED" in out, out
     assert err.strip() == "pmigrate: stopped by SIGTERM; run the same command again to resume", err
