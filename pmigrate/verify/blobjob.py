@@ -12,6 +12,7 @@ reported apart, never as a match.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -93,18 +94,31 @@ def _regular_size(stream: BinaryIO) -> int | None:
     return None
 
 
+class _Unmappable(Exception):
+    """mmap refused by the file system: read the stream instead."""
+
+
 def _digest_mapped(stream: BinaryIO, size: int, *, md5: bool, stopped: Callable[[], bool] | None) -> tuple[int, str, str]:
     """Hash a local file through mmap: straight from the page cache, no copy into a buffer.
 
     Two to three times less CPU than read(): the bytes are hashed where the
     kernel keeps them. A file truncated while mapped would raise SIGBUS in
     this worker; the pool notices the death and tries the job once more.
+    A file system that cannot map files (FUSE in direct I/O, some network
+    file systems) raises _Unmappable before anything is read, the stream open.
     """
     h = xxhash.xxh3_128()
     m = hashlib.md5() if md5 else None
     try:
-        if size:
-            with mmap.mmap(stream.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+        mapping = mmap.mmap(stream.fileno(), size, access=mmap.ACCESS_READ) if size else None
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.EINVAL, errno.EACCES, errno.EPERM):
+            raise _Unmappable from None
+        stream.close()
+        raise
+    try:
+        if mapping is not None:
+            with mapping as mapped:
                 if hasattr(mapped, "madvise"):
                     mapped.madvise(mmap.MADV_SEQUENTIAL)
                 view = memoryview(mapped)
@@ -128,7 +142,10 @@ def _digest(stream: BinaryIO, *, md5: bool, stopped: Callable[[], bool] | None =
     """(bytes, xxh3-128 hex, md5 hex or '') of a whole stream, through one reused buffer."""
     size = _regular_size(stream)
     if size is not None:
-        return _digest_mapped(stream, size, md5=md5, stopped=stopped)
+        try:
+            return _digest_mapped(stream, size, md5=md5, stopped=stopped)
+        except _Unmappable:
+            pass  # read through the buffer instead
     h = xxhash.xxh3_128()
     m = hashlib.md5() if md5 else None
     total = 0
