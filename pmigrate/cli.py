@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
     )
     parser.add_argument(
+        "--no-space-check",
+        action="store_true",
+        help="copy blobs even when the target filesystem's free space is less than what is left to copy, "
+        "e.g. onto a filesystem that compresses (default: refuse before writing anything)",
+    )
+    parser.add_argument(
         "--with-sessions",
         action="store_true",
         help="also copy cli_auth_sessions, short-lived login handshakes (default: skipped)",
@@ -209,6 +215,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         prune=getattr(args, "prune", False),
         with_sessions=getattr(args, "with_sessions", False),
         follow_outside_symlinks=args.follow_outside_symlinks,
+        space_check=not getattr(args, "no_space_check", False),
         quiet=args.quiet,
         verbose=args.verbose,
     )
