@@ -34,6 +34,7 @@ from pmigrate.data.sizing import size_error
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
 from pmigrate.quote import shown
 from pmigrate.transfer.jobs import FAILED, PRESENT, READABLE, REPLACES, BlobJob, BlobResult
+from pmigrate.transfer.worker import RETRIES
 
 if TYPE_CHECKING:  # the workers import this module, and need none of these
     import sqlalchemy as sa
@@ -115,20 +116,18 @@ def stat_blob(job: BlobJob, *, src: DataBackend, dst: DataBackend, look_at_targe
     With ``look_at_target`` (a target that holds blobs already), every other
     blob's key is looked up there too, to count what the run would replace.
     """
-    from pmigrate.transfer import worker
-
-    for attempt in range(worker.RETRIES):
+    for attempt in range(RETRIES):
         try:
             return _stat_once(job, src=src, dst=dst, look_at_target=look_at_target)
         except RetryableError as exc:
-            if attempt + 1 < worker.RETRIES:
+            if attempt + 1 < RETRIES:
                 time.sleep(0.5 * 2**attempt)
                 continue
             return _failed(job, "retry-exhausted", str(exc))
         except FatalError as exc:
             return _failed(job, "fatal", str(exc))
         except ItemError as exc:
-            return _failed(job, worker._KINDS.get(exc.kind, exc.kind), str(exc))
+            return _failed(job, exc.kind, str(exc))
         except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
             return _failed(job, "error", f"{type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
@@ -145,7 +144,9 @@ def _stat_once(job: BlobJob, *, src: DataBackend, dst: DataBackend, look_at_targ
     if st is None:
         raise BlobNotFound(f"no blob for file {ref.file_id} at the source ({src.describe()})", item=ref.file_id)
     if ref.size >= 0 and st.size != ref.size:
-        raise size_error(item=ref.file_id, expected=ref.size, got=st.size)
+        err = size_error(item=ref.file_id, expected=ref.size, got=st.size)
+        err.kind = "size-mismatch"  # as the copy reports it
+        raise err
     return BlobResult(job.seq, ref.file_id, REPLACES if there is not None else READABLE, size=st.size)
 
 
