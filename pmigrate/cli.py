@@ -84,7 +84,7 @@ def _duration(text: str) -> float:
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
 STATS = 10.0  # seconds between progress lines off a terminal
-MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune")
+MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check")
 
 
 def _defaults() -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _defaults() -> dict[str, Any]:
         "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
-        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False,
+        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False,
     }  # fmt: skip
 
 
@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "at once to stay within it; 0 for no limit (default: none for the processes, and 2 upload parts a worker "
         "on top of them, within half the memory available)",
     )
+    parser.add_argument(
+        "--no-space-check",
+        action="store_true",
+        help="copy blobs even when the target filesystem's free space is less than what is left to copy, "
+        "e.g. onto a filesystem that compresses (default: refuse before writing anything)",
+    )
     # A group of its own, after the options: the help and the man page list the options first.
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     verify = sub.add_parser(
@@ -306,6 +312,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         prune=args.prune,
         with_sessions=args.with_sessions,
         follow_outside_symlinks=args.follow_outside_symlinks,
+        space_check=not getattr(args, "no_space_check", False),
         quiet=args.quiet,
         stats=args.stats,
         verbose=args.verbose,

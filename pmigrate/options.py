@@ -28,6 +28,7 @@ class RunOptions:
     prune: bool = False  # delete from the target what is gone from the source (only in one it filled)
     with_sessions: bool = False
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
+    space_check: bool = True  # False with --no-space-check: copy even when the target's free space looks short
     quiet: bool = False
     stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False

@@ -257,6 +257,22 @@ class BackendConformance:
         owned = {k for n in (13, 14) for k in backend.candidate_keys(mkref(n))}
         assert sorted(set(listed) - owned) == sorted(backend.key(mkref(n)) for n in (15, 16))
 
+    # -- before the run: what the dry run asks ------------------------------------
+    def test_probe_write_takes_back_what_it_wrote(self, backend, mkref):
+        ref = mkref(18, b"kept")
+        backend.write(ref, io.BytesIO(b"kept"))
+        before = dict(backend.list_blobs())
+        assert backend.probe_write() == ""
+        assert dict(backend.list_blobs()) == before
+        assert backend.read_marker() is None
+        assert read_all(backend, ref) == b"kept"
+
+    def test_check_read_sizes_a_blob_without_reading_it(self, backend, mkref):
+        ref = mkref(19, b"four")
+        backend.write(ref, io.BytesIO(b"four"))
+        assert backend.check_read(ref).size == 4
+        assert backend.check_read(mkref(20, size=4)) is None
+
     # -- ids ---------------------------------------------------------------------
     @pytest.mark.parametrize("hostile", HOSTILE_IDS)
     def test_hostile_file_id_refused_before_io(self, backend, hostile):

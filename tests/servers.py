@@ -218,9 +218,10 @@ class S3Server:
         )
 
 
-def start_moto() -> tuple[subprocess.Popen, S3Server]:
+def start_moto(*, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, S3Server]:
+    """moto's S3 server on a free port; ``extra_env`` for its settings (e.g. INITIAL_NO_AUTH_ACTION_COUNT)."""
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env.pop("AWS_CA_BUNDLE", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -14,6 +14,9 @@ from typing import Any, BinaryIO, ClassVar, Iterator, Mapping
 
 # pmigrate's ownership record at the root of a target store (pmigrate.ownership); never a blob key.
 OWNER_MARKER = ".pmigrate-owner.json"
+# Names of the probes that prove a target writable before the run (probe_write): pmigrate's own,
+# never a blob key (plikd names blobs by 16-character ids), removed as soon as written.
+PROBE_PREFIX = ".pmigrate-probe-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,15 @@ class Features:
     md5_without_read: bool = False  # stat() can give a trustworthy MD5 (e.g. single-part S3 ETag)
     listable: bool = True  # list_blobs() can enumerate what is stored
     open_uploads: bool = False  # open_uploads() lists uploads begun and never finished (S3 multipart)
+
+
+@dataclass(frozen=True, slots=True)
+class FreeSpace:
+    """What a filesystem can still take, as df shows it (what an unprivileged user may use)."""
+
+    path: str  # where it was measured: the target directory, or its nearest existing parent
+    bytes: int
+    files: int | None  # inodes; None where the filesystem does not count them
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,31 @@ class DataBackend(abc.ABC):
         itself would.
         """
 
+    def probe_write(self) -> str:
+        """Write and remove something of pmigrate's own (PROBE_PREFIX) where blobs would go.
+
+        Called on an existing store before the run writes anything, so that a
+        store that would refuse the first blob (read-only, credentials that
+        may only read) is found then: ConfigError worded as check(create=True)
+        would word it. Returns a warning when the probe could not be removed.
+        """
+        return ""
+
+    def probe_create(self) -> None:
+        """ConfigError when check(create=True) could not create this missing store.
+
+        Nothing can be tried on an object store without creating the bucket,
+        so by default this passes; the file backend tries the parent folder.
+        """
+
+    def free_space(self) -> FreeSpace | None:
+        """Room left where blobs would go; None for a store that reports none (object stores)."""
+        return None
+
+    def where(self) -> str:
+        """Where blobs go, resolved as the run resolves it (a relative Directory made absolute)."""
+        return self.describe()
+
     def check_source(self, source: "DataBackend") -> None:
         """Fail with ConfigError when blobs from source cannot be stored here (e.g. SSE-C keys missing)."""
 
@@ -137,6 +174,11 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def stat(self, ref: BlobRef) -> BlobStat | None:
         """Size (and MD5 when known without reading) of a stored blob, or None."""
+
+    def check_read(self, ref: BlobRef) -> BlobStat | None:
+        """What a copy would meet reading ref, without reading a byte: as stat(), or ItemError
+        when it could not be read. A store whose stat asks what a read asks keeps this default."""
+        return self.stat(ref)
 
     @abc.abstractmethod
     def delete(self, ref: BlobRef) -> None:

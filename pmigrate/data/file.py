@@ -26,7 +26,7 @@ import secrets
 import stat as stat_mod
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error
 from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError
 from pmigrate.ids import check_id
@@ -89,23 +89,63 @@ class FileBackend(DataBackend):
             try:
                 os.makedirs(self.directory, 0o777, exist_ok=True)
             except OSError as exc:
-                raise ConfigError(f"file backend: cannot create Directory {self.directory!r}: {exc.strerror}") from None
+                raise self._cannot_create(exc) from None
         if not os.path.isdir(self.directory):
             raise StoreAbsent(
                 f"file backend: Directory {self.directory!r} does not exist: fix DataBackendConfig.Directory"
             )
-        if not create:
-            return
-        if _read_only(self.directory):
-            raise ConfigError(
+        if create:
+            self.probe_write()
+
+    def probe_write(self) -> str:
+        """A file created and removed in Directory: what access(2) says is not what NFS or a mount will do."""
+        path = os.path.join(self.directory, f"{PROBE_PREFIX}{secrets.token_hex(6)}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600))
+            os.unlink(path)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        return ""
+
+    def _unwritable(self, exc: OSError) -> ConfigError:
+        if exc.errno == errno.EROFS or _read_only(self.directory):
+            return ConfigError(
                 f"file backend: Directory {self.directory!r} is on a read-only file system: "
                 "remount it read-write, or choose another Directory"
             )
-        if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise ConfigError(
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return ConfigError(
                 f"file backend: Directory {self.directory!r} is not writable by user {_user()}: "
                 "give that user write access (chown, chmod), or run pmigrate as the user plikd runs as"
             )
+        return ConfigError(
+            f"file backend: Directory {self.directory!r} is not writable ({exc.strerror}): "
+            "fix its permissions or mount, or choose another Directory"
+        )
+
+    def probe_create(self) -> None:
+        """Directory is missing: a folder made and removed in its nearest existing parent, as makedirs would."""
+        parent = _nearest_existing(self.directory)
+        path = os.path.join(parent, f"{PROBE_PREFIX}{secrets.token_hex(6)}")
+        try:
+            os.mkdir(path, 0o700)
+            os.rmdir(path)
+        except OSError as exc:
+            raise self._cannot_create(exc) from None
+
+    def _cannot_create(self, exc: OSError) -> ConfigError:
+        return ConfigError(f"file backend: cannot create Directory {self.directory!r}: {exc.strerror}")
+
+    def free_space(self) -> FreeSpace | None:
+        path = _nearest_existing(self.directory)
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            return None
+        return FreeSpace(path=os.path.realpath(path), bytes=st.f_bavail * st.f_frsize, files=st.f_favail if st.f_files else None)
+
+    def where(self) -> str:
+        return f"file {os.path.realpath(self.directory)}"
 
     def sync(self) -> None:
         _syncfs(self.directory)
@@ -195,6 +235,15 @@ class FileBackend(DataBackend):
             return BlobStat(size=self._existing(ref)[1].st_size)
         except (BlobNotFound, FileNotFoundError):
             return None
+
+    def check_read(self, ref: BlobRef) -> BlobStat | None:
+        """Opened as a copy opens it, so a blob this user may not read, or that is no regular file, is found."""
+        try:
+            f = self.open_read(ref)
+        except BlobNotFound:
+            return None
+        with f:
+            return BlobStat(size=os.fstat(f.fileno()).st_size)
 
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
         final = self.key(ref)
@@ -333,6 +382,14 @@ class FileBackend(DataBackend):
             except OSError:
                 pass
             raise FatalError(f"cannot write {final}: {exc.strerror}") from None
+
+
+def _nearest_existing(path: str) -> str:
+    """path, or the closest of its parents that exists (the current folder for a relative path)."""
+    path = os.path.abspath(path)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def _refuse_unless_regular(st: os.stat_result, path: str, ref: BlobRef) -> None:

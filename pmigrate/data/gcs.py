@@ -25,7 +25,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.cloud import storage
 
-from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
@@ -134,10 +134,7 @@ class GCSBackend(DataBackend):
         """The bucket must exist and be readable; plikd never creates it, so neither does create=True."""
         try:
             if not self._bucket.exists():
-                raise StoreAbsent(
-                    f"gcs bucket {self.bucket_name!r} does not exist at {self._endpoint()}: create it first "
-                    "(plikd does not create it either)"
-                )
+                raise self._absent()
         except ConfigError:
             raise
         except gexc.Forbidden:
@@ -148,6 +145,32 @@ class GCSBackend(DataBackend):
                 raise ConfigError(f"gcs bucket {self.bucket_name!r} is not usable with these credentials: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - anything here means: cannot use the store
             raise ConfigError(f"gcs bucket {self.bucket_name!r} cannot be reached at {self._endpoint()}: {exc}") from None
+
+    def _absent(self) -> StoreAbsent:
+        return StoreAbsent(
+            f"gcs bucket {self.bucket_name!r} does not exist at {self._endpoint()}: create it first "
+            "(plikd does not create it either)"
+        )
+
+    def probe_create(self) -> None:
+        raise self._absent()
+
+    def probe_write(self) -> str:
+        """An empty object uploaded and deleted beside where the ownership record goes."""
+        name = f"{PROBE_PREFIX}{os.urandom(6).hex()}"
+        blob = self._bucket.blob(f"{self.folder}/{name}" if self.folder else name)
+        try:
+            blob.upload_from_string(b"")
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(
+                f"{self.describe()} refused a write ({type(exc).__name__}: {exc}): "
+                "give these credentials storage.objects.create there, or choose another bucket"
+            ) from None
+        try:
+            blob.delete()
+        except Exception as exc:  # noqa: BLE001
+            return f"could not remove the probe object gs://{self.bucket_name}/{blob.name} ({type(exc).__name__}): delete it by hand"
+        return ""
 
     # -- blobs -------------------------------------------------------------
     def open_read(self, ref: BlobRef) -> BinaryIO:

@@ -31,7 +31,7 @@ import threading
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
-from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, OpenUpload, is_marker
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, OpenUpload, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import (
@@ -228,6 +228,23 @@ class S3Backend(DataBackend):
             if _code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise ConfigError(f"s3 backend: cannot create bucket {self.bucket!r}: {_message(exc)}") from None
 
+    def probe_write(self) -> str:
+        """An empty object put and deleted beside where the ownership record goes."""
+        key = self._root_key(f"{PROBE_PREFIX}{os.urandom(6).hex()}")
+        extra = {"ServerSideEncryption": "AES256"} if self.sse == "S3" else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"", **extra)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(
+                f"s3 backend: {self.describe()} refused a write ({_code(exc) or _message(exc)}): "
+                "give these credentials s3:PutObject there, or choose another bucket"
+            ) from None
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            return f"could not remove the probe object {self.bucket}/{key} ({_code(exc) or _message(exc)}): delete it by hand"
+        return ""
+
     # -- blobs -------------------------------------------------------------------
     def _read_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
         """SSE arguments of a request that reads or appends to an object: the SSE-C key, if any.
@@ -387,7 +404,10 @@ class S3Backend(DataBackend):
             raise FatalError(f"cannot list {self.describe()}: {_message(exc)}") from None
 
     def _marker_key(self) -> str:
-        return f"{self.prefix}/{OWNER_MARKER}" if self.prefix else OWNER_MARKER
+        return self._root_key(OWNER_MARKER)
+
+    def _root_key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
 
     def read_marker(self) -> bytes | None:
         key = self._marker_key()

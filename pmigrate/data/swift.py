@@ -28,7 +28,7 @@ import swiftclient
 from swiftclient.exceptions import ClientException
 
 from pmigrate import redact
-from pmigrate.data.base import OWNER_MARKER, BlobRef, BlobStat, DataBackend, Features, is_marker
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
@@ -227,6 +227,24 @@ class SwiftBackend(DataBackend):
             raise ConfigError(f"{where}: cannot reach Swift ({exc}): check AuthUrl") from None
         finally:
             conn.close()
+
+    def probe_write(self) -> str:
+        """An empty object put and deleted beside the ownership record."""
+        name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+        try:
+            self._conn().put_object(self.container, name, contents=b"")
+        except Exception as exc:  # noqa: BLE001
+            status = getattr(exc, "http_status", None) or type(exc).__name__
+            raise ConfigError(
+                f"{self.describe()}: Swift refused a write ({status}): give this user write access to the container, "
+                "or choose another one"
+            ) from None
+        try:
+            self._conn().delete_object(self.container, name)
+        except Exception as exc:  # noqa: BLE001
+            status = getattr(exc, "http_status", None) or type(exc).__name__
+            return f"could not remove the probe object {name} from swift container {self.container} ({status}): delete it by hand"
+        return ""
 
     # -- blobs -------------------------------------------------------------
     def open_read(self, ref: BlobRef) -> BinaryIO:

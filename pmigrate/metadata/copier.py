@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError
-from pmigrate.metadata import dialects
+from pmigrate.metadata import dialects, grants
 from pmigrate.metadata import values as V
 from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
@@ -90,6 +90,7 @@ class Plan:
     src_zone: tzinfo
     dst_zone: tzinfo
     source_identity: str = ""  # pmigrate.ownership.metadata_source
+    dst_schema: str = ""  # postgres: the schema rows go into
     owner: ownership.Ownership = ownership.Ownership(ownership.EMPTY)
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
@@ -211,6 +212,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     )
     if ssekeys.needed(src, dst):
         plan.keys_journal = _keys_journal(plan, dst, opts=opts)
+    plan.dst_schema = grants.check(plan, dst.metadata, opts=opts)  # before the source's scans below
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
     if dd == "postgres" and sd != "postgres":
@@ -693,10 +695,11 @@ def _keyring(plan: Plan) -> ssekeys.Keyring | None:
 
 def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[str, int], *, opts: RunOptions, report: Report) -> None:
     sec = report.section(AREA)
+    where = plan.dst_desc + (f" (schema {plan.dst_schema})" if plan.dst_schema else "")
     if plan.state == "empty":
-        what = f"would create Plik's schema at level {plan.level} on {plan.dst_desc} and load every row"
+        what = f"would create Plik's schema at level {plan.level} on {where} and load every row"
     else:
-        what = f"would merge by primary key into {plan.dst_desc}, already at level {plan.level}"
+        what = f"would merge by primary key into {where}, already at level {plan.level}"
     report.line(AREA, f"dry run: {what}; nothing written")
     report.line(AREA, _OWNER_NOTE[plan.owner.state])
     prune = opts.prune and plan.owner.owned

@@ -28,7 +28,7 @@ TIMEOUT = 600.0  # seconds; a backend's own requests time out and retry well wit
 # What a check asks of a backend:
 READ = "read"  # it must exist and answer: check(create=False)
 CREATE = "create"  # create it if missing, as plikd would: check(create=True)
-REACH = "reach"  # it must answer; not being there yet is fine (created when the copy starts)
+PROBE = "probe"  # it must answer and take a write (tried and undone), or be missing and creatable (transfer/precheck.py)
 OWN = "own"  # whose it is (pmigrate.ownership): refused unless this source filled it, or --merge
 CLAIM = "claim"  # as OWN, then an empty store is recorded as this source's before the first blob
 
@@ -36,7 +36,7 @@ CLAIM = "claim"  # as OWN, then an empty store is recorded as this source's befo
 Check = tuple[Any, ...]
 
 
-def run_checks(checks: Sequence[Check], *, start_method: str = "forkserver") -> list[str]:
+def run_checks(checks: Sequence[Check], *, start_method: str = "forkserver") -> list[Any]:
     """Each check in order; ConfigError or FatalError on the first failure. Returns what each found."""
     return call([check[0] for check in checks], _check_all, list(checks), start_method=start_method, what="checking the data backends")
 
@@ -57,16 +57,15 @@ def _check_all(checks: list[Check]) -> list[str]:
     return [_check(*check) for check in checks]
 
 
-def _check(name: str, options: dict[str, Any], mode: str, *args: Any) -> str:
+def _check(name: str, options: dict[str, Any], mode: str, *args: Any) -> Any:
     with open_backend(name, options) as backend:
         if mode in (OWN, CLAIM):
             return _own(backend, mode, *args)
-        try:
-            backend.check(create=mode == CREATE)
-        except ConfigError as exc:
-            # Unreachable or refused credentials is bad input, found before any write.
-            if mode != REACH or "does not exist" not in str(exc):
-                raise
+        if mode == PROBE:
+            from pmigrate.transfer import precheck
+
+            return precheck.probe(backend)
+        backend.check(create=mode == CREATE)  # unreachable or refused credentials: bad input, before any write
         return ""
 
 

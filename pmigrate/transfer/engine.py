@@ -42,7 +42,7 @@ from pmigrate.errors import FATAL_KINDS, STORE_KINDS, ConfigError, FatalError, P
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, stopcause, uploads
+from pmigrate.transfer import checks, memory, precheck, stopcause, uploads
 from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -70,6 +70,9 @@ class Plan:
     pool: Pool | None = None  # workers started by preflight
     owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
     make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
+    target: str = ""  # where the blobs go, resolved
+    probe: precheck.Probe | None = None  # the target took a write, or would be created
+    room: precheck.Room | None = None  # free space against what is left to copy (file target)
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -92,9 +95,13 @@ def _source_engine(src: PlikConfig) -> sa.Engine:
 
 
 def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
-    """Check both backends, the source ``files`` table and the journal; write nothing."""
+    """Check both backends, the source ``files`` table, the journal and the target's room.
+
+    Writes nothing but a probe on the target, removed at once (precheck.probe).
+    """
     src_b = _backend(src)
     dst_b = _backend(dst)
+    target = dst_b.where()
     try:
         skip = ""
         if not src_b.features.stores_data:
@@ -126,10 +133,12 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         mp.get_context(START_METHOD).set_forkserver_preload(_preload(src, dst))
         # A target directory or bucket not there yet is fine: run() creates it as plikd would.
         found = checks.run_checks(
-            [_spec(src, checks.READ), _spec(dst, checks.REACH), _owner_spec(src, dst, checks.OWN, opts=opts)],
+            [_spec(src, checks.READ), _spec(dst, checks.PROBE), _owner_spec(src, dst, checks.OWN, opts=opts)],
             start_method=START_METHOD,
         )
-        owner = found[-1]
+        probe, owner = found[1], found[-1]
+        if probe.warning:
+            log.warning("%s", probe.warning)
     engine = _source_engine(src)
     try:
         with engine.connect() as conn:
@@ -139,15 +148,21 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
             f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
         ) from None
     journal_path, identity = locate(dst, opts.journal)
-    if not opts.restart:
-        j = Journal.peek(journal_path, identity=identity)  # refuses a foreign or unreadable journal now
+    # A foreign or unreadable journal is refused now.
+    j = None if opts.restart else Journal.peek(journal_path, identity=identity)
+    room = None
+    try:
+        if not skip:
+            with _backend(dst) as dst_b:
+                room = precheck.room(dst_b, metadata=engine, journal=j, enforce=opts.space_check)
+    finally:
         if j is not None:
             j.close()
     plan = Plan(
         src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip, make_keys=make_keys
     )
     if not skip:
-        plan.owner = owner
+        plan.owner, plan.target, plan.probe, plan.room = owner, target, probe, room
     if not skip and not opts.dry_run:
         # Workers start now and build their clients while the parent goes on
         # (other stages' checks, the metadata copy): starting processes and
@@ -157,7 +172,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     return plan
 
 
-def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
+def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool:
+    """``stat_target``: stat jobs also look each blob up on the target (the dry run of a target holding blobs)."""
     with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
         parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
@@ -168,7 +184,7 @@ def _pool(plan: Plan, *, opts: RunOptions) -> Pool:
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
-        extra={"part_budget": parts},
+        extra={"part_budget": parts, "stat_target": stat_target},
     )
     return Pool(
         factory=worker_mod.make_handler,
@@ -232,45 +248,102 @@ def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
 
 
 def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
+    """Every blob looked at in the pool as the copy would (precheck.survey), and what the run would do."""
     tally = enum_mod.Tally()
     journal = None if opts.restart else Journal.peek(plan.journal_path, identity=plan.identity)
     known = known_bytes = 0
-    try:
+    there = plan.probe is None or plan.probe.exists  # a store the run would create holds nothing to look up
+
+    def jobs() -> Iterator[BlobJob]:
+        nonlocal known, known_bytes
+        seq = 0
         for batch in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
             for item, message in batch.invalid:
                 report.problem(area=AREA, kind="invalid-id", item=item, message=message)
-            if journal is not None and batch.refs:
-                done = journal.done([r.file_id for r in batch.refs])
-                for r in batch.refs:
-                    if done.get(r.file_id) == r.size:
-                        known += 1
-                        known_bytes += r.size
+            done = journal.done([r.file_id for r in batch.refs]) if journal is not None and batch.refs else {}
+            for r in batch.refs:
+                hit = done.get(r.file_id) == r.size
+                if hit:
+                    known += 1
+                    known_bytes += r.size
+                yield BlobJob(seq, "stat", r, check_target=hit and there)
+                seq += 1
+
+    # A target holding blobs already: each key is looked up there, to say what the run would replace.
+    pool = _pool(plan, opts=opts, stat_target=there and plan.owner != ownership.EMPTY)
+    files_bar: Any = progress.NullBar()
+    if not opts.quiet:
+        files_bar = progress.bar(quiet=False, desc="looking", total=enum_mod.totals(plan.metadata)[0], unit="file")
+    try:
+        found = precheck.survey(pool, jobs(), report=report, area=AREA, on_progress=files_bar.update)
     finally:
+        files_bar.close()
         if journal is not None:
             journal.close()
+    _dry_summary(plan, tally, found, known=(known, known_bytes), opts=opts, report=report)
+
+
+def _dry_summary(
+    plan: Plan, tally: enum_mod.Tally, found: precheck.Survey, *, known: tuple[int, int], opts: RunOptions, report: Report
+) -> None:
     skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
+    exists = plan.probe is None or plan.probe.exists
     sec = report.section(AREA)
     sec.update(
         dry_run=True,
+        target=plan.target,
+        target_exists=exists,
         files=tally.rows,
         by_status={k or "(empty)": v for k, v in sorted(tally.by_status.items())},
         blobs=tally.blobs,
         bytes=tally.blob_bytes,
         journal=str(plan.journal_path),
-        journal_done=known,
-        journal_done_bytes=known_bytes,
-        to_copy=tally.blobs - known,
-        to_copy_bytes=tally.blob_bytes - known_bytes,
+        journal_done=known[0],
+        journal_done_bytes=known[1],
+        journal_lost=known[0] - found.present,
+        to_copy=found.copy,
+        to_copy_bytes=found.copy_bytes,
+        would_replace=found.replace,
+        would_delete=0,
+        errors=found.errors,
+        errors_by_kind=found.errors_by_kind,
+        seconds=round(found.seconds, 3),
         skipped=skipped,
         invalid_ids=tally.invalid,
     )
     sec["target_owner"] = plan.owner
+    report.line(AREA, f"blobs would go to {plan.target}" + ("" if exists else " (not there yet: the run would create it)"))
     report.line(AREA, _OWNER_NOTE[plan.owner])
-    report.line(AREA, f"would copy {plural(tally.blobs - known, 'blob')}, {_size(tally.blob_bytes - known_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
-    if known:
-        report.line(AREA, f"journal {plan.journal_path} lists {known} ({_size(known_bytes)}) as done: checked on the target, then skipped")
+    report.line(AREA, f"would copy {plural(found.copy, 'blob')}, {_size(found.copy_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
+    if known[0]:
+        lost = known[0] - found.present
+        again = f"; {lost} no longer there, copied again" if lost else ""
+        report.line(AREA, f"journal {plan.journal_path} lists {known[0]} ({_size(known[1])}) as done: {found.present} on the target, skipped{again}")
+    if found.replace:
+        report.line(AREA, f"would replace {plural(found.replace, 'blob')} ({_size(found.replace_bytes)}) the target holds under the same name")
+    report.line(AREA, "would delete no blob: pmigrate deletes none from a target store")
+    if plan.room is not None:
+        _dry_room(plan.room, found, opts=opts, report=report)
+    if found.errors:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(found.errors_by_kind.items()))
+        then = "would go on past them" if opts.ignore_errors else "would stop at the first (--ignore-errors goes on past them)"
+        report.line(AREA, f"errors the run would meet: {found.errors} ({kinds}); it {then} and end with exit status 1")
     by_status = ", ".join(f"{n} {s or '(empty)'}" for s, n in sorted(tally.by_status.items()))
     report.line(AREA, f"files by status: {by_status or 'none'}")
+    report.line(AREA, f"looked at every blob in {found.seconds:.1f}s")
+
+
+def _dry_room(room: precheck.Room, found: precheck.Survey, *, opts: RunOptions, report: Report) -> None:
+    """The free space preflight checked, against what the pass found the run would write."""
+    new = found.copy_bytes - found.replace_bytes  # a replaced blob frees its old bytes
+    report.section(AREA).update(free_bytes=room.free.bytes, free_inodes=room.free.files, free_at=room.free.path)
+    report.line(AREA, f"{_size(room.free.bytes)} free on the filesystem of {room.free.path}; the run would add {_size(new)}")
+    short = precheck.Room(free=room.free, blobs=found.copy - found.replace, bytes=new).shortfall()
+    if short and opts.space_check:
+        # Preflight counted what the journal lists as done; some of it is gone from the target.
+        report.problem(area=AREA, kind="target-full", item=room.free.path, message=f"{short}: {precheck.NO_SPACE_HINT}")
+    elif short:
+        report.warn(f"{short}; --no-space-check: the run would go on until the disk fills")
 
 
 _OWNER_NOTE = {

@@ -16,6 +16,9 @@ COPIED = "copied"  # bytes (or a server-side copy) landed on the target
 PRESENT = "present"  # the journal said done and the target still holds it with the right size
 FAILED = "failed"  # see error_kind / error
 CANCELLED = "cancelled"  # the run was stopping; the blob is not on the target
+# Outcomes of a "stat" job (the dry run: pmigrate.transfer.precheck).
+READABLE = "readable"  # the source holds it at files.size: the run would copy it
+REPLACES = "replaces"  # as READABLE, over a blob the target already holds under that key
 
 
 @dataclass(slots=True)
@@ -23,7 +26,7 @@ class BlobJob:
     """One blob to handle. ``seq`` is unique within a run; ``attempt`` counts worker deaths."""
 
     seq: int
-    mode: str  # "copy" (later "verify"): the worker dispatches on it
+    mode: str  # "copy", "verify" or "stat" (the dry run): the worker dispatches on it
     ref: BlobRef
     check_target: bool = False  # journal says done: stat the target first, copy only if it is not right
     attempt: int = 0

@@ -174,6 +174,15 @@ class Journal:
                 out[fid] = (size, xxh3, md5)
         return out
 
+    def totals(self) -> tuple[int, int]:
+        """(blobs, bytes) listed as done."""
+        try:
+            with self._lock:
+                n, size = self._con.execute("SELECT count(*), coalesce(sum(size), 0) FROM blobs").fetchone()
+        except sqlite3.OperationalError:
+            return 0, 0  # no table yet
+        return int(n), int(size)
+
     def count(self) -> int:
         with self._lock:
             return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]

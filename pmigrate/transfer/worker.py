@@ -224,6 +224,13 @@ class BlobHandler:
 
         return verify_blob(job, src=self.src, dst=self.dst, stopped=self.lifeline.stopped)
 
+    # -- dry run -----------------------------------------------------------------
+    def do_stat(self, job: BlobJob) -> BlobResult:
+        """Look at one blob as a copy would, reading no byte: pmigrate.transfer.precheck says how."""
+        from pmigrate.transfer.precheck import stat_blob
+
+        return stat_blob(job, src=self.src, dst=self.dst, look_at_target=bool(self.context.extra.get("stat_target")))
+
     # -- copy --------------------------------------------------------------------
     def do_copy(self, job: BlobJob) -> BlobResult:
         t0 = time.perf_counter()
