@@ -75,7 +75,7 @@ def test_a_run_aborts_the_open_uploads_of_its_own_blobs_and_no_other(tmp_path, r
     assert cp.returncode == 1, cp.stdout + cp.stderr
     problems = json.loads((tmp_path / "v.json").read_text())["problems"]
     assert sorted(p["item"] for p in problems if p["kind"] == "open-upload") == sorted(foreign)
-    assert "4 open multipart upload(s) under the target's prefix" in cp.stdout
+    assert "4 open multipart uploads under the target's prefix" in cp.stdout
 
 
 def test_an_upload_whose_creation_answer_was_cut_is_aborted_at_the_end(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
