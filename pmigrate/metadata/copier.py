@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 
 from pmigrate.errors import ConfigError, FatalError, ItemError
-from pmigrate.metadata import dialects
+from pmigrate.metadata import collisions, dialects
 from pmigrate.metadata import values as V
 from pmigrate.options import RunOptions
 from pmigrate.progress import bar
@@ -80,6 +80,7 @@ class Plan:
     dst_zone: tzinfo
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
+    collisions: dict[str, dict[str, collisions.Skip]] = field(default_factory=dict)  # mysql: keys one on the target
 
 
 # -- preflight ---------------------------------------------------------------
@@ -190,6 +191,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     )
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
+        plan.collisions = collisions.check(plan, opts=opts)
     if dd == "postgres" and sd != "postgres":
         _check_nuls(plan, opts=opts)
     return plan
@@ -416,6 +418,8 @@ def _copy_table(
     keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
     pk_index = names.index(t.pk[0]) if t.pk else 0
     mine: set = set()
+    collide = plan.collisions.get(t.name)
+    key_at = [names.index(k) for k in t.pk]
     fast = _row_function(convs, checks, len(names)) if (convs or checks) and not parent_skips else None
 
     replace = not fresh and not t.pk
@@ -430,6 +434,13 @@ def _copy_table(
     try:
         with bar(quiet=opts.quiet, desc=t.name, total=res.source - res.orphans, unit="rows", unit_scale=True) as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
+                if collide:
+                    batch, dropped = collisions.drop(batch, collide, key_at)
+                    for row, skip in dropped:
+                        report.problem(area=AREA, kind="key-collision", item=skip.item, message=skip.message)
+                        res.bad += 1
+                        if keep_keys:
+                            mine.add(row[pk_index])
                 if fast is not None:
                     try:
                         batch = list(map(fast, batch))
@@ -596,6 +607,8 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
         report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
     for line in plan.oversized:
         report.line(AREA, f"would skip: {line}")
+    for skip in (s for skips in plan.collisions.values() for s in skips.values()):
+        report.line(AREA, f"would skip: {skip.item}: {skip.message}")
     sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
 
 
