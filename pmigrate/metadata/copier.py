@@ -605,10 +605,10 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
         report.line(AREA, f"{t.name:<22} {r.source:>10} rows{note}")
     for name, n in skipped_counts.items():
         report.line(AREA, f"{name:<22} {n:>10} rows skipped (short-lived; --with-sessions copies them)")
-    for line in plan.oversized:
-        report.line(AREA, f"would skip: {line}")
     for skip in (s for skips in plan.collisions.values() for s in skips.values()):
         report.line(AREA, f"would skip: {skip.item}: {skip.message}")
+    for line in plan.oversized:
+        report.line(AREA, f"would skip: {line}")
     sec.update(dry_run=True, tables=tables, skipped_tables=skipped_counts, unknown_tables=plan.unknown)
 
 
