@@ -186,9 +186,9 @@ def test_unknown_table_is_copied_with_a_warning(source, pg_db, tmp_path):
 
 @pytest.mark.mysql
 def test_failure_midway_leaves_a_fresh_target_empty(source, mysql_db, tmp_path):
-    """Two ids differing only by case are distinct in sqlite, one key in mysql's default collation."""
+    """A timestamp that is no time fails the load of files, after the tables and their parents were written."""
     db, con = source
-    con.execute("INSERT INTO settings VALUES ('KEY1', 'upper')")
+    con.execute("UPDATE files SET created_at = 'not a time' WHERE id = 'FILE3XXXXXXXXXXX'")
     with pytest.raises(FatalError) as err:
         migrate(db, mysql_db, tmp_path)
     assert "empty as before" in str(err.value)

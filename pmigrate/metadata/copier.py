@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError
-from pmigrate.metadata import dialects, grants
+from pmigrate.metadata import collisions, dialects, grants
 from pmigrate.metadata import values as V
 from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
@@ -95,6 +95,7 @@ class Plan:
     oversized: list[str] = field(default_factory=list)  # found in preflight, skipped with --ignore-errors
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
     keys_journal: tuple[Any, str] | None = None  # (path, identity) of the journal SSE-C keys derive from, if made
+    collisions: dict[str, dict[str, collisions.Skip]] = field(default_factory=dict)  # mysql: keys one on the target
 
 
 # -- preflight ---------------------------------------------------------------
@@ -215,6 +216,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     plan.dst_schema = grants.check(plan, dst.metadata, opts=opts)  # before the source's scans below
     if dd == "mysql":
         _check_lengths(plan, opts=opts)
+        plan.collisions = collisions.check(plan, opts=opts)
     if dd == "postgres" and sd != "postgres":
         _check_nuls(plan, opts=opts)
     return plan
@@ -473,6 +475,8 @@ def _copy_table(
     keep_keys = len(t.pk) == 1 and any(fk[1] == t.name for other in plan.tables for fk in other.fks)
     pk_index = names.index(t.pk[0]) if t.pk else 0
     mine: set = set()
+    collide = plan.collisions.get(t.name)
+    key_at = [names.index(k) for k in t.pk]
     fast = _row_function(convs, checks, len(names)) if (convs or checks) and not parent_skips else None
 
     replace = not fresh and not t.pk
@@ -488,6 +492,13 @@ def _copy_table(
     try:
         with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
             for batch in reader.stream(sql, batch=opts.batch_size):
+                if collide:
+                    batch, dropped = collisions.drop(batch, collide, key_at)
+                    for row, skip in dropped:
+                        report.problem(area=AREA, kind="key-collision", item=skip.item, message=skip.message)
+                        res.bad += 1
+                        if keep_keys:
+                            mine.add(row[pk_index])
                 raw_to = None
                 if reader.raw_texts != raw_seen:  # text that is not UTF-8 in this batch: row by row
                     raw_to, raw_seen = plan.dst_driver, reader.raw_texts
@@ -722,6 +733,8 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
         report.line(AREA, "rows gone from the source would be kept; --prune deletes them (only in a target filled from this source)")
     for name, n in skipped_counts.items():
         report.line(AREA, f"{name:<22} {plural(n, 'row', width=10)} skipped (short-lived; --with-sessions copies them)")
+    for skip in (s for skips in plan.collisions.values() for s in skips.values()):
+        report.line(AREA, f"would skip: {skip.item}: {skip.message}")
     for line in plan.oversized:
         report.line(AREA, f"would skip: {line}")
     sec.update(

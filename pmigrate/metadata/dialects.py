@@ -435,8 +435,11 @@ class _MysqlInsert(Sink):
         cols = ", ".join(w.q(c) for c in columns)
         self._head = f"INSERT INTO {w.q(table)} ({cols}) VALUES "
         if upsert:
-            sets = _assignments(w, columns, pk, "VALUES({})") or [f"{w.q(pk[0])} = {w.q(pk[0])}"]
-            self._tail = " ON DUPLICATE KEY UPDATE " + ", ".join(sets)
+            # A key equal in the target's collation but spelled otherwise (case, accents) is another
+            # row: its values never go into this one (preflight names such keys; see collisions.py).
+            same = " AND ".join(f"CAST({w.q(k)} AS BINARY) <=> CAST(VALUES({w.q(k)}) AS BINARY)" for k in pk)
+            sets = [f"{w.q(c)} = IF({same}, VALUES({w.q(c)}), {w.q(c)})" for c in columns if c not in pk]
+            self._tail = " ON DUPLICATE KEY UPDATE " + ", ".join(sets or [f"{w.q(pk[0])} = {w.q(pk[0])}"])
         else:
             self._tail = ""
         self._limit = _mysql_statement_limit(w)

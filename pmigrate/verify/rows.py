@@ -79,6 +79,8 @@ class TableResult:
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, item, message)
     first: dict[str, list[str]] = field(default_factory=dict)
     listed: dict[str, int] = field(default_factory=dict)
+    missing_keys: list[tuple] = field(default_factory=list)  # canonical keys of the listed missing rows
+    collided: int = 0  # missing rows whose key the target holds under another spelling
 
     def add(self, kind: str, key: str, message: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -106,6 +108,8 @@ class TableResult:
         }
         if self.first:
             out["first_keys"] = self.first
+        if self.collided:
+            out["collided"] = self.collided
         return out
 
 
@@ -301,6 +305,8 @@ def _merge(a: Iterator[tuple[Any, tuple]], b: Iterator[tuple[Any, tuple]], plan:
             res.source_rows += 1
             res.source_digest = (res.source_digest + _digest(x[1])) & MASK128
             res.add("missing", _show_key(plan, x[1]), "in the source, not in the target")
+            if plan.key and len(res.missing_keys) < MAX_LISTED:
+                res.missing_keys.append(tuple(x[1][i] for i in plan.key))
             x = na()
         elif x is _END or y[0] < x[0]:
             res.target_rows += 1
@@ -428,6 +434,7 @@ def audit(
                 msg = f"columns only in the source: {plan.only_src or '-'}; only in the target: {plan.only_dst or '-'}"
                 report.problem(area=AREA, kind="columns", item=plan.name, message=msg)
             res = audit_table(plan, src, dst, batch_size=batch_size, tmp_dir=tmp_dir)
+            _explain_collided(plan, dst, res)
             tables[plan.name] = res.figures()
             for kind, item, message in res.problems:
                 report.problem(area=AREA, kind=kind, item=item, message=message)
@@ -443,6 +450,23 @@ def audit(
     return clean
 
 
+def _explain_collided(plan: TablePlan, dst: Side, res: TableResult) -> None:
+    """A mysql target's collation may take a missing row's key for another one: name that one."""
+    if dst.driver != "mysql" or not res.missing_keys or any(plan.kinds[i] != "text" for i in plan.key):
+        return
+    from pmigrate.verify import collided
+
+    found, collation = collided.spellings(dst, plan.name, [plan.columns[i] for i in plan.key], res.missing_keys)
+    if not found:
+        return
+    shown = {f"{plan.name}:{'/'.join(map(str, k))}": "/".join(map(str, v)) for k, v in found.items()}
+    for n, (kind, item, message) in enumerate(res.problems):
+        if kind == "missing" and item in shown:
+            res.problems[n] = (kind, item, f"{message}: the target's {shown[item]} is the same key in its collation {collation} "
+                               "(it tells no case, accents or trailing spaces apart), so this row cannot be stored beside it")
+    res.collided = len(found)
+
+
 def _summary_line(res: TableResult) -> str:
     head = f"{res.name}: {plural(res.source_rows, 'source row')}, {plural(res.target_rows, 'target row')}, {res.ok} ok"
     parts = []
@@ -451,4 +475,6 @@ def _summary_line(res: TableResult) -> str:
         if n:
             first = ", ".join(map(shown, res.first.get(kind, [])))
             parts.append(f"{n} {kind} (first: {first})")
+    if res.collided:
+        parts.append(f"{res.collided} missing under a key the target's collation takes for another row's")
     return head + (", " + ", ".join(parts) if parts else "")
