@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
-from pmigrate.data.base import is_marker
+from pmigrate.data.base import PROBE_PREFIX, is_marker
 from tests.servers import S3Server
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
@@ -67,8 +67,8 @@ class FaultProxy:
         parts = urlsplit(path)
         if parts.path.strip("/").count("/") < 1:
             return False  # a bucket request
-        if is_marker(parts.path):
-            return False  # pmigrate's ownership record, written before the first blob
+        if is_marker(parts.path) or PROBE_PREFIX in parts.path:
+            return False  # pmigrate's ownership record, and the probe of a write, both before the first blob
         return (method == "PUT" and "partNumber" not in parts.query) or (method == "POST" and "uploads" in parts.query)
 
     def _refuse(self) -> bool:

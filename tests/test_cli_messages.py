@@ -63,7 +63,7 @@ def test_every_warning_has_one_prefix(fake, run_cli, tmp_path):
     target = _write(tmp_path / "dst" / "t.cfg", bd.meta_toml(tmp_path / "dst" / "plik.db"))
     proc = run_cli("--config", str(fake), "--to", str(target), "--metadata-only", "-q")
     assert proc.returncode == 0, proc.stderr
-    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "warning" in line.lower()]
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "warning:" in line.lower()]
     assert any("table events is not Plik's" in w for w in warnings), proc.stdout
     assert any("MaxOpenConn" in w for w in warnings), proc.stderr
     assert all(w.startswith("pmigrate: warning: ") for w in warnings), warnings

@@ -60,7 +60,7 @@ def journals(folder: Path) -> list[Path]:
 def test_read_only_target_directory_is_refused_by_the_dry_run_as_by_the_run(tmp_path, run_cli):
     dep = bd.file_source(tmp_path / "src", bd.make_blobs(5, seed=41))
     with tmpfs(tmp_path / "ro", size="1m", read_only=True) as ro:
-        for directory, words in ((ro, ("is not writable", "Read-only file system")),
+        for directory, words in ((ro, ("is on a read-only file system", "remount it read-write")),
                                  (ro / "plik" / "files", ("cannot create Directory", "Read-only file system"))):  # fmt: skip
             target = file_target(tmp_path / "dst", directory)
             dry = assert_usage_error(data_run(run_cli, dep, target, "--dry-run"), str(directory), *words)

@@ -44,6 +44,7 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from pmigrate.errors import ConfigError, FatalError
+from pmigrate.words import plural, size
 
 AREA = "source"
 SLICE = 0.25  # seconds a read lock is held at most (plus one CHUNK)
@@ -131,7 +132,7 @@ def _copy_locked(con: sqlite3.Connection, live: Path, dest: Path) -> Snapshot:
                 return snap
             if time.monotonic() > deadline:
                 raise FatalError(
-                    f"cannot snapshot the source sqlite3 database {live} ({_human(snap.size)}): it changed during each "
+                    f"cannot snapshot the source sqlite3 database {live} ({size(snap.size)}): it changed during each "
                     f"of {snap.attempts} attempts over {PATIENCE:.0f}s, and a copy of it needs about "
                     f"{snap.seconds_needed():.1f}s without a write in rollback-journal mode. "
                     "Run again when plikd is quieter or stopped, or put the database in WAL mode"
@@ -222,8 +223,8 @@ def _folder(root: str, *, need: int, live: Path) -> tuple[Path, int]:
     free = shutil.disk_usage(root).free
     if free < need + HEADROOM:
         raise ConfigError(
-            f"the source sqlite3 database {live} is read from a copy in {root}, which has {_human(free)} free "
-            f"for its {_human(need)}: set TMPDIR to a folder with room"
+            f"the source sqlite3 database {live} is read from a copy in {root}, which has {size(free)} free "
+            f"for its {size(need)}: set TMPDIR to a folder with room"
         )
     folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))
     fd = os.open(folder / "lock.new", os.O_CREAT | os.O_RDWR, 0o600)
@@ -262,13 +263,5 @@ def _report(snap: Snapshot, live: Path, *, report: Any) -> None:
     if snap.journal_mode == "wal":
         how = "WAL mode: no writer waited"
     else:
-        how = f"rollback-journal mode: read-locked {snap.locks} time(s), at most {snap.longest_lock:.2f}s"
-    report.line(AREA, f"read from a snapshot of {live} taken in {snap.seconds:.1f}s ({_human(snap.size)}; {how})")
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+        how = f"rollback-journal mode: read-locked {plural(snap.locks, 'time')}, at most {snap.longest_lock:.2f}s"
+    report.line(AREA, f"read from a snapshot of {live} taken in {snap.seconds:.1f}s ({size(snap.size)}; {how})")
