@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         "at once to stay within it; 0 for no limit (default: workers x 2 x PartSize + 100 MB)",
     )
     parser.add_argument(
+        "--lock-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        default=60,
+        help="how long a metadata statement waits for a lock another session holds (a table locked on the source "
+        "or the target) before the run gives up, rolled back; a wait is named on stderr after a few seconds "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--with-sessions",
         action="store_true",
         help="also copy cli_auth_sessions, short-lived login handshakes (default: skipped)",
@@ -208,6 +217,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         merge=getattr(args, "merge", False),
         prune=getattr(args, "prune", False),
         with_sessions=getattr(args, "with_sessions", False),
+        lock_timeout=getattr(args, "lock_timeout", 60),
         follow_outside_symlinks=args.follow_outside_symlinks,
         quiet=args.quiet,
         verbose=args.verbose,
@@ -229,7 +239,8 @@ def _setup_logging(verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.captureWarnings(True)  # library warnings go through the same redaction
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient"):
+    # psycopg warns of a COPY it could not end on a lost connection: the run's own error names the loss.
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient", "psycopg"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
