@@ -84,7 +84,7 @@ def _duration(text: str) -> float:
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
 STATS = 10.0  # seconds between progress lines off a terminal
-MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check")
+MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check", "lock_timeout")
 
 
 def _defaults() -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _defaults() -> dict[str, Any]:
         "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
-        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False,
+        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
     }  # fmt: skip
 
 
@@ -233,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy blobs even when the target filesystem's free space is less than what is left to copy, "
         "e.g. onto a filesystem that compresses (default: refuse before writing anything)",
     )
+    parser.add_argument(
+        "--lock-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="how long a metadata statement waits for a lock another session holds (a table locked on the source "
+        "or the target) before the run gives up, rolled back; a wait is named on stderr after a few seconds "
+        "(default: 60)",
+    )
     # A group of its own, after the options: the help and the man page list the options first.
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     verify = sub.add_parser(
@@ -311,6 +319,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         merge=args.merge,
         prune=args.prune,
         with_sessions=args.with_sessions,
+        lock_timeout=args.lock_timeout,
         follow_outside_symlinks=args.follow_outside_symlinks,
         space_check=not getattr(args, "no_space_check", False),
         quiet=args.quiet,

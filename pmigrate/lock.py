@@ -251,6 +251,14 @@ class PostgresLock(_SessionLock):
 # -- mysql / mariadb ----------------------------------------------------------------
 
 
+def mysql_lock_name(database: str) -> str:
+    """The GET_LOCK name of a target database (names are server-wide, hence the database in it)."""
+    name = f"pmigrate:{database}"
+    if len(name) > MYSQL_NAME_MAX:
+        name = "pmigrate:" + hashlib.sha256(database.encode()).hexdigest()[:32]
+    return name
+
+
 class MysqlLock(_SessionLock):
     """GET_LOCK on a connection of its own; the holder's details in a file keyed by server and database."""
 
@@ -259,10 +267,7 @@ class MysqlLock(_SessionLock):
 
         super().__init__(meta)
         t = meta.translation()
-        database = t.url.database or ""
-        self.name = f"pmigrate:{database}"
-        if len(self.name) > MYSQL_NAME_MAX:
-            self.name = "pmigrate:" + hashlib.sha256(database.encode()).hexdigest()[:32]
+        self.name = mysql_lock_name(t.url.database or "")
         digest = hashlib.sha256(repr(dsn.identity(t)).encode()).hexdigest()[:16]
         self.info = Path(tempfile.gettempdir()) / f"pmigrate-lock-{digest}.json"
 

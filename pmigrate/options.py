@@ -27,6 +27,7 @@ class RunOptions:
     merge: bool = False  # accept a target this source did not fill: insert and update, never delete
     prune: bool = False  # delete from the target what is gone from the source (only in one it filled)
     with_sessions: bool = False
+    lock_timeout: int = 60  # seconds a metadata statement waits for another session's lock before giving up
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     space_check: bool = True  # False with --no-space-check: copy even when the target's free space looks short
     quiet: bool = False

@@ -10,9 +10,10 @@ The record lives in the target itself, so a re-run from any host or with
 any journal finds it, and it is as durable as what it vouches for:
 - metadata: a table of pmigrate's own, ``pmigrate_owner``, beside plikd's
   tables (whose schema stays as plikd defines it). It is written in the
-  transaction that loads the rows (on mysql, whose DDL commits by itself,
-  right after the tables are created, so that a run killed halfway is still
-  recognised as this source's).
+  transaction that loads the rows; on a fresh mysql target, whose DDL commits
+  by itself, into a staging table that appears under its name in the same
+  RENAME TABLE as Plik's tables (pmigrate.metadata.staging), so a killed run
+  leaves staging tables only, never Plik's tables without the record.
 - data: an object ``.pmigrate-owner.json`` at the root of the target store
   (its Directory, Prefix, Folder or Container). plikd names blobs by
   16-character ids, so the name never meets one; it is written before the
@@ -127,30 +128,33 @@ def metadata_state(conn: Any, *, source: str, tables: Sequence[str]) -> Ownershi
     return Ownership(FOREIGN, holds=f"a Plik deployment (rows in {', '.join(held)})")
 
 
-def _ddl(driver: str) -> str:
+def _ddl(driver: str, table: str) -> str:
     text = "VARCHAR(1024)" if driver == "mysql" else "TEXT"
     key = "VARCHAR(32)" if driver == "mysql" else "TEXT"
     return (
-        f"CREATE TABLE IF NOT EXISTS {OWNER_TABLE} (part {key} NOT NULL PRIMARY KEY, source {text} NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS {table} (part {key} NOT NULL PRIMARY KEY, source {text} NOT NULL, "
         f"written_by {text} NOT NULL, first_at {text} NOT NULL, last_at {text} NOT NULL)"
     )
 
 
-def create_owner_table(cursor: Any, *, driver: str) -> None:
-    """The record's table, if missing. On mysql, DDL commits the open transaction: call it before any row."""
-    cursor.execute(_ddl(driver))
+def create_owner_table(cursor: Any, *, driver: str, table: str = OWNER_TABLE) -> None:
+    """The record's table, if missing. On mysql, DDL commits the open transaction: call it before any row.
+
+    ``table``: another name for it, the staging name a fresh mysql target's tables are loaded under.
+    """
+    cursor.execute(_ddl(driver, table))
 
 
-def write_metadata_owner(cursor: Any, *, driver: str, source: str) -> None:
+def write_metadata_owner(cursor: Any, *, driver: str, source: str, table: str = OWNER_TABLE) -> None:
     """Record (or refresh) this source as the target's, through the loading transaction's DB-API cursor."""
     now = _now()
     mark = "?" if driver == "sqlite3" else "%s"
-    cursor.execute(f"SELECT first_at FROM {OWNER_TABLE} WHERE part = 'metadata'")
+    cursor.execute(f"SELECT first_at FROM {table} WHERE part = 'metadata'")
     row = cursor.fetchone()
     first = row[0] if row else now
-    cursor.execute(f"DELETE FROM {OWNER_TABLE} WHERE part = 'metadata'")
+    cursor.execute(f"DELETE FROM {table} WHERE part = 'metadata'")
     cursor.execute(
-        f"INSERT INTO {OWNER_TABLE} (part, source, written_by, first_at, last_at) VALUES ({', '.join([mark] * 5)})",
+        f"INSERT INTO {table} (part, source, written_by, first_at, last_at) VALUES ({', '.join([mark] * 5)})",
         ("metadata", source, f"pmigrate {__version__}", first, now),
     )
 

@@ -141,7 +141,8 @@ class LogFormatter(logging.Formatter):
 
 
 # Libraries whose debug logs (every event handler, every request signed) would bury pmigrate's own steps.
-NOISY = ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient")
+# psycopg warns of a COPY it could not end on a lost connection: the run's own error names the loss.
+NOISY = ("botocore", "boto3", "s3transfer", "urllib3", "google", "swiftclient", "psycopg")
 
 
 def quiet_libraries(*, verbose: bool) -> None:

@@ -20,6 +20,7 @@ someone else's deployment is refused, or with --merge merged without deleting.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time
@@ -31,8 +32,8 @@ import sqlalchemy as sa
 
 from pmigrate import ownership
 from pmigrate.data import ssekeys
-from pmigrate.errors import ConfigError, FatalError, ItemError
-from pmigrate.metadata import collisions, dialects, grants
+from pmigrate.errors import ConfigError, FatalError, ItemError, PmigrateError
+from pmigrate.metadata import collisions, dialects, faults, grants, lockwait, staging
 from pmigrate.metadata import values as V
 from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
@@ -96,6 +97,8 @@ class Plan:
     nul_columns: set[tuple[str, str]] = field(default_factory=set)  # (table, column) with NULs (postgres target)
     keys_journal: tuple[Any, str] | None = None  # (path, identity) of the journal SSE-C keys derive from, if made
     collisions: dict[str, dict[str, collisions.Skip]] = field(default_factory=dict)  # mysql: keys one on the target
+    leftovers: list[str] = field(default_factory=list)  # staging tables a stopped run left (mysql target)
+    watches: lockwait.Watches = field(default_factory=lambda: lockwait.Watches(timeout=60))
 
 
 # -- preflight ---------------------------------------------------------------
@@ -139,14 +142,29 @@ def _reflect(conn: Any, driver: str, names: Sequence[str], *, keys: bool = True)
 
 def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
     """Everything checked, nothing written: the plan of the copy."""
+    watches = lockwait.Watches(timeout=opts.lock_timeout)
+    try:
+        return _preflight(src, dst, opts=opts, watches=watches)
+    except BaseException as exc:
+        watches.stop()
+        fault = watches.fault(exc, state="Nothing was written.")
+        if fault is not None:
+            raise fault from exc
+        raise
+
+
+def _preflight(src: Any, dst: Any, *, opts: RunOptions, watches: lockwait.Watches) -> Plan:
     from pmigrate.metadata import db, schema
 
     db.check_connect(src.metadata, must_exist=True, read_only=True)
     absent = _sqlite_target_absent(dst.metadata)
     if not absent:
         db.check_connect(dst.metadata, must_exist=False)
-    src_engine = db.source_engine(src.metadata)
-    dst_engine = db.engine(dst.metadata, local_infile=True)  # mysql: LOAD DATA LOCAL into a fresh target
+    src_engine = db.source_engine(src.metadata, lock_timeout=opts.lock_timeout)
+    # mysql: LOAD DATA LOCAL into a fresh target
+    dst_engine = db.engine(dst.metadata, local_infile=True, lock_timeout=opts.lock_timeout)
+    watches.watch("source", src.metadata, src_engine)
+    watches.watch("target", dst.metadata, dst_engine)
     sd, dd = src.metadata.driver, dst.metadata.driver
 
     with src_engine.connect() as c:
@@ -161,6 +179,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
 
     source_identity = ownership.metadata_source(src.metadata)
     owner = ownership.Ownership(ownership.EMPTY)
+    leftovers: list[str] = []
     if absent:
         state = "empty"
         dst_refl: dict[str, dict[str, Any]] = {}
@@ -168,6 +187,7 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
         with dst_engine.connect() as c:
             state = schema.check_target(c, level=level, extra_tables=tuple(unknown))
             have = set(sa.inspect(c).get_table_names())
+            leftovers = staging.leftovers(have) if dd == "mysql" else []
             dst_refl = _reflect(c, dd, [t for t in names if t in have]) if state == "same-level" else {}
             if state == "same-level":
                 owner = ownership.metadata_state(c, source=source_identity, tables=sorted(have & set(names)))
@@ -210,6 +230,8 @@ def preflight(src: Any, dst: Any, *, opts: RunOptions) -> Plan:
         dst_zone=_zone(dst.metadata),
         source_identity=source_identity,
         owner=owner,
+        leftovers=leftovers,
+        watches=watches,
     )
     if ssekeys.needed(src, dst):
         plan.keys_journal = _keys_journal(plan, dst, opts=opts)
@@ -655,8 +677,10 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     for name in plan.unknown:
         report.warn(f"table {shown(name)} is not Plik's: copied as it is, after Plik's tables")
     results = {t.name: _TableResult() for t in plan.tables}
-    reader = dialects.SnapshotReader(plan.src_engine, plan.src_driver)
+    reader = None
+    loaded = False
     try:
+        reader = dialects.SnapshotReader(plan.src_engine, plan.src_driver)
         reader.begin()
         skipped_counts = {name: reader.count(name) for name in plan.skipped_tables}
         for t in plan.tables:
@@ -674,10 +698,31 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             sec["sse_keys_made"] = keyring.made
             report.line(AREA, f"SSE-C keys made by pmigrate for {keyring.made} file(s) without one, in backend_details "
                               "(the blob copy encrypts with the same keys)")  # fmt: skip
+        loaded = True
         reader.close()
         _prove(plan, results, skipped_counts, started=started, report=report)
+    except BaseException as exc:
+        fault = exc if isinstance(exc, faults.DatabaseFault) else None
+        if fault is None and not isinstance(exc, PmigrateError):  # _load names its own failures
+            state = (
+                "The target holds this run's complete copy, its counts not compared: run pmigrate verify."
+                if loaded
+                else "Nothing was written on the target."
+            )
+            fault = plan.watches.fault(exc, state=state, raws={"source": reader and reader.conn})
+        if fault is None:
+            raise
+        report.problem(area=AREA, kind=fault.kind, item=fault.item, message=str(fault))
+        if fault is exc:
+            raise
+        raise fault from exc
     finally:
-        reader.close()
+        plan.watches.stop()
+        for text in plan.watches.warnings:
+            report.warn(text)
+        if reader is not None:
+            with contextlib.suppress(Exception):  # a source gone away: the error above says so
+                reader.close()
         plan.src_engine.dispose()
         plan.dst_engine.dispose()
 
@@ -713,6 +758,8 @@ def _dry_report(plan: Plan, results: dict[str, _TableResult], skipped_counts: di
         what = f"would merge by primary key into {where}, already at level {plan.level}"
     report.line(AREA, f"dry run: {what}; nothing written")
     report.line(AREA, _OWNER_NOTE[plan.owner.state])
+    if plan.leftovers:
+        report.line(AREA, f"would drop {len(plan.leftovers)} staging table(s) a stopped run left: {', '.join(plan.leftovers[:4])}")
     prune = opts.prune and plan.owner.owned
     diff = _dry_diff(plan, opts=opts) if plan.state != "empty" else {}
     tables = {}
@@ -763,14 +810,10 @@ def _create(plan: Plan, conn: Any) -> list[str]:
 
     On postgres and sqlite (transactional DDL) primary keys, indexes and
     foreign keys come after the rows, as pg_restore does: one bulk build and
-    one validation instead of per-row upkeep. mysql gets it all at once
-    (each DDL statement commits by itself there).
+    one validation instead of per-row upkeep. (mysql: _stage.)
     """
     from pmigrate.metadata import schema
 
-    if plan.dst_driver == "mysql":
-        schema.create_schema(conn, driver=plan.dst_driver, level=plan.level)
-        return []
     statements = schema.ddl(driver=plan.dst_driver, level=plan.level)
     later = []
     for stmt in statements:
@@ -781,14 +824,45 @@ def _create(plan: Plan, conn: Any) -> list[str]:
     return later
 
 
-def _create_unknown(plan: Plan, conn: Any, names: Sequence[str]) -> None:
+def _create_unknown(plan: Plan, conn: Any, names: Sequence[str], *, name_of: Any = None) -> None:
     from pmigrate.metadata import schema
 
     if not names:
         return
     with plan.src_engine.connect() as src:
         for name in names:
-            schema.create_unknown_table(src, conn, name, driver=plan.dst_driver)
+            schema.create_unknown_table(src, conn, name, driver=plan.dst_driver, name_of=name_of)
+
+
+def _staging(plan: Plan) -> staging.Staging | None:
+    """The tables a mysql target gets under staging names: all of a fresh one's, else those new to it."""
+    from pmigrate.metadata import schema
+
+    if plan.dst_driver != "mysql":
+        return None
+    if plan.state == "empty":
+        return staging.Staging([*schema.known_tables(plan.level), *plan.unknown, ownership.OWNER_TABLE])
+    return staging.Staging(t.name for t in plan.tables if not t.known and t.dst_types is None)
+
+
+def _stage(plan: Plan, conn: Any, raw: Any, stage: staging.Staging, *, report: Report) -> None:
+    """mysql, before any row: drop a stopped run's staging tables, create this run's (DDL commits there)."""
+    from pmigrate.metadata import schema
+
+    cur = raw.cursor()
+    try:
+        if plan.leftovers:
+            staging.drop(cur, plan.leftovers)
+            report.line(AREA, f"dropped {len(plan.leftovers)} staging table(s) a stopped run left: {', '.join(plan.leftovers[:4])}")
+        if plan.state == "empty":
+            for stmt in stage.ddl(schema.ddl(driver="mysql", level=plan.level)):
+                cur.execute(stmt)
+            # The record is staged with the tables, and appears with them.
+            _record_owner(plan, raw, create=True, table=stage.name(ownership.OWNER_TABLE))
+    finally:
+        cur.close()
+    _create_unknown(plan, conn, [t.name for t in plan.tables if not t.known and t.dst_types is None], name_of=stage.name)
+    raw.commit()
 
 
 def _load(
@@ -800,10 +874,13 @@ def _load(
     report: Report,
     keyring: ssekeys.Keyring | None = None,
 ) -> None:
+    """All rows into the target. A fresh mysql target's tables are loaded under staging names and
+    renamed at the end, all at once (staging.py); elsewhere the load is one transaction."""
     fresh = plan.state == "empty"
     conn = plan.dst_engine.connect()
     raw = conn.connection.driver_connection
     created = False
+    stage = _staging(plan)
     known = [t for t in plan.tables if t.known]
     unknown = [t for t in plan.tables if not t.known]
     try:
@@ -824,16 +901,14 @@ def _load(
         claim = plan.owner.state in (ownership.OWNED, ownership.EMPTY)
         if claim and not fresh:
             _record_owner(plan, raw, create=True, write=False)  # DDL first: on mysql it commits
-        if fresh:
-            created = True  # first: mysql commits each CREATE TABLE, so a stop amid them leaves tables to drop
+        if stage is not None:
+            created = fresh
+            _stage(plan, conn, raw, stage, report=report)
+        elif fresh:
             later = _create(plan, conn)
             _record_owner(plan, raw, create=True)
-            if plan.dst_driver == "mysql":
-                # Its DDL has committed already: a run killed from here on leaves tables that
-                # the next run must recognise as this source's, to finish them.
-                raw.commit()
-        _attach_reflected(plan, conn, known)
-        writer = dialects.TargetWriter(raw, plan.dst_driver)
+        _attach_reflected(plan, conn, known, stage)
+        writer = dialects.TargetWriter(raw, plan.dst_driver, tables=stage.names if stage else None)
         if fresh and plan.dst_driver == "mysql":
             # Bulk load as mysqldump does: orphans are filtered above, so the foreign keys hold.
             writer.execute("SET SESSION foreign_key_checks = 0, unique_checks = 0").close()
@@ -842,15 +917,15 @@ def _load(
             _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report, keyring=keyring)
             if fresh and plan.dst_driver == "mysql":
                 # InnoDB bulk-loads an empty table (sorted index builds, no undo per row) only when
-                # it is the transaction's first: one transaction per table. mysql has committed the
-                # DDL already, a failure drops every table below, and the migrations rows come last,
-                # so a target cut short is never taken for a complete one.
+                # it is the transaction's first: one transaction per table, into staging tables
+                # that nobody takes for the target's until they are all renamed at the end.
                 raw.commit()
         for stmt in later:
             conn.exec_driver_sql(stmt)
         if unknown:
-            _create_unknown(plan, conn, [t.name for t in unknown if t.dst_types is None])
-            _attach_reflected(plan, conn, unknown)
+            if stage is None:
+                _create_unknown(plan, conn, [t.name for t in unknown if t.dst_types is None])
+            _attach_reflected(plan, conn, unknown, stage)
             for t in unknown:
                 _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
         if not fresh:
@@ -866,17 +941,29 @@ def _load(
             if claim:
                 _record_owner(plan, raw)  # in the same transaction as the rows
         raw.commit()  # the driver's own: SQLAlchemy may not know a transaction is open
+        if stage:
+            with raw.cursor() as cur:
+                stage.publish(cur)  # the tables of this run appear, all at once
         if fresh and plan.dst_driver == "mysql":
             writer.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1").close()
         if fresh and plan.dst_driver == "sqlite3":
             raw.execute("PRAGMA foreign_keys = ON")
     except BaseException as exc:
-        try:
+        rolled_back = False
+        with contextlib.suppress(Exception):
             raw.rollback()
-        except Exception:  # noqa: BLE001 - a stop amid a statement leaves the connection unusable:
-            conn.invalidate()  # closed without a word, and the server rolls the transaction back
-        state = _after_failure(plan, created=created)
-        conn.close()
+            rolled_back = True
+        gone = faults.connection_gone(raw)
+        state = _after_failure(plan, created=created, stage=stage, session=lockwait.session_id(raw) if gone else None)
+        with contextlib.suppress(Exception):
+            if gone or not rolled_back:
+                # Gone, or unusable after a stop amid a statement: not handed back to the pool,
+                # whose rollback would fail; the server rolls the transaction back.
+                conn.invalidate()
+            conn.close()
+        fault = plan.watches.fault(exc, state=state, raws={"target": raw, "source": reader.conn})
+        if fault is not None:
+            raise fault from exc
         if isinstance(exc, (ItemError, sa.exc.SQLAlchemyError)) or _is_driver_error(exc):
             detail = " ".join(str(exc).split())[:500]
             raise FatalError(f"metadata copy failed: {detail}. {state}") from exc
@@ -884,23 +971,24 @@ def _load(
     conn.close()
 
 
-def _record_owner(plan: Plan, raw: Any, *, create: bool = False, write: bool = True) -> None:
+def _record_owner(plan: Plan, raw: Any, *, create: bool = False, write: bool = True, table: str = ownership.OWNER_TABLE) -> None:
     cur = raw.cursor()
     try:
         if create:
-            ownership.create_owner_table(cur, driver=plan.dst_driver)
+            ownership.create_owner_table(cur, driver=plan.dst_driver, table=table)
         if write:
-            ownership.write_metadata_owner(cur, driver=plan.dst_driver, source=plan.source_identity)
+            ownership.write_metadata_owner(cur, driver=plan.dst_driver, source=plan.source_identity, table=table)
     finally:
         cur.close()
 
 
-def _attach_reflected(plan: Plan, conn: Any, tables: Sequence[TablePlan]) -> None:
+def _attach_reflected(plan: Plan, conn: Any, tables: Sequence[TablePlan], stage: staging.Staging | None = None) -> None:
     missing = [t for t in tables if t.dst_types is None]
+    name = stage.name if stage is not None else (lambda n: n)
     if missing:
-        dst = _reflect(conn, plan.dst_driver, [t.name for t in missing], keys=False)
+        dst = _reflect(conn, plan.dst_driver, [name(t.name) for t in missing], keys=False)
         for t in missing:
-            _attach_target(t, dst[t.name]["columns"], plan.dst_driver, fatal=FatalError)
+            _attach_target(t, dst[name(t.name)]["columns"], plan.dst_driver, fatal=FatalError)
 
 
 def _is_driver_error(exc: BaseException) -> bool:
@@ -908,25 +996,20 @@ def _is_driver_error(exc: BaseException) -> bool:
     return mod.startswith(("psycopg", "pymysql", "sqlite3"))
 
 
-def _after_failure(plan: Plan, *, created: bool) -> str:
-    """Leave a fresh target as empty as it was, and say in which state the target is: checked, not assumed."""
+def _after_failure(plan: Plan, *, created: bool, stage: staging.Staging | None, session: int | None = None) -> str:
+    """Leave the target as it was, and say in which state it is: checked, not assumed."""
+    # mysql: what this run staged is dropped on a connection of its own (the load's may be gone).
+    discarded = stage.discard(plan.dst_engine, session=session) if stage else True
+    if stage is not None and stage.published:
+        return "The target holds this run's complete copy, its counts not compared; running the same command again merges and checks it."
+    kept = "" if discarded else " (its staging tables could not be dropped now: the next run drops them)"
     if plan.state != "empty":
-        return "The target was rolled back to its state before this run; running the same command again converges."
-    if plan.dst_driver in ("postgres", "sqlite3") or not created:
+        return f"The target was rolled back to its state before this run{kept}; running the same command again converges."
+    if stage is None and (plan.dst_driver in ("postgres", "sqlite3") or not created):
         return _checked_empty(plan, "The target was rolled back")
-    # mysql commits DDL at once: drop what this run created, on a connection of its own (a stop
-    # signal amid a statement leaves the run's connection unusable).
-    try:
-        with plan.dst_engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            with raw.cursor() as cur:
-                cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-                for t in sa.inspect(conn).get_table_names():
-                    cur.execute(f"DROP TABLE IF EXISTS {dialects.quote('mysql', t)}")
-                cur.execute("SET FOREIGN_KEY_CHECKS = 1")
-    except Exception:  # noqa: BLE001
-        return _checked_empty(plan, "The tables this run created could not all be dropped")
-    return _checked_empty(plan, "The tables this run created were dropped")
+    if not discarded:
+        return f"The target holds nothing of this run{kept}; running the same command again starts over."
+    return _checked_empty(plan, "The target holds nothing of this run: its staging tables were dropped")
 
 
 def _checked_empty(plan: Plan, done: str) -> str:
@@ -937,6 +1020,7 @@ def _checked_empty(plan: Plan, done: str) -> str:
     except Exception as exc:  # noqa: BLE001
         why = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
         return f"{done}, but the target could not be checked ({why}): look at it, and empty it, before running again."
+    left = [t for t in left if not staging.is_staging(t)]  # the next run drops those
     if not left:
         return f"{done} and checked: it is empty as before; running the same command again starts over."
     more = f" and {len(left) - 8} more" if len(left) > 8 else ""

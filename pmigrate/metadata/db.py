@@ -19,12 +19,14 @@ from pmigrate.redact import redact
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
 
 
-def source_engine(meta) -> sa.Engine:
+def source_engine(meta, *, lock_timeout: int | None = None) -> sa.Engine:
     """An engine on a migration's source: read-only on every driver (see engine())."""
-    return engine(meta, read_only=True)
+    return engine(meta, read_only=True, lock_timeout=lock_timeout)
 
 
-def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: bool = False) -> sa.Engine:
+def engine(
+    meta, *, echo: bool = False, local_infile: bool = False, read_only: bool = False, lock_timeout: int | None = None
+) -> sa.Engine:
     """An engine on the database a MetadataConfig names, set up as plikd's driver would be.
 
     sqlite3: busy timeout (go-sqlite3's default 5 s or _busy_timeout) and
@@ -40,6 +42,10 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
     statement: sqlite3 opened with mode=ro (and from meta.snapshot, the
     private copy of a live source, when there is one), every postgres and
     mysql session's transactions READ ONLY.
+
+    ``lock_timeout``: seconds a statement may wait
+    for a lock before the server ends it (postgres lock_timeout; mysql
+    lock_wait_timeout and innodb_lock_wait_timeout), set on each connection.
     """
     t = meta.translation()
     url = _sqlite_read_only(meta, t) if read_only and t.driver == "sqlite3" else t.url
@@ -47,6 +53,8 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
     connect_args = dict(t.connect_args)
     if t.driver == "mysql":
         init = ["time_zone='+00:00'"]
+        if lock_timeout is not None:
+            init.append(f"lock_wait_timeout={int(lock_timeout)}, innodb_lock_wait_timeout={int(lock_timeout)}")
         extra = connect_args.pop("init_command", "")
         if extra:
             init.append(extra[len("SET ") :])  # the DSN's own variables win: they come last
@@ -66,6 +74,13 @@ def engine(meta, *, echo: bool = False, local_infile: bool = False, read_only: b
         @event.listens_for(eng, "connect")
         def _no_local_files(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
             dbapi_conn._local_infile = False  # the capability stays; sending waits for our own LOAD DATA
+
+    if t.driver == "postgres" and lock_timeout is not None:
+
+        @event.listens_for(eng, "connect")
+        def _lock_timeout(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+            dbapi_conn.execute(f"SET lock_timeout = '{int(lock_timeout)}s'")
+            dbapi_conn.commit()  # a SET rolled back with its transaction would be undone
 
     if t.driver == "sqlite3":
 

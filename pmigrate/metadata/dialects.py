@@ -246,11 +246,16 @@ class Sink:
 class TargetWriter:
     """The target side of a load: one transaction, committed by the caller."""
 
-    def __init__(self, conn: Any, driver: str, *, proxy: Any = None) -> None:
+    def __init__(self, conn: Any, driver: str, *, proxy: Any = None, tables: dict[str, str] | None = None) -> None:
         self.driver = driver
         self.conn = conn  # the driver's own connection
         self._proxy = proxy
         self._stage = itertools.count()
+        self._tables = tables or {}  # table -> the name its rows go to during the load (staging.py)
+
+    def target(self, table: str) -> str:
+        """The table a table's rows go to: its own, or its staging table."""
+        return self._tables.get(table, table)
 
     @classmethod
     def from_engine(cls, engine: Any, driver: str) -> "TargetWriter":
@@ -276,10 +281,11 @@ class TargetWriter:
             cur.close()
 
     def count(self, table: str) -> int:
-        return int(self.all(f"SELECT COUNT(*) FROM {self.q(table)}")[0][0])
+        return int(self.all(f"SELECT COUNT(*) FROM {self.q(self.target(table))}")[0][0])
 
     def sink(self, table: str, columns: Sequence[str], pk: Sequence[str], *, upsert: bool, text_only: bool = False) -> Sink:
         """``text_only``: every value is str, int, bool, float, datetime or None (Plik's own tables)."""
+        table = self.target(table)
         if self.driver == "postgres":
             return _PgMerge(self, table, columns, pk) if upsert else _PgCopy(self, table, columns)
         if self.driver == "mysql":
@@ -291,7 +297,7 @@ class TargetWriter:
     def keys(self, table: str, pk: Sequence[str], *, batch: int) -> Iterator[list[Row]]:
         """The target's primary keys, in batches (for deletes on a re-run)."""
         cols = ", ".join(self.q(c) for c in pk)
-        cur = self.execute(f"SELECT {cols} FROM {self.q(table)}")
+        cur = self.execute(f"SELECT {cols} FROM {self.q(self.target(table))}")
         try:
             while rows := cur.fetchmany(batch):
                 yield rows
@@ -318,7 +324,7 @@ class TargetWriter:
         where = " AND ".join(f"{self.q(c)} = {ph}" for c in pk)
         cur = self.conn.cursor()
         try:
-            cur.executemany(f"DELETE FROM {self.q(table)} WHERE {where}", [tuple(k) for k in keys])
+            cur.executemany(f"DELETE FROM {self.q(self.target(table))} WHERE {where}", [tuple(k) for k in keys])
         finally:
             cur.close()
 
@@ -526,7 +532,7 @@ class _MysqlLoad(Sink):
             cur.execute(self._sql)
             self._result = (cur.rowcount, cur.warning_count)
         except BaseException as exc:  # noqa: BLE001 - handed to the writer
-            self._error = exc
+            self._error = _driver_cause(exc)
         finally:
             conn._local_infile = False
             cur.close()
@@ -581,6 +587,17 @@ class _MysqlLoad(Sink):
             self._finish()
         except Exception:  # noqa: BLE001 - the first error is the one to report
             pass
+
+
+def _driver_cause(exc: BaseException) -> BaseException:
+    """The driver's error behind one it raised while failing: PyMySQL, cut off while sending a
+    LOAD DATA LOCAL file, closes its socket and then trips over it (AttributeError)."""
+    e: BaseException | None = exc
+    while e is not None:
+        if (type(e).__module__ or "").startswith("pymysql"):
+            return e
+        e = e.__context__
+    return exc
 
 
 # LOAD DATA's escapes; most values hold none of these, which one regex search tells.

@@ -19,7 +19,7 @@ import functools
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Callable, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -264,10 +264,12 @@ def check_target(conn: Connection, *, level: str | SchemaLevel, extra_tables: tu
     ``extra_tables`` are the source's unknown tables, which an earlier run may
     have created on the target. Anything else is refused with ConfigError.
     """
+    from pmigrate.metadata.staging import is_staging
     from pmigrate.ownership import OWNER_TABLE
 
     name = _check_level(level)
-    tables = _tables(conn) - {OWNER_TABLE}  # pmigrate's own record; whose the rows are is checked apart
+    # pmigrate's own record (whose the rows are is checked apart), and what a stopped run staged (dropped by the next)
+    tables = {t for t in _tables(conn) - {OWNER_TABLE} if not is_staging(t)}
     if not tables:
         return "empty"
     expected = set(known_tables(name))
@@ -308,10 +310,12 @@ def check_target(conn: Connection, *, level: str | SchemaLevel, extra_tables: tu
 
 def unknown_tables(conn: Connection, level: str | SchemaLevel) -> list[str]:
     """Source tables that are not Plik's at ``level`` (e.g. a fork's ``events``), parents first."""
+    from pmigrate.metadata.staging import is_staging
     from pmigrate.ownership import OWNER_TABLE
 
     known = set(known_tables(level))
-    names = sorted(_tables(conn) - known - {OWNER_TABLE})  # a target pmigrate filled, now a source
+    # a target pmigrate filled, now a source: its record and any staging table are pmigrate's, not the deployment's
+    names = sorted(t for t in _tables(conn) - known - {OWNER_TABLE} if not is_staging(t))
     if not names:
         return []
     md = sa.MetaData()
@@ -342,12 +346,15 @@ def _target_type(col_type: sa.types.TypeEngine, driver: str) -> sa.types.TypeEng
     return generic
 
 
-def reflect_unknown_table(src: Connection, table: str, *, driver: str) -> sa.Table:
+def reflect_unknown_table(src: Connection, table: str, *, driver: str, name_of: Callable[[str], str] | None = None) -> sa.Table:
     """The definition of a source table, retyped for ``driver``, in a fresh MetaData.
 
     Columns, nullability, primary key, indexes and foreign keys survive; server
     defaults, collations and table options do not (they are the source's).
+    ``name_of`` names the target tables, this one and those it references
+    (staging names on mysql: pmigrate.metadata.staging).
     """
+    rename = name_of or (lambda n: n)
     md_src = sa.MetaData()
     t_src = sa.Table(table, md_src, autoload_with=src)
     md = sa.MetaData()
@@ -374,19 +381,20 @@ def reflect_unknown_table(src: Connection, table: str, *, driver: str) -> sa.Tab
         for c in t_src.columns
     ]
     options = {"mysql_engine": "InnoDB", "mysql_default_charset": "utf8mb4"} if driver == "mysql" else {}
-    out = sa.Table(table, md, *cols, **options)
+    out = sa.Table(rename(table), md, *cols, **options)
     for fk in t_src.foreign_key_constraints:
+        referred = rename(fk.referred_table.name)
         out.append_constraint(
             sa.ForeignKeyConstraint(
                 [c.name for c in fk.columns],
-                [f"{fk.referred_table.name}.{e.column.name}" for e in fk.elements],
+                [f"{referred}.{e.column.name}" for e in fk.elements],
                 name=fk.name,
             )
         )
         # the referred table only needs to exist on the target, not in this MetaData
-        if fk.referred_table.name not in md.tables:
+        if referred not in md.tables:
             sa.Table(
-                fk.referred_table.name,
+                referred,
                 md,
                 *[sa.Column(e.column.name, _target_type(e.column.type, driver), primary_key=True) for e in fk.elements],
             )
@@ -395,10 +403,12 @@ def reflect_unknown_table(src: Connection, table: str, *, driver: str) -> sa.Tab
     return out
 
 
-def create_unknown_table(src: Connection, dst: Connection, table: str, *, driver: str) -> sa.Table:
+def create_unknown_table(
+    src: Connection, dst: Connection, table: str, *, driver: str, name_of: Callable[[str], str] | None = None
+) -> sa.Table:
     """Create on the target a source table pmigrate does not know; returns its target definition."""
     _check_driver(dst, driver)
-    t = reflect_unknown_table(src, table, driver=driver)
+    t = reflect_unknown_table(src, table, driver=driver, name_of=name_of)
     t.create(dst, checkfirst=True)
     return t
 
