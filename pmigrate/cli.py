@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pmigrate import __version__
+from pmigrate.data.retry import RETRY_FOR
 from pmigrate.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
@@ -73,6 +74,18 @@ def _memory_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+_SECONDS = {"": 1, "S": 1, "M": 60, "H": 3600}
+
+
+def _duration(text: str) -> float:
+    """Seconds, from 90, 90s, 1.5m or 1h."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]?)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if m is None or unit not in _SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write seconds, or a number with s, m or h")
+    return float(m.group(1)) * _SECONDS[unit]
+
+
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
 MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune")
@@ -83,7 +96,7 @@ def _defaults() -> dict[str, Any]:
         "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
         "verbose": False, "quiet": False, "with_sessions": False, "follow_outside_symlinks": False,
-        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False,
+        "retry_for": RETRY_FOR, "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False,
     }  # fmt: skip
 
 
@@ -160,6 +173,13 @@ def _add_common(p: argparse.ArgumentParser, *, verify: bool) -> None:
         action="store_true",
         help="file source: read blobs through symlinks that lead out of its Directory, for a deployment "
         "that links there on purpose (default: such a blob is an error)",
+    )
+    p.add_argument(
+        "--retry-for",
+        type=_duration,
+        metavar="DURATION",
+        help="S3: how long a request is tried again while the store answers nothing at all (an outage), e.g. 90s "
+        f"or 5m; past that the run stops, and the same command resumes it (default: {RETRY_FOR:g}s)",
     )
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
@@ -289,6 +309,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         prune=args.prune,
         with_sessions=args.with_sessions,
         follow_outside_symlinks=args.follow_outside_symlinks,
+        retry_for=args.retry_for,
         quiet=args.quiet,
         verbose=args.verbose,
     )

@@ -24,6 +24,7 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
         data = dataclasses.replace(src.data, options={**src.data.options, FOLLOW_OUTSIDE: True})
         src = dataclasses.replace(src, data=data)
+    src, dst = _retry_for(src, opts), _retry_for(dst, opts)
     check_sides(src, dst, command=command, opts=opts)
     report = Report(command)
     report.section("config").update(source=src.describe(), target=dst.describe())
@@ -50,6 +51,16 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
     with lock.hold(dst, command=command, opts=opts, report=report):  # before any stage reads the target's state
         check_source(src, dst, command=command, opts=opts)
         return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
+
+
+def _retry_for(cfg: config.PlikConfig, opts: RunOptions) -> config.PlikConfig:
+    """An S3 store's options with --retry-for, for every process that builds its backend."""
+    if cfg.data.backend != "s3":
+        return cfg
+    from pmigrate.data.retry import RETRY_FOR_KEY
+
+    data = dataclasses.replace(cfg.data, options={**cfg.data.options, RETRY_FOR_KEY: opts.retry_for})
+    return dataclasses.replace(cfg, data=data)
 
 
 def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pmigrate.data.retry import RETRY_FOR
+
 
 def default_workers() -> int:
     return os.cpu_count() or 2
@@ -28,5 +30,6 @@ class RunOptions:
     prune: bool = False  # delete from the target what is gone from the source (only in one it filled)
     with_sessions: bool = False
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
+    retry_for: float = RETRY_FOR  # S3: seconds a request is tried again while the store answers nothing
     quiet: bool = False
     verbose: bool = False
