@@ -11,6 +11,8 @@ force, acts on it:
 - ``reset-before``: reset the connection (TCP RST) without forwarding
 - ``reset-after``: forward, let the server act, then reset instead of answering
 - ``stall``: hold the request ``seconds``, then forward it
+- ``cut``: forward, then answer with the server's status and headers and only
+  half its body before resetting: a download cut short
 - ``forward``: forward it (with ``first``: after running that once)
 - ``random``: one of ``kinds`` drawn uniformly: 500 InternalError, 503 SlowDown,
   reset-before, reset-after or a stall (``random_faults``, ``outage``)
@@ -48,7 +50,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
-RESPOND, RESET_BEFORE, RESET_AFTER, STALL = "respond", "reset-before", "reset-after", "stall"
+RESPOND, RESET_BEFORE, RESET_AFTER, STALL, CUT = "respond", "reset-before", "reset-after", "stall", "cut"
 FORWARD, RANDOM = "forward", "random"
 FAULTS = (500, 503, RESET_BEFORE, RESET_AFTER, STALL)  # what a RANDOM rule draws from, by default
 DOWN = (500, 503, RESET_BEFORE)  # a store that is down: every request fails, none reaches it
@@ -62,7 +64,7 @@ BLOB_WRITES = {"method": "PUT|POST", "path": r"^/[^/?]+/(?![^?]*\.pmigrate-owner
 
 @dataclass
 class Rule:
-    action: str  # RESPOND | RESET_BEFORE | RESET_AFTER | STALL | FORWARD | RANDOM
+    action: str  # RESPOND | RESET_BEFORE | RESET_AFTER | STALL | CUT | FORWARD | RANDOM
     method: str | None = None  # regex, fully matched: "PUT", "PUT|POST"
     path: str | None = None  # regex searched in "/bucket/key?query"
     header: str | None = None  # the request must carry this header ...
@@ -329,6 +331,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if act is not None and act.action == RESET_AFTER:
             self._reset()
             return 0
+        if act is not None and act.action == CUT:
+            self._answer(status, headers, payload, cut=len(payload) // 2)
+            self._reset()
+            return 0
         self._answer(status, headers, payload)
         return status
 
@@ -363,7 +369,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         payload = resp.read()
         return resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP], payload
 
-    def _answer(self, status: int, headers: dict[str, str] | list[tuple[str, str]], body: bytes) -> None:
+    def _answer(self, status: int, headers: dict[str, str] | list[tuple[str, str]], body: bytes, *, cut: int | None = None) -> None:
+        """Send the answer; with cut, only that many bytes of its body (the headers promise all of them)."""
         self.send_response_only(status)
         items = headers.items() if isinstance(headers, dict) else headers
         has_length = False
@@ -378,7 +385,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             self.end_headers()
             if self.command != "HEAD" and body:
-                self.wfile.write(body)
+                self.wfile.write(body if cut is None else body[:cut])
             self.wfile.flush()
         except OSError:
             self.close_connection = True  # the client gave up waiting (its timeout) and went away
