@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pmigrate import __version__, console, interrupt
+from pmigrate.data.retry import RETRY_FOR
 from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
@@ -73,12 +74,16 @@ def _memory_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+_SECONDS = {"": 1, "S": 1, "M": 60, "H": 3600}
+
+
 def _duration(text: str) -> float:
-    """Seconds, or a number with s, m or h as rclone's --stats takes it (30s, 5m); 0 for none."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write seconds, or a number with s, m or h (0: none)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    """Seconds, from 90, 90s, 1.5m or 1h, as rclone's --stats takes them."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]?)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if m is None or unit not in _SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: write seconds, or a number with s, m or h")
+    return float(m.group(1)) * _SECONDS[unit]
 
 
 # What an option not given means, wherever it may be written (before or after 'verify').
@@ -92,6 +97,7 @@ def _defaults() -> dict[str, Any]:
         "config": None, "to": None, "metadata_only": False, "data_only": False, "workers": default_workers(),
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
+        "retry_for": RETRY_FOR,
         "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
     }  # fmt: skip
 
@@ -176,6 +182,13 @@ def _add_common(p: argparse.ArgumentParser, *, verify: bool) -> None:
         metavar="DURATION",
         help="when stderr is not a terminal (a log file, cron, systemd), one progress line every DURATION, "
         f"e.g. 30s or 5m, instead of bars; 0 for none (default: {STATS:.0f}s)",
+    )
+    p.add_argument(
+        "--retry-for",
+        type=_duration,
+        metavar="DURATION",
+        help="S3: how long a request is tried again while the store answers nothing at all (an outage), e.g. 90s "
+        f"or 5m; past that the run stops, and the same command resumes it (default: {RETRY_FOR:g}s)",
     )
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", action="store_true", help="log details of each step (default: off)")
@@ -322,6 +335,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         lock_timeout=args.lock_timeout,
         follow_outside_symlinks=args.follow_outside_symlinks,
         space_check=not getattr(args, "no_space_check", False),
+        retry_for=args.retry_for,
         quiet=args.quiet,
         stats=args.stats,
         verbose=args.verbose,

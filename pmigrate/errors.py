@@ -49,7 +49,8 @@ READ_ONLY = "read-only"  # a read-only file system (EROFS)
 PERMISSION = "permission"  # permission denied (EACCES, EPERM)
 GONE = "gone"  # the bucket or container no longer exists
 DENIED = "denied"  # the object store refuses the request (403 AccessDenied)
-CAUSES = (FULL, QUOTA, READ_ONLY, PERMISSION, GONE, DENIED)
+UNREACHABLE = "unreachable"  # the object store answered nothing for --retry-for (pmigrate.data.retry)
+CAUSES = (FULL, QUOTA, READ_ONLY, PERMISSION, GONE, DENIED, UNREACHABLE)
 
 
 def store_kind(side: str, cause: str) -> str:
@@ -87,9 +88,24 @@ class InvalidId(ItemError):
 
 
 class RetryableError(ItemError):
-    """A transient failure (timeout, 5xx, reset connection): worth another try."""
+    """A failure worth writing the blob again for: the worker tries it again.
+
+    Raised by backends whose SDK does not retry a stream cut short, and by
+    S3 when an upload ended under it (its completion's answer lost). S3's
+    failed requests are retried by the backend itself (RetriesExhausted).
+    """
 
     retryable = True
+
+
+class RetriesExhausted(ItemError):
+    """A transient failure that the backend's own retry policy tried again until it gave up (pmigrate.data.retry).
+
+    Not a RetryableError: nothing above the backend tries it again.
+    """
+
+    def __init__(self, message: str, *, item: str = "") -> None:
+        super().__init__(message, item=item, kind="retry-exhausted")
 
 
 class Unsupported(ItemError):

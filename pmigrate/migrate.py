@@ -29,6 +29,7 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
         data = dataclasses.replace(src.data, options={**src.data.options, FOLLOW_OUTSIDE: True})
         src = dataclasses.replace(src, data=data)
+    src, dst = _retry_for(src, opts), _retry_for(dst, opts)
     log.info("source %s", src.describe())
     log.info("target %s", dst.describe())
     log.info("options: %s", _described(command, opts))
@@ -59,6 +60,16 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
         check_source(src, dst, command=command, opts=opts)
         with snapshot.of_source(src, report=report) as src:  # every stage reads a sqlite3 source from one copy of it
             return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
+
+
+def _retry_for(cfg: config.PlikConfig, opts: RunOptions) -> config.PlikConfig:
+    """An S3 store's options with --retry-for, for every process that builds its backend."""
+    if cfg.data.backend != "s3":
+        return cfg
+    from pmigrate.data.retry import RETRY_FOR_KEY
+
+    data = dataclasses.replace(cfg.data, options={**cfg.data.options, RETRY_FOR_KEY: opts.retry_for})
+    return dataclasses.replace(cfg, data=data)
 
 
 def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:

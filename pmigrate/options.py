@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pmigrate.data.retry import RETRY_FOR
+
 
 def default_workers() -> int:
     return os.cpu_count() or 2
@@ -30,6 +32,7 @@ class RunOptions:
     lock_timeout: int = 60  # seconds a metadata statement waits for another session's lock before giving up
     follow_outside_symlinks: bool = False  # file source: read blobs whose symlinks lead out of Directory
     space_check: bool = True  # False with --no-space-check: copy even when the target's free space looks short
+    retry_for: float = RETRY_FOR  # S3: seconds a request is tried again while the store answers nothing
     quiet: bool = False
     stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False

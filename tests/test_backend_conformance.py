@@ -16,7 +16,7 @@ import pytest
 
 from pmigrate.data.base import BlobRef
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetryableError, StoreError
+from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetriesExhausted, StoreError
 from tests.conformance import MiB, BackendConformance, make_ref, payload, read_all
 
 
@@ -349,11 +349,21 @@ def test_s3_open_multipart_uploads_are_seen(s3_server, s3_bucket):
 
 
 class _FaultyS3(http.server.BaseHTTPRequestHandler):
-    """An S3 endpoint that answers every request with one chosen status and error code."""
+    """An S3 endpoint that answers every request with one chosen status and error code.
+
+    With bucket_up, a HeadBucket is answered 200: the store is up, and only
+    the requests on objects fail (the retry policy probes with HeadBucket).
+    """
 
     status, code = 503, "SlowDown"
+    bucket_up = False
 
     def _answer(self) -> None:
+        if self.bucket_up and self.command == "HEAD" and self.path.strip("/").count("/") == 0:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.status == 200 and self.command == "GET":  # a body cut short by a dropped connection
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -393,8 +403,9 @@ def faulty_s3(monkeypatch):
 @pytest.mark.parametrize(
     "status, code, error, write_error",
     [
-        (503, "SlowDown", RetryableError, RetryableError),
-        (500, "InternalError", RetryableError, RetryableError),
+        # tried again by the backend's policy until it gave up: not to be tried again above it
+        (503, "SlowDown", RetriesExhausted, RetriesExhausted),
+        (500, "InternalError", RetriesExhausted, RetriesExhausted),
         (404, "NoSuchKey", BlobNotFound, BlobNotFound),
         # a read refused may be one key's; a write refused is the bucket's policy: it stops the run
         (403, "AccessDenied", ItemError, StoreError),
@@ -402,6 +413,7 @@ def faulty_s3(monkeypatch):
     ],
 )
 def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error, write_error):
+    monkeypatch.setattr(_FaultyS3, "bucket_up", True)
     monkeypatch.setattr(_FaultyS3, "status", status)
     monkeypatch.setattr(_FaultyS3, "code", code)
     b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
@@ -414,11 +426,11 @@ def test_s3_errors_are_classified(faulty_s3, monkeypatch, status, code, error, w
     assert type(info.value) is write_error
 
 
-def test_s3_dropped_connection_mid_read_is_retryable(faulty_s3, monkeypatch):
-    monkeypatch.setattr(_FaultyS3, "status", 200)
+def test_s3_dropped_connection_mid_read_is_retried_then_given_up(faulty_s3, monkeypatch):
+    monkeypatch.setattr(_FaultyS3, "status", 200)  # every body cut short, the HeadBucket probe answered
     b = open_backend("s3", {"Endpoint": f"127.0.0.1:{faulty_s3.server_port}", "AccessKeyID": "a", "SecretAccessKey": "secret-s3-key"})
     with b.open_read(make_ref(73, size=100000)) as f:
-        with pytest.raises(RetryableError):
+        with pytest.raises(RetriesExhausted):
             while f.read(4096):
                 pass
 

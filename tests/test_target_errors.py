@@ -25,7 +25,7 @@ import xxhash
 from tests import blobdeploy as bd
 from tests import heldfs
 from tests.conftest import REPO
-from tests.s3_fault_proxy import FaultProxy
+from tests.s3proxy import BLOB_WRITES, FORWARD, Proxy, Rule, s3_error
 from tests.servers import unavailable
 
 
@@ -260,7 +260,12 @@ def _s3_blobs(seed: int) -> list[bd.Blob]:
     return bd.make_blobs(40, seed=seed, sizes=[5_000, 20_000, 1])
 
 
-def test_s3_bucket_deleted_mid_run_stops_at_once_then_the_rerun_copies_all_again(tmp_path, run_cli, s3_server, s3_bucket):
+def _stored(proxy: Proxy) -> set[str]:
+    """The file ids whose blob PUT the server accepted."""
+    return {e.path.split("/", 2)[2] for e in proxy.requests(**BLOB_WRITES) if e.status == 200}
+
+
+def test_s3_bucket_deleted_mid_run_stops_at_once_then_the_rerun_copies_all_again(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     from botocore.exceptions import ClientError
 
     dep = bd.file_source(tmp_path / "src", _s3_blobs(35))
@@ -271,45 +276,46 @@ def test_s3_bucket_deleted_mid_run_stops_at_once_then_the_rerun_copies_all_again
             client.delete_object(Bucket=s3_bucket, Key=obj["Key"])
         client.delete_bucket(Bucket=s3_bucket)
 
-    with FaultProxy(s3_server, after_puts=10, on_trip=delete_bucket) as proxy:
-        target = bd.s3_target(tmp_path / "dst", server=proxy.server, bucket=s3_bucket)
-        line, _, _ = _stops(run_cli, dep, target, tmp_path / "r1.json", "target-gone", "--workers", "2")
-        assert "target bucket gone" in line and "NoSuchBucket" in line and "create it again" in line, line
-        with pytest.raises(ClientError):
-            client.head_bucket(Bucket=s3_bucket)
-        # the journal lists the blobs stored before the bucket went, and no other
-        by_id = {b.file_id: b.data for b in dep.blobs}
-        stored = {key.split("/", 1)[1] for key in proxy.stored}
-        assert len(stored) == 10
-        assert _journal_rows(target) == _as_journal({fid: by_id[fid] for fid in stored})
+    # writes one at a time: the bucket goes after exactly ten blobs, none slips past
+    s3_proxy.add(Rule(FORWARD, after=10, serial=True, first=delete_bucket, **BLOB_WRITES))
+    target = bd.s3_target(tmp_path / "dst", server=s3_proxy.s3, bucket=s3_bucket)
+    line, _, _ = _stops(run_cli, dep, target, tmp_path / "r1.json", "target-gone", "--workers", "2")
+    assert "target bucket gone" in line and "NoSuchBucket" in line and "create it again" in line, line
+    with pytest.raises(ClientError):
+        client.head_bucket(Bucket=s3_bucket)
+    # the journal lists the blobs stored before the bucket went, and no other
+    by_id = {b.file_id: b.data for b in dep.blobs}
+    stored = _stored(s3_proxy)
+    assert len(stored) == 10
+    assert _journal_rows(target) == _as_journal({fid: by_id[fid] for fid in stored})
 
-        proxy.armed = False  # the bucket is created again by the next run, as plikd would
-        cp, doc = _copy(run_cli, dep, target, tmp_path / "r2.json", "--workers", "2")
-        assert cp.returncode == 0, cp.stderr
-        data = doc["sections"]["data"]
-        assert (data["already_done"], data["copied"]) == (0, len(dep.blobs))
-        assert bd.s3_target_blobs(s3_server, s3_bucket) == by_id
-        verify = run_cli("verify", "--config", str(dep.config), "--to", str(target), "--data-only", "-q")
-        assert verify.returncode == 0, verify.stdout + verify.stderr
+    s3_proxy.clear()  # the bucket is created again by the next run, as plikd would
+    cp, doc = _copy(run_cli, dep, target, tmp_path / "r2.json", "--workers", "2")
+    assert cp.returncode == 0, cp.stderr
+    data = doc["sections"]["data"]
+    assert (data["already_done"], data["copied"]) == (0, len(dep.blobs))
+    assert bd.s3_target_blobs(s3_server, s3_bucket) == by_id
+    verify = run_cli("verify", "--config", str(dep.config), "--to", str(target), "--data-only", "-q")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_s3_access_denied_mid_run_stops_at_once_with_the_journal_right(tmp_path, run_cli, s3_server, s3_bucket):
+def test_s3_access_denied_mid_run_stops_at_once_with_the_journal_right(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     dep = bd.file_source(tmp_path / "src", _s3_blobs(36))
-    with FaultProxy(s3_server, after_puts=10, status=403, code="AccessDenied") as proxy:
-        target = bd.s3_target(tmp_path / "dst", server=proxy.server, bucket=s3_bucket)
-        line, _, _ = _stops(run_cli, dep, target, tmp_path / "r1.json", "target-denied", "--workers", "2")
-        assert "target refuses writes" in line and "403 AccessDenied" in line and "grant them write access" in line, line
-        assert proxy.refused <= 2  # one refusal per worker at most: none is retried
-        on_target = bd.s3_target_blobs(s3_server, s3_bucket)
-        assert len(on_target) == 10
-        assert _journal_rows(target) == _as_journal(on_target)
+    refusal = s3_proxy.add(s3_error(403, "AccessDenied", "refused by the test proxy", after=10, serial=True, **BLOB_WRITES))
+    target = bd.s3_target(tmp_path / "dst", server=s3_proxy.s3, bucket=s3_bucket)
+    line, _, _ = _stops(run_cli, dep, target, tmp_path / "r1.json", "target-denied", "--workers", "2")
+    assert "target refuses writes" in line and "403 AccessDenied" in line and "grant them write access" in line, line
+    assert refusal.hits <= 2  # one refusal per worker at most: none is retried
+    on_target = bd.s3_target_blobs(s3_server, s3_bucket)
+    assert len(on_target) == 10
+    assert _journal_rows(target) == _as_journal(on_target)
 
-        proxy.armed = False
-        cp, doc = _copy(run_cli, dep, target, tmp_path / "r2.json", "--workers", "2")
-        assert cp.returncode == 0, cp.stderr
-        data = doc["sections"]["data"]
-        assert (data["already_done"], data["copied"]) == (10, len(dep.blobs) - 10)
-        assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.blobs}
+    s3_proxy.clear()
+    cp, doc = _copy(run_cli, dep, target, tmp_path / "r2.json", "--workers", "2")
+    assert cp.returncode == 0, cp.stderr
+    data = doc["sections"]["data"]
+    assert (data["already_done"], data["copied"]) == (10, len(dep.blobs) - 10)
+    assert bd.s3_target_blobs(s3_server, s3_bucket) == {b.file_id: b.data for b in dep.blobs}
 
 
 def _wait_rows(journal: Path, proc: subprocess.Popen, rows: int, timeout: float = 60) -> None:

@@ -50,6 +50,10 @@ class PartBudget:
         """The pool to pass to every worker; made by the parent from the pool's own start method."""
         return mp_context.BoundedSemaphore(cls.capacity(workers))
 
+    def stopping(self) -> bool:
+        """True once the run is stopping (the parent gone, the run cancelled): waits should end."""
+        return self._stopped()
+
     def acquire(self, stopped: Callable[[], bool] | None = None) -> bool:
         """Block until a token is free; False if told to stop first (the parent gone, the run cancelled)."""
         stopped = stopped or self._stopped

@@ -19,6 +19,15 @@ Blobs are read with that key and written with it again, since the metadata
 copy keeps backend_details. Files without one going to an SSE-C target get
 a key made by pmigrate (data/ssekeys.py), in their refs and in their rows.
 SSE-S3: the store encrypts; only the requests that create an object ask for it.
+
+Faults: every request is retried by one policy (pmigrate.data.retry, hooked
+into botocore's request loop by data/s3_retry.py), with botocore's own
+retries off. Timeouts are short, so that a stalled request is cut and tried
+again instead of holding an upload slot: an answer may keep us waiting
+READ_TIMEOUT seconds, or longer for large parts (a store takes in a part at
+SLOWEST bytes a second, at worst). The requests a worker waits on alone are
+hedged (data/s3_hedge.py), and a GetObject body cut short is read on from
+where it stopped (a ranged GET of the same ETag), not from the start.
 """
 
 from __future__ import annotations
@@ -27,21 +36,28 @@ import base64
 import io
 import json
 import os
+import socket
 import threading
+import urllib.request
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate import redact
+from pmigrate.data import s3_retry
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, OpenUpload, is_marker
 from pmigrate.data.budget import PartBudget
+from pmigrate.data.retry import ATTEMPTS, CAPABILITY, RETRIED, RETRY_FOR, RETRY_FOR_KEY, RetryPolicy
+from pmigrate.data.s3_hedge import Hedger
 from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import (
     DENIED,
     GONE,
+    UNREACHABLE,
     BlobNotFound,
     Cancelled,
     ConfigError,
     FatalError,
     ItemError,
+    RetriesExhausted,
     RetryableError,
     StoreAbsent,
     StoreError,
@@ -55,11 +71,15 @@ MIN_PART_SIZE = 5 * MiB
 OWN_PARTS = 2  # parts in memory for a backend outside a worker pool: one uploading, one being read
 CONCURRENCY = 4  # threads per worker for parts and server-side part copies
 BUDGETED = 1 * MiB  # a plain PutObject body this large takes a budget token too
+RESUME_CHUNK = 64 << 10  # bytes read from a GetObject body at once: at most this much is read again after a cut
 SSE_MODES = ("", "S3", "SSE-C")
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection
+READ_TIMEOUT = 2.0  # seconds an answer may keep us waiting, at least; then the request is tried again
+SLOWEST = 4 * MiB  # bytes a second a store takes in a part, at worst: what sets a large part's longer wait
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
-_RETRY = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed", "Throttling"}
+_GONE_UPLOAD = {"CompleteMultipartUpload", "UploadPart", "UploadPartCopy"}  # operations that meet NoSuchUpload
 
 
 def _bool(value: Any, *, name: str) -> bool:
@@ -72,7 +92,8 @@ def _bool(value: Any, *, name: str) -> bool:
 
 class S3Backend(DataBackend):
     name = "s3"
-    attempts = 5  # botocore's tries per request before an error reaches the engine
+    attempts = ATTEMPTS  # tries of a request while the store answers others (pmigrate.data.retry)
+    retry_for = RETRY_FOR  # seconds a request is tried again while the store answers nothing
     features = Features(stores_data=True, server_side_copy=True, md5_without_read=True, listable=True, open_uploads=True)
     preload = ("pmigrate.data.s3_session", "botocore.config", "s3transfer.manager")  # ~50 MiB and ~1 s of CPU per process
 
@@ -91,6 +112,10 @@ class S3Backend(DataBackend):
             self.part_size = int(o.get("PartSize") or DEFAULT_PART_SIZE)
         except (TypeError, ValueError):
             raise ConfigError(f"s3 backend: PartSize must be a number of bytes, not {o.get('PartSize')!r}") from None
+        try:
+            self.retry_for = float(self.options.pop(RETRY_FOR_KEY, type(self).retry_for))
+        except (TypeError, ValueError):
+            raise ConfigError(f"s3 backend: {RETRY_FOR_KEY} must be a number of seconds") from None
         redact.register(self.secret_key)
         self._validate()
         self.part_bytes = self.part_size
@@ -99,7 +124,9 @@ class S3Backend(DataBackend):
         self._budget_hooked = False  # s3transfer gives tokens back as parts finish
         self._client: Any = None
         self._manager: Any = None
+        self._hedger: Hedger | None = None
         self._pid = 0
+        self._retry = self._policy()
 
     def _validate(self) -> None:
         """plikd's own Config.Validate, so that pmigrate accepts no config plikd would refuse."""
@@ -131,6 +158,25 @@ class S3Backend(DataBackend):
         self.client
         return self._manager
 
+    @property
+    def read_timeout(self) -> float:
+        """Seconds an answer may keep us waiting: enough for a store taking in a whole part at SLOWEST bytes a second."""
+        return max(READ_TIMEOUT, self.part_size / SLOWEST)
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.attempts, retry_for=self.retry_for, probe=self._probe, stopped=lambda: self._budget.stopping())
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """A request a blob's copy waits on alone, hedged (data/s3_hedge.py): a stalled answer does not idle the worker."""
+        client = self.client  # built on first use, with the hedger
+        if self._hedger is None:
+            return getattr(client, method)(**kwargs)
+        return self._hedger.call(method, **kwargs)
+
+    def _probe(self) -> None:
+        """One HeadBucket, not tried again: any answer from the store tells the policy that it is up."""
+        self.client.head_bucket(Bucket=self.bucket)
+
     def _build(self) -> None:
         from botocore.config import Config
         from s3transfer.manager import TransferConfig, TransferManager
@@ -140,9 +186,9 @@ class S3Backend(DataBackend):
         config = Config(
             region_name=self.location,
             max_pool_connections=CONCURRENCY + 4,
-            retries={"mode": "standard", "max_attempts": self.attempts},
-            connect_timeout=20,
-            read_timeout=120,
+            retries={"mode": "standard", "total_max_attempts": 1},  # pmigrate's policy retries, below (s3_retry)
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=self.read_timeout,
             s3={"addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path"},
             # the checksums botocore adds by default are refused by many S3 servers plikd runs against
             request_checksum_calculation="when_required",
@@ -155,6 +201,9 @@ class S3Backend(DataBackend):
             aws_secret_access_key=self.secret_key,
             config=config,
         )
+        self._retry = self._policy()  # this process's: what another one saw of the store says nothing here
+        s3_retry.install(self._client, self._retry)
+        self._hedger = Hedger(self._client, longest=self.read_timeout)
         tconfig = TransferConfig(
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
@@ -168,7 +217,7 @@ class S3Backend(DataBackend):
         self._pid = os.getpid()
 
     def use_part_budget(self, budget: PartBudget) -> None:
-        self._budget = budget
+        self._budget = budget  # its stopping() also ends the retry policy's waits
         if self._manager is not None:
             self._budget_hooked = _hook_budget(self._manager, budget)
 
@@ -178,6 +227,9 @@ class S3Backend(DataBackend):
     def close(self) -> None:
         if self._manager is not None and self._pid == os.getpid():
             self._manager.shutdown()
+        if self._hedger is not None and self._pid == os.getpid():
+            self._hedger.close()
+        self._hedger = None
         self._manager = None
         self._client = None
 
@@ -202,6 +254,7 @@ class S3Backend(DataBackend):
     def check(self, *, create: bool = False) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self._listening()
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return
@@ -245,6 +298,22 @@ class S3Backend(DataBackend):
             return f"could not remove the probe object {self.bucket}/{key} ({_code(exc) or _message(exc)}): delete it by hand"
         return ""
 
+    def _listening(self) -> None:
+        """ConfigError at once when nothing listens at Endpoint: before the first answer, a wrong Endpoint, not an outage.
+
+        The requests themselves would be tried again for up to retry_for
+        seconds, as in an outage. Skipped when an HTTP proxy stands between.
+        """
+        if urllib.request.getproxies():
+            return
+        host, _, port = self.endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            host, port = self.endpoint, "443" if self.use_ssl else "80"
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            raise ConfigError(f"s3 backend: cannot reach {self.endpoint} ({exc.strerror or exc}): check Endpoint and UseSSL") from None
+
     # -- blobs -------------------------------------------------------------------
     def _read_args(self, ref: BlobRef, *, prefix: str = "") -> dict[str, str]:
         """SSE arguments of a request that reads or appends to an object: the SSE-C key, if any.
@@ -268,18 +337,27 @@ class S3Backend(DataBackend):
     def open_read(self, ref: BlobRef) -> BinaryIO:
         key = self.key(ref)
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
+            resp = self._call("get_object", Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001 - classified below
-            raise _classify(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
+            raise self._error(exc, ref=ref, what=f"read {self.bucket}/{key}") from None
         size = int(resp.get("ContentLength") or 0)
-        return io.BufferedReader(_BodyReader(resp["Body"], ref=ref, where=f"{self.bucket}/{key}"), min(MiB, max(size + 1, 8192)))
+        body = _BodyReader(self, resp, ref=ref, key=key)
+        return io.BufferedReader(body, min(MiB, max(size + 1, 8192)))
+
+    def _error(self, exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -> Exception:
+        """_classify, knowing whether this process's policy took the store for unreachable."""
+        down = self._retry.down
+        err = _classify(exc, ref=ref, what=what, write=write)
+        if isinstance(err, RetriesExhausted) and down is not None:
+            return StoreError(UNREACHABLE, f"S3 endpoint {self.endpoint} unreachable for {down:.0f} s ({err})")
+        return err
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         key = self.key(ref)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._read_args(ref))
+            head = self._call("head_object", Bucket=self.bucket, Key=key, **self._read_args(ref))
         except Exception as exc:  # noqa: BLE001
-            err = _classify(exc, ref=ref, what=f"stat {self.bucket}/{key}")
+            err = self._error(exc, ref=ref, what=f"stat {self.bucket}/{key}")
             if isinstance(err, BlobNotFound):
                 return None
             raise err from None
@@ -309,19 +387,25 @@ class S3Backend(DataBackend):
             future = manager.upload(body, self.bucket, key, extra_args=extra, subscribers=subscribers)
             future.result()
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
+            raise self._error(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
         finally:
             if self._budget_hooked:
                 self._budget.release_all()  # parts read but never sent, when the upload failed
 
     def _put(self, ref: BlobRef, key: str, reader: SizedReader, extra: dict[str, str]) -> None:
-        """A blob below PartSize in one PutObject, without s3transfer's futures and threads (~5 ms CPU each)."""
+        """A blob below PartSize in one PutObject, without s3transfer's futures and threads (~5 ms CPU each).
+
+        One below BUDGETED is hedged (_call): two copies of a larger body would hold memory the budget does not count.
+        """
         body = reader.read(ref.size + 1)  # one byte past files.size: a longer source fails here
         reader.read(1)  # and a shorter one here, at its end; nothing was sent yet
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            if len(body) < BUDGETED:
+                self._call("put_object", Bucket=self.bucket, Key=key, Body=body, **extra)
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
+            raise self._error(exc, ref=ref, what=f"write {self.bucket}/{key}", write=True) from None
 
     def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
         """CopyObject / UploadPartCopy when both sides share endpoint and credentials and SSE-C keys stay the same.
@@ -341,9 +425,9 @@ class S3Backend(DataBackend):
             return False
         src_key, key = source.key(ref), self.key(ref)
         try:
-            head = self.client.head_object(Bucket=source.bucket, Key=src_key, **source._read_args(ref))
+            head = self._call("head_object", Bucket=source.bucket, Key=src_key, **source._read_args(ref))
         except Exception as exc:  # noqa: BLE001
-            err = _classify(exc, ref=ref, what=f"stat {source.bucket}/{src_key}")
+            err = self._error(exc, ref=ref, what=f"stat {source.bucket}/{src_key}")
             if isinstance(err, StoreError):
                 err.side = "source"
             raise err from None
@@ -368,7 +452,7 @@ class S3Backend(DataBackend):
             refused = _refused_copy(exc)
             if refused:
                 raise Unsupported(f"the store refuses server-side copies ({refused})", item=ref.file_id) from None
-            raise _classify(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}", write=True) from None
+            raise self._error(exc, ref=ref, what=f"copy {source.bucket}/{src_key} to {self.bucket}/{key}", write=True) from None
         return True
 
     def discard_partial(self, ref: BlobRef) -> None:
@@ -380,7 +464,7 @@ class S3Backend(DataBackend):
                 if upload["Key"] == key:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
         except Exception as exc:  # noqa: BLE001
-            err = _classify(exc, ref=ref, what=f"abort the open uploads of {self.bucket}/{key}")
+            err = self._error(exc, ref=ref, what=f"abort the open uploads of {self.bucket}/{key}")
             if not isinstance(err, BlobNotFound):
                 raise err from None
 
@@ -389,7 +473,7 @@ class S3Backend(DataBackend):
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except Exception as exc:  # noqa: BLE001
-            err = _classify(exc, ref=ref, what=f"delete {self.bucket}/{key}")
+            err = self._error(exc, ref=ref, what=f"delete {self.bucket}/{key}")
             if not isinstance(err, BlobNotFound):
                 raise err from None
 
@@ -591,24 +675,63 @@ class _KnownSize:
 
 
 class _BodyReader(io.RawIOBase):
-    """A GetObject body as a raw stream; transport failures become RetryableError."""
+    """A GetObject body as a raw stream that reads on from where a cut connection stopped it.
 
-    def __init__(self, body: Any, *, ref: BlobRef, where: str) -> None:
-        self._body = body
+    A failure mid-body is one more failed request to the policy: after its
+    wait, a ranged GetObject of the same ETag (an object replaced meanwhile
+    fails with 412, an ItemError) resumes at the first byte not yet read.
+    """
+
+    def __init__(self, backend: S3Backend, resp: Mapping[str, Any], *, ref: BlobRef, key: str) -> None:
+        self._backend = backend
+        self._body = resp["Body"]
+        self._etag = str(resp.get("ETag") or "")
         self._ref = ref
-        self._where = where
+        self._key = key
+        self._offset = 0
+        self._tries = 0  # failures since the last byte read
+        self._since = 0.0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: Any) -> int:
-        try:
-            data = self._body.read(len(buf))
-        except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, ref=self._ref, what=f"read {self._where}") from None
+        while True:
+            try:
+                # At most RESUME_CHUNK at once: a read that fails loses what it had received
+                data = self._body.read(min(len(buf), RESUME_CHUNK))
+                break
+            except Exception as exc:  # noqa: BLE001 - classified by the policy, or below
+                self._resume(exc)
         n = len(data)
         buf[:n] = data
+        self._offset += n
+        if n:
+            self._tries = 0
         return n
+
+    def _resume(self, exc: Exception) -> None:
+        b = self._backend
+        what = f"read {b.bucket}/{self._key}"
+        policy = b._retry
+        self._tries += 1
+        if self._tries == 1:
+            self._since = policy.now()
+        delay = policy.after(s3_retry.error_kind(exc) or "", tries=self._tries, since=self._since)
+        if delay is None or not policy.wait(delay):
+            raise b._error(exc, ref=self._ref, what=what) from None
+        try:
+            self._body.close()
+        except Exception:  # noqa: BLE001 - a broken connection may not close cleanly
+            pass
+        extra = b._read_args(self._ref)
+        if self._etag:
+            extra["IfMatch"] = self._etag
+        try:
+            resp = b.client.get_object(Bucket=b.bucket, Key=self._key, Range=f"bytes={self._offset}-", **extra)
+        except Exception as err:  # noqa: BLE001
+            raise b._error(err, ref=self._ref, what=what) from None
+        self._body = resp["Body"]
 
     def close(self) -> None:
         try:
@@ -653,18 +776,13 @@ def _message(exc: Exception) -> str:
 def _classify(exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -> Exception:
     """One of pmigrate's errors for a failure of boto3/s3transfer (or our own, passed through).
 
-    A 403 on a write is the bucket's policy, the same for every blob: it stops
+    A request that failed for a transient reason reaches here only once the
+    retry policy gave up on it: RetriesExhausted, not tried again above. A
+    403 on a write is the bucket's policy, the same for every blob: it stops
     the run. On a read it stays one blob's error, as S3 answers 403 for a
     missing key to whom may not list the bucket.
     """
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionClosedError,
-        ConnectionError as BotoConnectionError,
-        IncompleteReadError,
-        ReadTimeoutError,
-        ResponseStreamingError,
-    )
+    from botocore.exceptions import ClientError
 
     if isinstance(exc, (ItemError, FatalError, ConfigError, Cancelled)):
         return exc
@@ -678,15 +796,18 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -
             return StoreError(GONE, f"{what}: the bucket does not exist (NoSuchBucket)")
         if code in _AUTH:
             return StoreError(DENIED, f"{what}: credentials refused ({code}): check AccessKeyID and SecretAccessKey")
-        if status == 501 or code == "NotImplemented":
+        if code == "NoSuchUpload" and getattr(exc, "operation_name", "") in _GONE_UPLOAD:
+            # The upload ended under us: most likely our own completion, whose answer
+            # was lost and whose retry found it done. Only writing it again is sure.
+            return RetryableError(f"{what}: the multipart upload ended before it was completed: {_message(exc)}", item=item)
+        kind = s3_retry.kind(status, code)
+        if kind == CAPABILITY:
             return Unsupported(f"{what}: the store does not implement this request ({status} {code})", item=item)
         if write and (code == "AccessDenied" or status == 403):
             return StoreError(DENIED, f"{what}: access denied ({status} {code})")
-        if code in _RETRY or status >= 500:
-            return RetryableError(f"{what}: {_message(exc)}", item=item)
+        if kind in RETRIED:
+            return RetriesExhausted(f"{what}: {_message(exc)}", item=item)
         return ItemError(f"{what}: {_message(exc)}", item=item)
-    if isinstance(exc, (BotoConnectionError, ConnectionClosedError, ReadTimeoutError, IncompleteReadError, ResponseStreamingError)):
-        return RetryableError(f"{what}: {_message(exc)}", item=item)
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return RetryableError(f"{what}: {_message(exc)}", item=item)
+    if s3_retry.error_kind(exc) in RETRIED:
+        return RetriesExhausted(f"{what}: {type(exc).__name__}: {_message(exc)}", item=item)
     return ItemError(f"{what}: {type(exc).__name__}: {_message(exc)}", item=item)

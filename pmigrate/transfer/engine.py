@@ -38,7 +38,7 @@ from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import backend_class, open_backend
-from pmigrate.errors import FATAL_KINDS, STORE_KINDS, ConfigError, FatalError, PmigrateError
+from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, FatalError, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
@@ -436,8 +436,8 @@ class _Copy:
                 complete=stop is None and not interrupted,
                 halt=halt,
             )
-            if not interrupted:
-                self._sweep("end")  # every worker has stopped
+            if not interrupted and not (halt is not None and halt.kind.endswith(UNREACHABLE)):
+                self._sweep("end")  # every worker has stopped (and the store answers)
             if commit_error is not None:
                 raise commit_error
         if halt is not None:

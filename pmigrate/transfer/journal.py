@@ -46,7 +46,8 @@ LOOKUP_CHUNK = 500  # ids per IN (...) query, under every SQLite's parameter lim
 
 def target_identity(backend: str, options: Mapping[str, Any]) -> str:
     """A stable text naming where the target keeps its blobs (no secrets in it)."""
-    public = {k: v for k, v in sorted(options.items()) if k.lower() not in SECRET_KEYS}
+    # Secrets aside, and run options ("pmigrate.*"), which say nothing of where blobs are
+    public = {k: v for k, v in sorted(options.items()) if k.lower() not in SECRET_KEYS and not k.startswith("pmigrate.")}
     return json.dumps([backend, public], sort_keys=True, default=str, separators=(",", ":"))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pmigrate.errors import DENIED, FULL, GONE, PERMISSION, QUOTA, READ_ONLY, STORE_KINDS, store_kind
+from pmigrate.errors import DENIED, FULL, GONE, PERMISSION, QUOTA, READ_ONLY, STORE_KINDS, UNREACHABLE, store_kind
 from pmigrate.words import size
 
 AGAIN = "then run the same command again to resume"
@@ -52,6 +52,9 @@ def halt(kind: str, detail: str, *, where: str, config: str, free: int | None, r
     elif kind == store_kind("target", DENIED):
         cause = f"target refuses writes ({detail})"
         fix = f"check the credentials in {config} and grant them write access to {where}, {AGAIN}"
+    elif kind in (store_kind("target", UNREACHABLE), store_kind("source", UNREACHABLE)):
+        cause = f"{kind.split('-')[0]} {detail}"  # "S3 endpoint ... unreachable for 60 s (...)"
+        fix = f"check that it is up and reachable from here (--retry-for waits longer), {AGAIN}"
     elif kind in STORE_KINDS and kind.startswith("source-"):
         cause = f"{_SOURCE.get(kind, 'source unusable')} ({detail})"
         fix = f"make the source readable again, {AGAIN}"

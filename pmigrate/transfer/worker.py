@@ -25,7 +25,9 @@ from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, 
 
 log = logging.getLogger(__name__)
 
-RETRIES = 3  # tries of a blob whose backend raised RetryableError
+# Tries of a blob whose backend raised RetryableError: a stream its SDK does not resume, an
+# upload that ended under it. A failed request is retried by the backend alone (data/retry.py).
+RETRIES = 3
 SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
 _KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
 
@@ -83,7 +85,7 @@ class HashingReader:
         try:
             data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
-            raise self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item)) from exc
+            raise self._failed_read(exc) from exc
         self._take(data)
         return data
 
@@ -97,9 +99,16 @@ class HashingReader:
         try:
             n = readinto(buf)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
-            raise self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item)) from exc
+            raise self._failed_read(exc) from exc
         self._take(memoryview(buf)[:n] if n else b"")
         return n
+
+    def _failed_read(self, exc: Exception) -> BaseException:
+        """This blob's read error; a source store that stopped answering (StoreError) stops the run instead."""
+        if isinstance(exc, StoreError):
+            exc.side = exc.side or "source"
+            return self._fail(exc)
+        return self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item))
 
     def _check(self) -> None:
         if self._lifeline is not None and self._lifeline.stopped():
