@@ -293,7 +293,7 @@ def _run_reading_stderr(args: tuple[str, ...], *, on_line: Callable[[str], None]
 
 def _assert_gave_up(err: str, *, holder: str, side: str, state: str) -> None:
     lines = err.strip().splitlines()
-    warnings = [x for x in lines if x.startswith("pmigrate: WARNING: ")]
+    warnings = [x for x in lines if x.startswith("pmigrate: warning: ")]
     assert warnings and all(holder in w and f"the {side} " in w for w in warnings), err
     assert "gives up after 5 s (--lock-timeout)" in warnings[0]
     error = lines[-1]
@@ -327,7 +327,7 @@ def test_mysql_table_lock_is_named_then_given_up_on(small, mysql_server, mysql_d
             cur.execute("LOCK TABLES files WRITE")
 
         def release(line: str) -> None:
-            if "WARNING" in line:
+            if "warning:" in line:
                 with holder.cursor() as cur:
                     cur.execute("UNLOCK TABLES")
 
@@ -362,7 +362,7 @@ def test_postgres_table_lock_on_the_target_is_named_then_given_up_on(small, pg_d
         assert table_rows(pg_db, digits=6) == before
         holder.execute("LOCK TABLE files IN ACCESS EXCLUSIVE MODE")
 
-        code, err = _run_reading_stderr((*args, "--lock-timeout", "60"), on_line=lambda line: "WARNING" in line and holder.rollback())
+        code, err = _run_reading_stderr((*args, "--lock-timeout", "60"), on_line=lambda line: "warning:" in line and holder.rollback())
         assert code == 0, err
         assert f"pid {pid} " in err
     finally:

@@ -124,8 +124,10 @@ def test_mysql_user_who_may_not_create_tables_is_refused(tmp_path, run_cli, sour
     go = mysql_db.go_dsn.replace(f"{servers.MY_USER}:{servers.MY_PASSWORD}@", f"{name}:{password}@", 1)
     target = _target(tmp_path / "target.cfg", mysql_db, go)
     args = ("--config", str(source), "--to", str(target), "--metadata-only", "-q")
-    words = (f"the target user '{name}'@'%' lacks CREATE on database {mysql_db.name}; INSERT on pmigrate_owner; DELETE on pmigrate_owner",
-             f"GRANT CREATE, SELECT, INSERT, UPDATE, DELETE ON `{mysql_db.name}`.*")  # fmt: skip
+    words = (f"the target user '{name}'@'%' lacks CREATE on database {mysql_db.name}; CREATE TEMPORARY TABLES on database "
+             f"{mysql_db.name}; ALTER on database {mysql_db.name}; DROP on database {mysql_db.name}; INSERT on pmigrate_owner; "
+             "DELETE on pmigrate_owner",
+             f"GRANT CREATE, CREATE TEMPORARY TABLES, ALTER, DROP, SELECT, INSERT, UPDATE, DELETE ON `{mysql_db.name}`.*")  # fmt: skip
     dry = assert_usage_error(run_cli(*args, "--dry-run"), *words)
     assert assert_usage_error(run_cli(*args), *words) == dry
     assert password not in dry
@@ -134,7 +136,7 @@ def test_mysql_user_who_may_not_create_tables_is_refused(tmp_path, run_cli, sour
         with c.cursor() as cur:
             cur.execute(f"SHOW TABLES FROM `{mysql_db.name}`")
             assert cur.fetchall() == ()
-            cur.execute(f"GRANT CREATE, INSERT, UPDATE, DELETE ON `{mysql_db.name}`.* TO '{name}'@'%'")
+            cur.execute(f"GRANT CREATE, CREATE TEMPORARY TABLES, ALTER, DROP, INSERT, UPDATE, DELETE ON `{mysql_db.name}`.* TO '{name}'@'%'")
     finally:
         c.close()
     for extra in (("--dry-run",), ()):

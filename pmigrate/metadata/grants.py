@@ -138,6 +138,17 @@ def _mysql(conn: Any, need: Needs, database: str | None) -> tuple[str, list[str]
     probe = f"CREATE TABLE {q(ownership.OWNER_TABLE)} (pmigrate_probe INT, pmigrate_probe INT)"
     if need.create and _denied(conn, probe):
         missing.append(f"CREATE on database {database}")
+    # The key-collision check (collisions.py) streams the source's keys into a temporary table;
+    # a fresh target is loaded into staging tables renamed at the end, a stopped run's dropped.
+    probes = [("CREATE TEMPORARY TABLES", f"CREATE TEMPORARY TABLE {q('pmigrate_probe')} (pmigrate_probe INT, pmigrate_probe INT)")]
+    if need.create:
+        probes += [
+            ("ALTER", f"ALTER TABLE {q('pmigrate_probe_absent')} ADD COLUMN pmigrate_probe INT"),
+            ("DROP", f"DROP TABLE {q('pmigrate_probe_absent')}"),
+        ]
+    for privilege, sql in probes:
+        if _denied(conn, sql):
+            missing.append(f"{privilege} on database {database}")
     lacking: dict[str, list[str]] = {}  # privilege -> tables
     for table, column, privileges in need.write:
         t, c = q(table), q(column)
@@ -188,4 +199,5 @@ def _grants(driver: str, missing: list[str], *, schema: str, user: str, database
         if any(" on " in m and "schema" not in m and "database" not in m for m in missing):
             out.append(f"GRANT {', '.join(tables)} ON ALL TABLES IN SCHEMA {schema} TO {user}")
         return out
-    return [f"GRANT {', '.join((['CREATE'] if 'CREATE' in lacking else []) + tables)} ON `{database}`.* TO {user}"]
+    extra = [p for p in ("CREATE", "CREATE TEMPORARY TABLES", "ALTER", "DROP") if f"{p} on database" in lacking]
+    return [f"GRANT {', '.join(extra + tables)} ON `{database}`.* TO {user}"]

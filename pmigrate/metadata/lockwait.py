@@ -177,7 +177,12 @@ class Watches:
                 w.stop()
 
     def fault(self, exc: BaseException, *, state: str, raws: dict[str, Any] | None = None) -> faults.DatabaseFault | None:
-        """The named failure for a lock timeout or a lost connection; None for any other error."""
+        """The named failure for a lock timeout or a lost connection; None for any other error.
+
+        A stop (Ctrl-C, SIGTERM, SIGHUP) that cut a statement short is the stop, not a fault.
+        """
+        if isinstance(exc, KeyboardInterrupt):
+            return None
         if faults.is_lock_timeout(exc):
             return self._timeout(exc, state=state)
         raws = raws or {}
