@@ -58,8 +58,8 @@ _ERRORS = {500: "InternalError", 503: "SlowDown"}
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 
 # The requests that store a blob: an object PUT (not a part) or the start of a multipart upload,
-# pmigrate's ownership record aside. Splat into a Rule or Proxy.requests.
-BLOB_WRITES = {"method": "PUT|POST", "path": r"^/[^/?]+/(?![^?]*\.pmigrate-owner\.json)[^?]+(\?uploads)?$"}
+# pmigrate's ownership record and write probe aside. Splat into a Rule or Proxy.requests.
+BLOB_WRITES = {"method": "PUT|POST", "path": r"^/[^/?]+/(?![^?]*\.pmigrate-(?:owner\.json|probe-))[^?]+(\?uploads)?$"}
 
 
 @dataclass

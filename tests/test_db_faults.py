@@ -298,7 +298,9 @@ def _assert_gave_up(err: str, *, holder: str, side: str, state: str) -> None:
     assert "gives up after 5 s (--lock-timeout)" in warnings[0]
     error = lines[-1]
     assert error.startswith(f"pmigrate: error: gave up after waiting 5 s (--lock-timeout) on the {side} "), err
-    assert holder in error and state in error
+    # The wait may come before the load (the preflight's key-collision check reads the target's keys):
+    # then nothing was written at all, which is as good.
+    assert holder in error and (state in error or "Nothing was written" in error), err
     assert len(lines) == len(warnings) + 1, err
 
 
