@@ -123,11 +123,23 @@ class Run:
     linger: float = 0.0  # seconds from its exit until the last process of its tree was gone
 
 
-def _gone(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None once the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return True
+        return None
+
+
+def _gone(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is None or fields[0] == "Z"
+
+
+def _ticks(pid: int) -> int | None:
+    """utime + stime of a process, in clock ticks."""
+    fields = _stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else None
 
 
 def timed(cmd: list[str], *, env: dict | None = None) -> Run:
@@ -153,11 +165,7 @@ def timed(cmd: list[str], *, env: dict | None = None) -> Run:
             peak = max(peak, sum(m[0] for m in mem))
             peak_pss = max(peak_pss, sum(m[1] for m in mem))
             for p in tree:
-                try:
-                    fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                    ticks[p] = int(fields[11]) + int(fields[12])
-                except (OSError, IndexError, ValueError):
-                    pass
+                ticks[p] = _ticks(p) or ticks.get(p, 0)
             stop.wait(0.02)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -170,11 +178,7 @@ def timed(cmd: list[str], *, env: dict | None = None) -> Run:
     # they see it gone: the next run waits for them, and their CPU counts.
     while not all(_gone(p) for p in ticks if p != proc.pid) and time.perf_counter() - started - seconds < 30:
         for p in list(ticks):
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks[p] = int(fields[11]) + int(fields[12])
-            except (OSError, IndexError, ValueError):
-                pass
+            ticks[p] = _ticks(p) or ticks[p]
         time.sleep(0.005)
     linger = time.perf_counter() - started - seconds
     # rusage counts only descendants reaped along a chain of waits; pmigrate's

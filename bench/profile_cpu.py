@@ -47,7 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.profile_run import CASES, Prepared, compile_pmigrate  # noqa: E402
+from bench.bench_blobs import _stat, compile_pmigrate  # noqa: E402
+from bench.profile_run import CASES, Prepared  # noqa: E402
 
 PYSPY = shutil.which("py-spy", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
@@ -99,11 +100,8 @@ def perf_category(sample: str) -> str:
 
 def _ticks(pid: int) -> tuple[int, int, str] | None:
     """(utime+stime ticks, parent pid, state) of a process, or None once gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[11]) + int(fields[12]), int(fields[1]), fields[0]
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12]), int(fields[1]), fields[0]) if fields else None
 
 
 def _cmdline(pid: int) -> str:

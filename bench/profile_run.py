@@ -44,6 +44,10 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import bench_blobs as bb  # noqa: E402
+
 HOOKS = Path(__file__).resolve().parent / "profile_hooks"
 GAP = 0.01  # parent stretches longer than this with no timed call are listed
 
@@ -71,18 +75,10 @@ def profile(args: list[str], *, work: Path, importtime: bool, python: str = sys.
     ended = time.time()
     events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
     children = {e["pid"] for e in events if e["pid"] != proc.pid}
-    while any(_alive(pid) for pid in children) and time.time() - ended < 30:
+    while not all(bb._gone(pid) for pid in children) and time.time() - ended < 30:
         time.sleep(0.002)
     gone = time.time()
     return {"events": events, "launched": launched, "ended": ended, "gone": gone, "rc": proc.returncode}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def roles(events: list[dict]) -> dict[int, str]:
@@ -251,9 +247,6 @@ class Prepared:
     """A case's pmigrate arguments, and reset() to run before each run (a fresh target, or none)."""
 
     def __init__(self, case: str, work: Path, *, workers: int) -> None:
-        sys.path.insert(0, str(REPO))
-        from bench import bench_blobs as bb
-
         letter, target, part, copied = CASES[case]
         self.s3 = bb.S3() if target == "s3" else None
         (deployment,) = bb.build([letter], work / "deployment", 0.17 if letter == "a" else 1.0)
@@ -290,11 +283,6 @@ class Prepared:
             self.s3.stop()
 
 
-def compile_pmigrate() -> None:
-    """Byte-compile pmigrate as pip does on install (bench_blobs.compile_pmigrate)."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "pmigrate")], check=True, stdout=subprocess.DEVNULL)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", choices=sorted(CASES), help="profile a prepared case instead of the arguments given after --")
@@ -313,7 +301,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     prepared = None
     try:
-        compile_pmigrate()
+        bb.compile_pmigrate()
         if args.case:
             prepared = Prepared(args.case, work / "case", workers=args.workers)
             rest = prepared.args
