@@ -12,8 +12,9 @@ tracker, workers, checks children) and attaches ``py-spy record
 --nonblocking --gil`` to each as it appears, so that the processes the fork
 server forks are sampled too. With --gil, a sample is taken only from the
 thread holding the GIL, i.e. running Python: the samples of a process share
-out its Python time. Each sample goes to the first category of CATEGORIES
-whose pattern occurs in its stack. Printed per kind of process: CPU seconds
+out its Python time. Each sample goes to the first of STACK_CATEGORIES
+whose pattern occurs in its stack, else to the innermost of LAYERS it was
+in. Printed per kind of process: CPU seconds
 (from /proc), the share of each category, and the heaviest leaf frames of
 the parent and the workers.
 
@@ -52,24 +53,32 @@ from bench.profile_run import CASES, Prepared  # noqa: E402
 
 PYSPY = shutil.which("py-spy", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
-# (category, pattern in the ';'-joined stack): first match wins, so the narrower come first
-CATEGORIES: list[tuple[str, str]] = [
+# A py-spy sample's category: the first of STACK_CATEGORIES whose pattern occurs anywhere in
+# its stack (work done on behalf of something further up: a hash computed while signing); else
+# the first frame from the leaf up that matches one of LAYERS (the innermost layer it was in).
+STACK_CATEGORIES: list[tuple[str, str]] = [
     ("imports", "(<frozen importlib._bootstrap"),
     ("botocore: SigV4 payload SHA-256", "payload (botocore/auth.py"),
     ("botocore: SigV4 signing (rest)", "botocore/auth.py"),
     ("botocore: request checksums (CRC32/MD5)", "botocore/httpchecksum.py|conditionally_calculate_md5|calculate_md5 (botocore"),
-    ("hashing: xxh3 (+md5) of the bytes", "_take (pmigrate/transfer/worker.py"),
-    ("reading the source file", "readinto (pmigrate/transfer/worker.py|read (pmigrate/transfer/worker.py|pmigrate/data/file.py"),
-    ("HTTP: sending and receiving", "http/client.py|urllib3/|botocore/awsrequest.py|socket.py"),
     ("botocore: client build", "create_client (botocore|_build (pmigrate/data/s3.py"),
+    ("hashing: xxh3 (+md5) of the bytes", "_take (pmigrate/transfer/worker.py"),
+]
+LAYERS: list[tuple[str, str]] = [
+    ("HTTP: connections, sending and receiving", "http/client.py|urllib3/|botocore/awsrequest.py|botocore/httpsession.py|socket.py|ssl.py"),
     ("botocore: serialise, parse, events", "botocore/"),
     ("s3transfer: scheduling, futures", "s3transfer/"),
     ("pipes to and from workers", "multiprocessing/connection.py"),
-    ("metadata reads (SQLAlchemy, sqlite3)", "sqlalchemy/|enumerate.py"),
-    ("journal", "transfer/journal.py"),
-    ("memory governor (PSS sampling)", "transfer/memory.py"),
+    ("metadata reads (SQLAlchemy, sqlite3)", "sqlalchemy/|pmigrate/enumerate.py"),
+    ("journal", "pmigrate/transfer/journal.py"),
+    ("memory governor (PSS sampling)", "pmigrate/transfer/memory.py"),
     ("progress and report", "pmigrate/progress.py|pmigrate/report.py|tqdm/"),
-    ("pool bookkeeping", "transfer/pool.py|transfer/engine.py|concurrent/futures|threading.py"),
+    ("reading the source through the hashing reader", "readinto (pmigrate/transfer/worker.py|read (pmigrate/transfer/worker.py|pmigrate/data/sizing.py"),
+    ("file backend: paths, checks, open, write, rename", "pmigrate/data/file.py|posixpath|genericpath|<frozen os>"),
+    ("S3 backend (pmigrate/data/s3.py)", "pmigrate/data/s3.py|pmigrate/data/cloudio.py|pmigrate/data/budget.py"),
+    ("worker: per-blob logic", "pmigrate/transfer/worker.py|pmigrate/transfer/jobs.py"),
+    ("pool and engine bookkeeping", "pmigrate/transfer/pool.py|pmigrate/transfer/engine.py"),
+    ("threads, queues, futures", "concurrent/futures|threading.py|queue.py"),
 ]
 
 
@@ -92,6 +101,24 @@ PERF_USER: list[tuple[str, str]] = [
     ("libc (memcpy, malloc, ...)", r"libc\.so|ld-linux"),
     ("sqlite3", r"sqlite"),
 ]
+
+
+def _literal(patterns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, "|".join(re.escape(x) for x in p.split("|"))) for name, p in patterns]
+
+
+_STACK, _LAYERS = _literal(STACK_CATEGORIES), _literal(LAYERS)
+
+
+def stack_category(stack: str) -> str:
+    for name, pattern in _STACK:
+        if re.search(pattern, stack):
+            return name
+    for frame in reversed(stack.split(";")):
+        for name, pattern in _LAYERS:
+            if re.search(pattern, frame):
+                return name
+    return "other"
 
 
 def perf_category(sample: str) -> str:
@@ -218,7 +245,6 @@ def categorise(sample: str, categories: list[tuple[str, str]]) -> str:
 
 def report(rec: dict, work: Path, *, perf: bool, top: int = 12) -> None:
     tck = os.sysconf("SC_CLK_TCK")
-    cats = [(n, "|".join(re.escape(x) for x in p.split("|"))) for n, p in CATEGORIES]
     by_pid = _perf_samples(work) if perf else {pid: _stacks(work / f"spy-{pid}.txt") for pid in rec["pids"]}
     kinds: dict[str, dict] = defaultdict(lambda: {"pids": 0, "cpu": 0.0, "cats": Counter(), "leaves": Counter()})
     for pid in rec["pids"]:
@@ -227,7 +253,7 @@ def report(rec: dict, work: Path, *, perf: bool, top: int = 12) -> None:
         k["pids"] += 1
         k["cpu"] += rec["cpu"].get(pid, 0) / tck
         for sample, n in samples.items():
-            k["cats"][perf_category(sample) if perf else categorise(sample, cats)] += n
+            k["cats"][perf_category(sample) if perf else stack_category(sample)] += n
             frames = [f for f in sample.split(";") if not f.startswith("process ")]
             if frames:
                 k["leaves"][re.sub(r":\d+\)", ")", frames[-1])] += n

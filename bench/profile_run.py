@@ -6,8 +6,9 @@
 
 --case prepares a deployment and a target (a moto server for S3, started
 and stopped here): one-file, none-file, one-s3, none-s3 (one 4 KiB blob to
-copy, or already copied and journaled: a pass with nothing to copy) and
-mixed-s3 (bench_blobs.py's case a at scale 0.17, PartSize 5 MiB).
+copy, or already copied and journaled: a pass with nothing to copy),
+mixed-s3 (bench_blobs.py's case a at scale 0.17, PartSize 5 MiB) and
+small-file (its case d: 5,000 blobs of about 4 KiB, file -> file).
 
 Runs ``python -m pmigrate ARGS`` with bench/profile_hooks/ on PYTHONPATH: its
 sitecustomize wraps a list of pmigrate functions (and a few heavy imports)
@@ -136,7 +137,7 @@ def flatten(run: dict) -> dict:
     role = roles(events)
     procs = {e["pid"]: e for e in events if e["name"] == "process"}
     out: dict = {"whole": run["ended"] - t, "gone": run["gone"] - t, "rc": run["rc"], "procs": {}, "calls": []}
-    pids = sorted({e["pid"] for e in events}, key=lambda p: min(x.get("started", x["t0"]) for x in events if x["pid"] == p))
+    pids = sorted({e["pid"] for e in events}, key=lambda p: min(x.get("started", x.get("t0", float("inf"))) for x in events if x["pid"] == p))
     for pid in pids:
         mine = [e for e in events if e["pid"] == pid and e["name"] != "process" and "t0" in e]
         r = role.get(pid, "?")
@@ -234,12 +235,14 @@ def print_imports(work: Path, top: int = 15) -> None:
 
 
 # --case: a deployment, a target and what resets it between runs, made here
+# name: (bench_blobs.py case, its scale, target, S3 PartSize, copied already)
 CASES = {
-    "one-file": ("e", "local", 16 << 20, False),  # one 4 KiB blob to copy, file -> file
-    "none-file": ("e", "local", 16 << 20, True),  # the same, copied already: the journal lists it
-    "one-s3": ("e", "s3", 16 << 20, False),  # one 4 KiB blob to copy, file -> S3 (moto; the bucket exists)
-    "none-s3": ("e", "s3", 16 << 20, True),
-    "mixed-s3": ("a", "s3", 5 << 20, False),  # about 909 blobs of mixed sizes, file -> S3, PartSize 5 MiB
+    "one-file": ("e", 1.0, "local", 16 << 20, False),  # one 4 KiB blob to copy, file -> file
+    "none-file": ("e", 1.0, "local", 16 << 20, True),  # the same, copied already: the journal lists it
+    "one-s3": ("e", 1.0, "s3", 16 << 20, False),  # one 4 KiB blob to copy, file -> S3 (moto; the bucket exists)
+    "none-s3": ("e", 1.0, "s3", 16 << 20, True),
+    "mixed-s3": ("a", 0.17, "s3", 5 << 20, False),  # about 909 blobs of mixed sizes, file -> S3, PartSize 5 MiB
+    "small-file": ("d", 1.0, "local", 16 << 20, False),  # 5,000 blobs of about 4 KiB, file -> file
 }
 
 
@@ -247,9 +250,9 @@ class Prepared:
     """A case's pmigrate arguments, and reset() to run before each run (a fresh target, or none)."""
 
     def __init__(self, case: str, work: Path, *, workers: int) -> None:
-        letter, target, part, copied = CASES[case]
+        letter, scale, target, part, copied = CASES[case]
         self.s3 = bb.S3() if target == "s3" else None
-        (deployment,) = bb.build([letter], work / "deployment", 0.17 if letter == "a" else 1.0)
+        (deployment,) = bb.build([letter], work / "deployment", scale)
         self.target_dir = work / "target"
         self.journal = work / "journal.db"
         self.bucket = "profile"
