@@ -121,6 +121,7 @@ class Run:
     peak_pss: int = 0  # peak of the summed PSS (shared pages counted once)
     cpu: float = 0.0  # user + system seconds of the whole tree
     linger: float = 0.0  # seconds from its exit until the last process of its tree was gone
+    server_cpu: float = 0.0  # user + system seconds of the S3 server (moto) during the run, if any
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -319,6 +320,10 @@ class S3:
                 return
             time.sleep(0.05)
 
+    def cpu(self) -> float:
+        """user + system seconds moto has used so far: on this machine it shares the CPUs with the tool it serves."""
+        return (_ticks(self.proc.pid) or 0) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         stop_process(self.proc)
 
@@ -333,43 +338,50 @@ def run_tool(tool: str, case: Case, target: str, work: Path, *, workers: int, s3
         s3.server.client().create_bucket(Bucket=bucket)
         s3.settle()
     try:
-        if tool == "pmigrate":
-            cfg = dest / "target.cfg"
-            if target == "local":
-                cfg.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{dest / "files"}"\n')
-            else:
-                assert s3 is not None
-                cfg.write_text(s3.server.toml(bucket, extra=f"  PartSize = {part_size}\n"))
-            cmd = [PY, "-m", "pmigrate", "--config", str(case.src / "plikd.cfg"), "--to", str(cfg), "--data-only", "-q",
-                   "--workers", str(workers), "--journal", str(dest / "journal.db"), "--json", str(dest / "report.json")]  # fmt: skip
-            run = timed(cmd, env=_env())
-            if run.ok:
-                data = json.loads((dest / "report.json").read_text())["sections"]["data"]
-                if data["copied"] != case.blobs:
-                    run.ok, run.note = False, f"copied {data['copied']} of {case.blobs}"
-            return run
-        if tool == "cp":
-            return timed(["cp", "-r", str(case.src / "files"), str(dest / "files")])
-        if tool == "cp+sync":  # cp -r made durable, as pmigrate's syncfs per journal batch makes it
-            return timed(["sh", "-c", 'cp -r "$1" "$2" && sync -f "$2"', "sh", str(case.src / "files"), str(dest / "files")])
-        if tool in ("rclone", "rclone-fast"):
-            fast = tool == "rclone-fast"
-            common = ["--transfers", str(workers), "--checkers", str(max(8, workers)), "-q", *(RCLONE_FAST_COMMON if fast else [])]
-            if target == "local":
-                return timed(["rclone", "copy", str(case.src / "files"), str(dest / "files"), *common,
-                              *(RCLONE_FAST_LOCAL if fast else [])], env=_env())  # fmt: skip
-            assert s3 is not None
-            part = f"{part_size // 1024}Ki"  # pmigrate's multipart threshold and part size are both PartSize
-            return timed(["rclone", "copy", str(case.src / "files"), f"moto:{bucket}", *common,
-                          "--s3-chunk-size", part, "--s3-upload-cutoff", part, "--s3-upload-concurrency", "4",
-                          *(RCLONE_FAST_S3 if fast else [])],
-                         env=s3.rclone_env())  # fmt: skip
-        raise ValueError(tool)
+        cmd, env = _command(tool, case, target, dest, bucket, workers=workers, s3=s3, part_size=part_size)
+        server_before = s3.cpu() if target == "s3" and s3 is not None else 0.0
+        run = timed(cmd, env=env)
+        if target == "s3" and s3 is not None:
+            run.server_cpu = s3.cpu() - server_before
+        if tool == "pmigrate" and run.ok:
+            data = json.loads((dest / "report.json").read_text())["sections"]["data"]
+            if data["copied"] != case.blobs:
+                run.ok, run.note = False, f"copied {data['copied']} of {case.blobs}"
+        return run
     finally:
         if target == "s3":
             shutil.rmtree(dest, ignore_errors=True)  # a target config and a journal: a handful of files
         if target == "s3" and s3 is not None:
             s3.empty(bucket)
+
+
+def _command(tool: str, case: Case, target: str, dest: Path, bucket: str, *, workers: int, s3: S3 | None,
+             part_size: int) -> tuple[list[str], dict | None]:  # fmt: skip
+    """The command line and environment of one tool's run into ``dest`` (a folder) or ``bucket``."""
+    if tool == "pmigrate":
+        cfg = dest / "target.cfg"
+        if target == "local":
+            cfg.write_text(f'DataBackend = "file"\n[DataBackendConfig]\n  Directory = "{dest / "files"}"\n')
+        else:
+            assert s3 is not None
+            cfg.write_text(s3.server.toml(bucket, extra=f"  PartSize = {part_size}\n"))
+        return [PY, "-m", "pmigrate", "--config", str(case.src / "plikd.cfg"), "--to", str(cfg), "--data-only", "-q",
+                "--workers", str(workers), "--journal", str(dest / "journal.db"), "--json", str(dest / "report.json")], _env()  # fmt: skip
+    if tool == "cp":
+        return ["cp", "-r", str(case.src / "files"), str(dest / "files")], None
+    if tool == "cp+sync":  # cp -r made durable, as pmigrate's syncfs per journal batch makes it
+        return ["sh", "-c", 'cp -r "$1" "$2" && sync -f "$2"', "sh", str(case.src / "files"), str(dest / "files")], None
+    if tool in ("rclone", "rclone-fast"):
+        fast = tool == "rclone-fast"
+        common = ["--transfers", str(workers), "--checkers", str(max(8, workers)), "-q", *(RCLONE_FAST_COMMON if fast else [])]
+        if target == "local":
+            return ["rclone", "copy", str(case.src / "files"), str(dest / "files"), *common, *(RCLONE_FAST_LOCAL if fast else [])], _env()
+        assert s3 is not None
+        part = f"{part_size // 1024}Ki"  # pmigrate's multipart threshold and part size are both PartSize
+        return ["rclone", "copy", str(case.src / "files"), f"moto:{bucket}", *common,
+                "--s3-chunk-size", part, "--s3-upload-cutoff", part, "--s3-upload-concurrency", "4",
+                *(RCLONE_FAST_S3 if fast else [])], s3.rclone_env()  # fmt: skip
+    raise ValueError(tool)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -398,6 +410,10 @@ class Row:
 
     def cpu(self, tool: str) -> float:
         ok = [r.cpu for r in self.runs.get(tool, []) if r.ok]
+        return statistics.median(ok) if ok else 0.0
+
+    def server_cpu(self, tool: str) -> float:
+        ok = [r.server_cpu for r in self.runs.get(tool, []) if r.ok]
         return statistics.median(ok) if ok else 0.0
 
 
@@ -439,7 +455,8 @@ def csv_rows(rows: list[Row], *, workers: int, scale: float) -> list[dict]:
                 out.append({"case": c.name, "target": row.target, "tool": tool, "workers": workers, "scale": scale,
                             "rounds": sum(r.ok for r in row.runs[tool]), "blobs": c.blobs, "bytes": c.bytes, "seconds": med,
                             "mb_per_s": c.bytes / med / 1e6, "files_per_s": c.blobs / med, "rss_mib": row.peak(tool) / MiB,
-                            "pss_mib": row.peak_pss(tool) / MiB, "cpu_s": row.cpu(tool), "part_size": row.part_size})
+                            "pss_mib": row.peak_pss(tool) / MiB, "cpu_s": row.cpu(tool), "part_size": row.part_size,
+                            "server_cpu_s": row.server_cpu(tool) if row.target == "s3" else ""})
     return out
 
 
@@ -457,8 +474,9 @@ def measure_row(case: Case, target: str, tools: list[str], work: Path, *, rounds
         for tool in order:
             run = run_tool(tool, case, target, work, workers=workers, s3=s3, part_size=part_size)
             row.runs[tool].append(run)
+            server = f" moto cpu {run.server_cpu:5.1f}s" if target == "s3" else ""
             print(f"  {tag or case.name} {target:<5} {tool:<11} round {rnd + 1}: {run.seconds:7.2f}s (+{run.linger:.2f}s linger) "
-                  f"cpu {run.cpu:6.1f}s rss {run.peak_rss / MiB:6.0f} MiB pss {run.peak_pss / MiB:6.0f} MiB "
+                  f"cpu {run.cpu:6.1f}s{server} rss {run.peak_rss / MiB:6.0f} MiB pss {run.peak_pss / MiB:6.0f} MiB "
                   f"load {os.getloadavg()[0]:.1f} {'' if run.ok else 'FAILED ' + run.note}", flush=True)  # fmt: skip
     return row
 

@@ -85,6 +85,7 @@ def blob_case(name: str, work: Path, *, scale: float, rounds: int, workers: int,
                     "seconds": med if med is not None else float("nan"),
                     "linger_s": statistics.median(lingers) if lingers else float("nan"),
                     "cpu_s": row.cpu(tool), "pss_mib": row.peak_pss(tool) / MiB,
+                    "server_cpu_s": row.server_cpu(tool) if target == "s3" else float("nan"),
                     "ratio": (med / pm) if med and pm and tool != "pmigrate" else float("nan")})  # fmt: skip
     return row, out
 
@@ -204,11 +205,12 @@ def main() -> int:
     print(f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) {', '.join(f'{x:.1f}' for x in load_before)} before, "
           f"{', '.join(f'{x:.1f}' for x in load_after)} after; {time.perf_counter() - started:.0f} s in all; "
           f"workers/transfers {args.workers}; median of {args.rounds} rounds; scale {args.scale}")  # fmt: skip
-    print_table(["case", "tool", "blobs/rows", "seconds", "linger s", "CPU s", "peer/pmigrate"],
+    print_table(["case", "tool", "blobs/rows", "seconds", "linger s", "CPU s", "moto CPU s", "peer/pmigrate"],
                 [[r["case"], r["tool"], r.get("blobs") or r.get("rows", ""), _f(r["seconds"]), _f(r.get("linger_s")),
-                  _f(r.get("cpu_s")), _f(r["ratio"])] for r in results])  # fmt: skip
+                  _f(r.get("cpu_s")), _f(r.get("server_cpu_s")), _f(r["ratio"])] for r in results])  # fmt: skip
     print("(peer/pmigrate: the peer's seconds over pmigrate's, above 1 when pmigrate is faster; for mysql: its rows/s over postgres's;"
-          " linger: seconds from pmigrate's exit until its fork server and resource tracker are gone)")  # fmt: skip
+          " linger: seconds from pmigrate's exit until its fork server and resource tracker are gone;"
+          " CPU s: user+sys of the tool's process tree; moto CPU s: the S3 server's, on the same 2 CPUs)")  # fmt: skip
     print()
     print_table(["case", "measure", "pmigrate s", "peer s", "figure", "goal", "met"], summary(results))
     write_csv("peers", results, keys=("case", "tool", "workers", "scale"))

@@ -149,6 +149,8 @@ def record(args: list[str], *, work: Path, rate: int, perf: bool, gil: bool) -> 
     with open(work / "stderr", "w") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     spies: dict[int, subprocess.Popen] = {}
+    dumps: dict[int, subprocess.Popen] = {}  # perf: one py-spy dump of each lasting process, to tell a worker
+    seen: dict[int, float] = {}
     cpu: dict[int, int] = {}
     cmdline: dict[int, str] = {}
     parent: dict[int, int] = {}
@@ -167,6 +169,10 @@ def record(args: list[str], *, work: Path, rate: int, perf: bool, gil: bool) -> 
                 continue
             cpu[pid] = info[0]
             cmdline.setdefault(pid, _cmdline(pid))
+            seen.setdefault(pid, time.time())
+            if perf and PYSPY and pid not in dumps and time.time() - seen[pid] > 0.2:
+                with open(work / f"dump-{pid}.txt", "w") as out:
+                    dumps[pid] = subprocess.Popen([PYSPY, "dump", "--nonblocking", "-p", str(pid)], stdout=out, stderr=subprocess.DEVNULL)
             if not perf and pid not in spies:
                 spies[pid] = subprocess.Popen(
                     [PYSPY, "record", "--nonblocking", *(["--gil"] if gil else []), "-p", str(pid), "-r", str(rate),
@@ -178,7 +184,7 @@ def record(args: list[str], *, work: Path, rate: int, perf: bool, gil: bool) -> 
         if exited is not None and all((_ticks(p) or (0, 0, "Z"))[2] == "Z" for p in tree if p != proc.pid):
             break
         time.sleep(0.01)
-    for s in spies.values():
+    for s in [*spies.values(), *dumps.values()]:
         try:
             s.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -217,11 +223,12 @@ def _perf_samples(work: Path) -> dict[int, Counter]:
     return out
 
 
-def _kind(pid: int, rec: dict, samples: Counter) -> str:
+def _kind(pid: int, rec: dict, samples: Counter, work: Path) -> str:
     """What a process is, from its command line, and for the fork server's children from what they ran.
 
-    A worker runs pool._serve (py-spy) or hashes with xxh3 (perf); the checks
-    children do neither.
+    A worker runs pool._serve: seen in its stacks (py-spy), or in the one
+    dump taken of each process that lived long enough (perf), else guessed
+    from its hashing with xxh3. The checks children do neither.
     """
     if pid == rec["root"]:
         return "parent"
@@ -230,7 +237,8 @@ def _kind(pid: int, rec: dict, samples: Counter) -> str:
         return "resource tracker"
     if "forkserver" in c and rec["ppid"].get(pid) == rec["root"]:
         return "fork server"
-    joined = " ".join(samples)
+    dump = work / f"dump-{pid}.txt"
+    joined = " ".join(samples) + (dump.read_text(errors="replace") if dump.exists() else "")
     if "_serve (pmigrate/transfer/pool.py" in joined or "_xxhash" in joined:
         return "workers"
     return "checks children" if "forkserver" in c else "other children"
@@ -249,7 +257,7 @@ def report(rec: dict, work: Path, *, perf: bool, top: int = 12) -> None:
     kinds: dict[str, dict] = defaultdict(lambda: {"pids": 0, "cpu": 0.0, "cats": Counter(), "leaves": Counter()})
     for pid in rec["pids"]:
         samples = by_pid.get(pid, Counter())
-        k = kinds[_kind(pid, rec, samples)]
+        k = kinds[_kind(pid, rec, samples, work)]
         k["pids"] += 1
         k["cpu"] += rec["cpu"].get(pid, 0) / tck
         for sample, n in samples.items():

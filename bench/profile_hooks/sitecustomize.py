@@ -51,6 +51,7 @@ WATCH: dict[str, tuple[str, ...]] = {
 IMPORTS = {
     "sqlalchemy", "boto3", "botocore.session", "s3transfer.manager", "xxhash", "tqdm", "psycopg", "pymysql",
     "pmigrate.cli", "pmigrate.fakedb", "pmigrate.migrate", "pmigrate.transfer.engine", "pmigrate.data.s3", "pmigrate.data.file",
+    "pmigrate.data.s3_session", "botocore.config",
     "pmigrate.verify", "multiprocessing.synchronize", "multiprocessing.sharedctypes",
 }
 CAP = 50  # events written per function and process; later calls are only counted
