@@ -12,7 +12,7 @@ Cases, on fake Plik deployments:
 Each case runs pmigrate, cp -r and cp -r + sync (local only; pmigrate
 makes every blob durable with syncfs before its journal says done, cp does
 not), rclone at its defaults and rclone at its fastest ("rclone-fast",
-RCLONE_FAST: the flags rclone's documentation gives for fewer requests and
+RCLONE_FAST_*: the flags rclone's documentation gives for fewer requests and
 less checking) at the same
 concurrency (--workers N = --transfers N), alternating tools round by round,
 each run into a fresh directory or bucket; after a bucket is emptied, the
@@ -467,7 +467,7 @@ def compile_pmigrate() -> None:
 
 def measure_row(case: Case, target: str, tools: list[str], work: Path, *, rounds: int, workers: int, s3: S3 | None,
                 part_size: int = 16 * MiB, tag: str = "") -> Row:
-    """Every tool on one case and target, alternating the order round by round."""  # fmt: skip
+    """Every tool on one case and target, alternating the order round by round."""
     row = Row(case, target, {t: [] for t in tools}, part_size=part_size)
     for rnd in range(rounds):
         order = tools if rnd % 2 == 0 else list(reversed(tools))

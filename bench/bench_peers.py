@@ -6,7 +6,7 @@
 Cases (--case, comma-separated, or all):
   one-file       one blob of 4 KiB, file -> file, whole command: the fixed cost
   one-s3         one blob of 4 KiB, file -> S3 (moto), whole command
-  mixed-s3       about 909 blobs of mixed sizes, file -> S3 (moto), PartSize 5 MiB
+  mixed-s3       923 blobs of mixed sizes (230 MiB), file -> S3 (moto), PartSize 5 MiB
   small5k-file   5,000 blobs of about 4 KiB, file -> file
   small20k-file  20,000 blobs of about 4 KiB, file -> file
   metadata       sqlite3 -> postgres against pgloader, and sqlite3 -> mysql against -> postgres
@@ -54,7 +54,7 @@ BLOB_CASES = {
     "small5k-file": ("d", "local", 16 * MiB, ["pmigrate", "rclone-fast", "rclone"], True),
     "small20k-file": ("b", "local", 16 * MiB, ["pmigrate", "rclone-fast", "rclone", "cp"], True),
 }
-MIXED_SCALE = 0.17  # of bench_blobs' case a: about 909 blobs, as in the figures this bench reproduces
+MIXED_SCALE = 0.17  # of bench_blobs' case a: 923 blobs, 230 MiB
 CASES = [*BLOB_CASES, "metadata"]
 
 # What pmigrate should reach: (peer, least ratio of the peer's time to pmigrate's)

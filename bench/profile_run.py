@@ -241,7 +241,7 @@ CASES = {
     "none-file": ("e", 1.0, "local", 16 << 20, True),  # the same, copied already: the journal lists it
     "one-s3": ("e", 1.0, "s3", 16 << 20, False),  # one 4 KiB blob to copy, file -> S3 (moto; the bucket exists)
     "none-s3": ("e", 1.0, "s3", 16 << 20, True),
-    "mixed-s3": ("a", 0.17, "s3", 5 << 20, False),  # about 909 blobs of mixed sizes, file -> S3, PartSize 5 MiB
+    "mixed-s3": ("a", 0.17, "s3", 5 << 20, False),  # 923 blobs of mixed sizes (230 MiB), file -> S3, PartSize 5 MiB
     "small-file": ("d", 1.0, "local", 16 << 20, False),  # 5,000 blobs of about 4 KiB, file -> file
 }
 
