@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo/run-$(shell date +%Y%m%d-%H%M%S)
 MANPAGE ?= pmigrate.1
 
-.PHONY: demo test man bench bench-plots clean
+.PHONY: demo test man bench bench-peers bench-plots clean
 
 $(STAMP): pyproject.toml
 	@# a dangling .venv link (a clone made on another machine) gives way to a real venv
@@ -38,6 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_verify.py --files 150 --mib 96 --rounds 2 --workers 2
 	$(BIN)/python bench/bench_fakedb.py --files 50000 --runs 2
 	$(BIN)/python bench/plots.py
+
+# pmigrate against rclone (defaults and fastest), cp and pgloader, case by case (bench/results/README.md#peers).
+bench-peers: $(STAMP)
+	$(BIN)/python bench/bench_peers.py --case all --scale 1 --rounds 3 --metadata-files 100000
 
 bench-plots: $(STAMP)
 	$(BIN)/python bench/plots.py

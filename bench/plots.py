@@ -29,7 +29,7 @@ matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROFILE = {"a": "mixed sizes", "b": "small blobs", "c": "one large blob", "mixed": "mixed sizes", "small": "small blobs",
+PROFILE = {"a": "mixed sizes", "b": "small blobs", "c": "one large blob", "d": "5,000 small blobs", "e": "one 4 KiB blob", "mixed": "mixed sizes", "small": "small blobs",
            "large": "large blobs"}  # fmt: skip
 
 
@@ -119,11 +119,11 @@ def blobs_vs_tools(folder: Path, blobs: list[dict]) -> None:
     blobs = [r for r in blobs if (float(r["scale"]), r["run"]) == chosen.get((r["case"], r["target"]))
              and int(float(r["workers"])) == top[(r["case"], r["target"])]]  # fmt: skip
     cases = sorted({c for c, _ in top})
-    tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone") if any(r["tool"] == t for r in blobs)]
+    tools = [t for t in ("pmigrate", "cp", "cp+sync", "rclone", "rclone-fast") if any(r["tool"] == t for r in blobs)]
     fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4.2), squeeze=False)
     for ax, case in zip(axes[0], cases):
         # Small blobs are counted in files/s: their bytes say little.
-        metric, unit = ("files_per_s", "files/s") if case == "b" else ("mb_per_s", "MB/s (10^6 bytes)")
+        metric, unit = ("files_per_s", "files/s") if case in ("b", "d", "e") else ("mb_per_s", "MB/s (10^6 bytes)")
         targets = sorted(t for c, t in top if c == case)
         value = {(r["target"], r["tool"]): num(r, metric) for r in blobs
                  if r["case"] == case and int(float(r["workers"])) == top[(case, r["target"])]}  # fmt: skip
