@@ -144,6 +144,7 @@ class ClusterPool:
         from distributed import Client
 
         verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        _route_logs(verbose)
         try:
             if self._local:
                 self._cluster = self._local_cluster(int(self.address[len(LOCAL) :]), verbose=verbose)
@@ -153,7 +154,6 @@ class ClusterPool:
         except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, or the cluster's own
             self._close_client()
             raise ConfigError(f"cannot reach the Dask scheduler at {self.address} ({_reason(exc)}): start it, or fix --cluster; {HINT}") from None
-        _route_logs(verbose)
         try:
             self._client.wait_for_workers(1, timeout=WORKERS_SECONDS)
         except Exception:  # noqa: BLE001 - TimeoutError
@@ -464,7 +464,9 @@ def _reason(exc: Any) -> str:
 
 
 def _route_logs(verbose: bool) -> None:
-    """Dask's own log lines in the parent go through pmigrate's redacting handler, and only with -v."""
+    """Dask's own log lines in the parent go through pmigrate's redacting handler, and only with -v.
+
+    Before a LocalCluster starts: it would otherwise silence, then restore, the handlers removed here."""
     families = ("distributed", "tornado", "bokeh")
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if isinstance(logger, logging.Logger) and name.split(".", 1)[0] in families:

@@ -14,6 +14,10 @@ Upload parts held in memory are counted per worker (data/budget.py): two
 per thread, shared by that worker's threads only, since a semaphore does
 not cross hosts.
 
+Blobs written to a file target are made durable on the worker's host before
+the results leave it (one syncfs per chunk): the parent's own syncfs reaches
+only what its host wrote.
+
 A task never raises: a Dask scheduler keeps a failed task's exception and
 traceback, and shows them. Whatever goes wrong is returned as a short,
 redacted reason.
@@ -36,6 +40,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, StoreAbsent
+from pmigrate.transfer.jobs import COPIED
 from pmigrate.transfer.sealed import ENV, Seal, SealError
 
 log = logging.getLogger(__name__)
@@ -203,6 +208,15 @@ def _probe(handler: Any, *, target: bool) -> str:
     return ""
 
 
+def _durable(dst: Any) -> None:
+    """The blobs this chunk wrote, made durable before the parent journals them: its own sync
+    (the parent's syncfs reaches its own host's writes only). A no-op on object stores."""
+    try:
+        dst.sync()
+    except OSError as exc:
+        raise _Refusal(redact.redact(f"could not make the blobs it wrote durable: {exc}")) from None
+
+
 def _plugin(worker: Any, name: str) -> RunPlugin | None:
     deadline = time.monotonic() + PLUGIN_WAIT
     while True:
@@ -233,7 +247,11 @@ def run_chunk(name: str, sealed: bytes) -> tuple:
             if lifeline.stopped():
                 break  # cancelled: Dask drops this task's result anyway
             out.append(handler(job))
+        if any(getattr(r, "outcome", "") == COPIED for r in out):
+            _durable(handler.dst)
         return (RESULTS, plugin.seal.seal(out))
+    except _Refusal as exc:
+        return (FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - a handler reports per blob; this is a defect, said without a traceback
         return (FAILED, redact.redact(f"{type(exc).__name__}: {exc}"))
     finally:
