@@ -228,8 +228,8 @@ def test_the_scheduler_killed_stops_the_run_and_a_local_run_completes_it(tmp_pat
     assert _journal(target) == _hashes(dep)
 
 
-def test_a_worker_that_cannot_reach_the_source_says_so_once(tmp_path, run_cli, s3_server, s3_bucket):
-    blobs = bd.make_blobs(200, seed=12, sizes=[3000])
+def test_workers_that_cannot_reach_the_source_or_open_the_options_say_so_once(tmp_path, run_cli, s3_server, s3_bucket):
+    blobs = bd.make_blobs(400, seed=12, sizes=[3000])  # chunks enough for each worker to get one at once
     dep = bd.s3_source(tmp_path / "src", blobs, server=s3_server, bucket=s3_bucket)
     c = dask_cluster.Cluster(tmp_path / "dask")
     c.folder.mkdir()
@@ -238,15 +238,18 @@ def test_a_worker_that_cannot_reach_the_source_says_so_once(tmp_path, run_cli, s
         c.add_worker()
         dead_proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
         c.add_worker(host="127.0.0.2", HTTP_PROXY=dead_proxy, http_proxy=dead_proxy, NO_PROXY="", no_proxy="")
-        c.wait_workers(2)
+        c.add_worker(host="127.0.0.3", key="another-passphrase-than-pmigrates")
+        c.wait_workers(3)
         target = bd.file_target(tmp_path / "dst")
         code, doc, err = _run(run_cli, dep.config, target, tmp_path, "--cluster", c.address)
     finally:
         c.stop()
     assert code == 0, err
     said = [line for line in err.splitlines() if "cannot reach the source" in line]
-    assert len(said) == 1, err
-    assert "127.0.0.2" in said[0]
+    assert len(said) == 1 and "Dask worker tcp://127.0.0.2:" in said[0], err
+    said = [line for line in err.splitlines() if "PMIGRATE_CLUSTER_KEY is not the one pmigrate was given" in line]
+    assert len(said) == 1 and "Dask worker tcp://127.0.0.3:" in said[0], err
+    assert len(err.strip().splitlines()) == 2, err  # nothing else, and nothing per blob
     _assert_target_complete(dep, tmp_path / "dst" / "files")
 
 

@@ -48,7 +48,15 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local:"
 CHUNKS_PER_THREAD = 2  # chunks in flight per worker thread, as the local pool keeps 2 per process
-ALONE_SIZE = 8 << 20  # a job this big is a chunk of its own: its neighbours' results need not wait for it
+# Chunk size: a task costs the scheduler about a millisecond, so a chunk should keep a thread
+# busy for about TASK_SECONDS (a hundred hosts at 10 Gbit/s must not ask for tens of thousands
+# of tasks a second); but the jobs of one chunk are copied one after the other by one thread of
+# one host, so a chunk much longer leaves hosts idle at the end. The limits (jobs, bytes; a job
+# bigger than the bytes is a chunk of its own) start at chunk_jobs and chunk_bytes, and are
+# scaled by how long the chunks took, within SCALE.
+CHUNK_BYTES = 8 << 20
+TASK_SECONDS = 1.0
+SCALE = (1 / 8, 64.0)
 CONNECT_SECONDS = 20.0
 WORKERS_SECONDS = 60.0  # wait for the first worker to join
 REFRESH_SECONDS = 2.0  # between looks at the cluster's workers
@@ -100,7 +108,7 @@ class ClusterPool:
         context: Any,
         lost: Callable[[Any, str], Any],
         chunk_jobs: int = 64,
-        chunk_bytes: int = 32 << 20,
+        chunk_bytes: int = CHUNK_BYTES,
         probe_target: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -114,6 +122,7 @@ class ClusterPool:
         self._lost = lost
         self._chunk_jobs = chunk_jobs
         self._chunk_bytes = chunk_bytes
+        self._scale = 1.0  # of both chunk limits, from the time chunks took (_resize)
         self._probe_target = probe_target
         self._local = address.startswith(LOCAL)
         env = os.environ if env is None else env
@@ -294,7 +303,9 @@ class ClusterPool:
         chunk: list[Any] = []
         weight = 0
         for job in jobs:
-            if job.size >= ALONE_SIZE:
+            most_jobs = max(1, round(self._chunk_jobs * self._scale))
+            most_bytes = self._chunk_bytes * self._scale
+            if job.size >= most_bytes:
                 if chunk:
                     yield chunk
                     chunk, weight = [], 0
@@ -302,7 +313,7 @@ class ClusterPool:
                 continue
             chunk.append(job)
             weight += job.size
-            if len(chunk) >= self._chunk_jobs or weight >= self._chunk_bytes:
+            if len(chunk) >= most_jobs or weight >= most_bytes:
                 yield chunk
                 chunk, weight = [], 0
         if chunk:
@@ -333,7 +344,9 @@ class ClusterPool:
             kind = value[0]
             if kind == cw.RESULTS:
                 assert self._seal is not None
-                return self._seal.open(value[1])
+                results = self._seal.open(value[1])
+                self._resize(results)
+                return results
             if kind == cw.REFUSED:
                 self._refused(value[1], value[2])
                 self._retry.append(chunk.jobs)
@@ -347,6 +360,12 @@ class ClusterPool:
             raise FatalError(f"a blob task failed on the Dask cluster: {_reason(exc)}")
         self._check_scheduler()
         raise FatalError(f"the Dask cluster at {self.address} cancelled a blob task: {_reason(value)}")
+
+    def _resize(self, results: list[Any]) -> None:
+        """Chunks that took TASK_SECONDS of their thread's time stay as they are; others grow or shrink, by half at most."""
+        busy = sum(getattr(r, "seconds", 0.0) for r in results)
+        ratio = TASK_SECONDS / busy if busy > 0 else 2.0
+        self._scale = min(SCALE[1], max(SCALE[0], self._scale * min(2.0, max(0.5, ratio))))
 
     def _refused(self, worker: str, why: str) -> None:
         host = _host(worker)

@@ -133,7 +133,10 @@ class RunPlugin(WorkerPlugin):
         try:
             passphrase = _passphrase()
             seal = Seal(passphrase, salt=self.salt, context=self.name)
-            context = seal.open(self.sealed)
+            try:
+                context = seal.open(self.sealed)
+            except SealError:
+                raise _Refusal(f"cannot open pmigrate's options: its {ENV} is not the one pmigrate was given") from None
             self.seal = seal
             parts = threading.BoundedSemaphore(PartBudget.capacity(threads))  # this worker's own (module docstring)
             context = dataclasses.replace(context, extra={**context.extra, "part_budget": parts})
@@ -142,6 +145,7 @@ class RunPlugin(WorkerPlugin):
                 handler = worker_mod.make_handler(context, lifeline=lifeline)
                 self._handlers.append(handler)
                 self._free.put((handler, lifeline))
+            redact.register(passphrase)  # after make_handler, which sets up the redacted logs
             self.problem = _probe(self._handlers[0], target=self.probe_target)
         except _Refusal as exc:
             self.problem = str(exc)

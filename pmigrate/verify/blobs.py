@@ -190,7 +190,7 @@ def audit(
     if cluster:  # on a Dask cluster's workers instead (transfer/cluster.py)
         from pmigrate.transfer.cluster import ClusterPool
 
-        pool: Any = ClusterPool(address=cluster, context=context, lost=blobjob.lost, **chunks)
+        pool: Any = ClusterPool(address=cluster, context=context, lost=blobjob.lost)
     else:
         pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload,
                     start_method="fork", **chunks)  # fmt: skip
