@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from tests import dask_cluster
 from tests.dask_cluster import KEY
 from tests.servers import free_port
 from tests.test_engine_file import _assert_target_complete, _gone, _Held, _wait_journal
+from tests.test_engine_s3 import _journal
 
 MiB = 1 << 20
 PART = "PartSize = 5242880\n"
@@ -50,15 +50,6 @@ def _run(run_cli, src: Path, dst: Path, tmp_path: Path, *extra: str, env: dict |
                  env={"PMIGRATE_CLUSTER_KEY": KEY, **(env or {})})  # fmt: skip
     doc = json.loads(report.read_text()) if report.exists() else {}
     return cp.returncode, doc, cp.stderr
-
-
-def _journal(target_cfg: Path) -> dict[str, tuple]:
-    (j,) = target_cfg.parent.glob(".pmigrate-journal-*.db")
-    con = sqlite3.connect(j)
-    try:
-        return {r[0]: (r[1], r[2]) for r in con.execute("SELECT file_id, size, xxh3 FROM blobs")}
-    finally:
-        con.close()
 
 
 def _hashes(dep: bd.Deployment) -> dict[str, tuple]:
