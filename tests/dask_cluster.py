@@ -95,19 +95,19 @@ class Cluster:
         return out
 
     def stop(self) -> None:
+        """The workers first (they tell the scheduler they leave), then the scheduler; each by its PID."""
         children = self.worker_pids()
-        for proc in [*self.workers, self.scheduler]:
-            if proc is not None and proc.poll() is None:
+        for group in (self.workers, [self.scheduler]):
+            live = [p for p in group if p is not None and p.poll() is None]
+            for proc in live:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in [*self.workers, self.scheduler]:
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            deadline = time.monotonic() + 15
+            for proc in live:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for pid in children:  # a worker process its nanny did not take with it
             try:
                 if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():

@@ -335,6 +335,9 @@ class ClusterPool:
         """The results of one finished task; what a death, a refusal or a failure means for its jobs."""
         from pmigrate.transfer import cluster_worker as cw
 
+        # The scheduler's word of a lost worker comes before the result of the task run again:
+        # read it first, or that task's chunk would not be known to need clearing after.
+        self._note_removals()
         chunk = self._pending.pop(future.key, None)
         if chunk is None:
             return []

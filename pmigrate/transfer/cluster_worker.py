@@ -176,10 +176,16 @@ class RunPlugin(WorkerPlugin):
     def wait_ready(self) -> bool:
         return self._ready.wait(PLUGIN_WAIT)
 
-    def checkout(self, key: Any) -> tuple[Any, TaskLifeline]:
-        handler, lifeline = self._free.get()
-        lifeline.key = key
-        return handler, lifeline
+    def checkout(self, key: Any) -> tuple[Any, TaskLifeline] | None:
+        """A free handler for this task's thread; None once the plugin is being removed (the run is over)."""
+        while not self.closing:
+            try:
+                handler, lifeline = self._free.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            lifeline.key = key
+            return handler, lifeline
+        return None
 
     def checkin(self, handler: Any, lifeline: TaskLifeline) -> None:
         lifeline.key = None
@@ -244,7 +250,10 @@ def run_chunk(name: str, sealed: bytes) -> tuple:
         jobs = plugin.seal.open(sealed)
     except SealError as exc:
         return (FAILED, f"a chunk of jobs {exc}")
-    handler, lifeline = plugin.checkout(worker.get_current_task())
+    taken = plugin.checkout(worker.get_current_task())
+    if taken is None:
+        return (FAILED, "the run ended")  # nobody waits for this result any more
+    handler, lifeline = taken
     try:
         out = []
         for job in jobs:
