@@ -99,6 +99,7 @@ def _defaults() -> dict[str, Any]:
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
         "retry_for": RETRY_FOR,
         "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
+        "cluster": None,
     }  # fmt: skip
 
 
@@ -129,6 +130,13 @@ def _add_common(p: argparse.ArgumentParser, *, verify: bool) -> None:
         type=_positive_int,
         metavar="N",
         help=f"worker processes that {'read and hash' if verify else 'copy'} blobs (default: the number of CPUs)",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help=f"{'read and hash' if verify else 'copy'} blobs on the workers of a Dask cluster: its scheduler's address "
+        "(tcp://HOST:8786; PMIGRATE_CLUSTER_KEY set here and for every worker), or local:N for N worker processes "
+        "on this host; needs pmigrate[dask] (default: --workers processes on this host)",
     )
     p.add_argument(
         "--batch-size",
@@ -313,6 +321,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
             here.error("argument --data-only: not allowed with argument --metadata-only")
         if args.verbose and args.quiet:
             here.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+        if args.cluster and args.max_memory is not None:
+            here.error("--max-memory bounds this host's worker processes, not a Dask cluster's: give each dask worker "
+                       "--memory-limit instead (see docs/guide/cluster.md)")  # fmt: skip
     return args
 
 
@@ -339,6 +350,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         quiet=args.quiet,
         stats=args.stats,
         verbose=args.verbose,
+        cluster=args.cluster,
     )
 
 
@@ -418,7 +430,12 @@ def _main(args: argparse.Namespace) -> int:
 
             return fakedb.run(args)
         _check_paths(args)
-        _warn_many_workers(args.workers, os.cpu_count() or 1)
+        if args.cluster:
+            from pmigrate.transfer import cluster
+
+            cluster.check_option(args.cluster, env=os.environ)
+        else:
+            _warn_many_workers(args.workers, os.cpu_count() or 1)
         from pmigrate import migrate
 
         return migrate.run(args.command or "migrate", options_from(args), config_path=args.config, target_path=args.to, json_path=args.json)

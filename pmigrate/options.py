@@ -36,3 +36,4 @@ class RunOptions:
     quiet: bool = False
     stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False
+    cluster: str | None = None  # --cluster: a Dask scheduler's address, or local:N; None: this host's worker processes

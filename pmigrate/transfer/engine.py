@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import sqlalchemy as sa
 
@@ -51,6 +51,9 @@ from pmigrate.transfer.pool import Pool
 from pmigrate.transfer.stopcause import size as _size
 from pmigrate.words import plural
 
+if TYPE_CHECKING:
+    from pmigrate.transfer.cluster import ClusterPool
+
 log = logging.getLogger(__name__)
 
 AREA = "data"
@@ -67,7 +70,7 @@ class Plan:
     journal_path: Path
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
-    pool: Pool | None = None  # workers started by preflight
+    pool: Pool | ClusterPool | None = None  # workers started by preflight
     owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
     make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
     target: str = ""  # where the blobs go, resolved
@@ -172,28 +175,37 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     return plan
 
 
-def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool:
+def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool | ClusterPool:
     """``stat_target``: stat jobs also look each blob up on the target (the dry run of a target holding blobs)."""
+    if opts.cluster:  # Dask workers instead of this host's processes (transfer/cluster.py)
+        from pmigrate.transfer.cluster import ClusterPool
+
+        absent = opts.dry_run and plan.probe is not None and not plan.probe.exists  # the run would create it
+        return ClusterPool(address=opts.cluster, context=_context(plan, opts=opts, stat_target=stat_target),
+                           lost=worker_mod.lost_result, probe_target=not absent)  # fmt: skip
     with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
         parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
              plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
-    context = worker_mod.WorkerContext(
+    return Pool(
+        factory=worker_mod.make_handler,
+        context=_context(plan, opts=opts, stat_target=stat_target, parts=parts),
+        workers=opts.workers,
+        lost=worker_mod.lost_result,
+        start_method=START_METHOD,
+        preload=_preload(plan.src, plan.dst),
+        tokens=parts,
+    )
+
+
+def _context(plan: Plan, *, opts: RunOptions, stat_target: bool, parts: Any = None) -> worker_mod.WorkerContext:
+    return worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
         extra={"part_budget": parts, "stat_target": stat_target},
-    )
-    return Pool(
-        factory=worker_mod.make_handler,
-        context=context,
-        workers=opts.workers,
-        lost=worker_mod.lost_result,
-        start_method=START_METHOD,
-        preload=_preload(plan.src, plan.dst),
-        tokens=parts,
     )
 
 

@@ -313,6 +313,7 @@ def _run_blobs(plan: VerifyPlan, *, src_engine: Any, opts: RunOptions, report: A
                 stats=opts.stats,
                 on_target_wrong=forget if journal is not None else None,
                 keyring=keyring,
+                cluster=opts.cluster,
             )
         finally:
             if journal is not None:

@@ -17,6 +17,7 @@ import hashlib
 import mmap
 import os
 import stat as stat_mod
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -28,14 +29,14 @@ from pmigrate.errors import BlobNotFound, Cancelled, ItemError
 
 BUFFER = 256 << 10  # fits in L2 beside the kernel copy: hashing reads it from cache
 MAP_STEP = 8 << 20  # mapped files are hashed in steps, to notice a stop request
-_buffer: memoryview | None = None  # one per process, reused: a fresh buffer per blob costs page faults
+_local = threading.local()  # one buffer per thread (a Dask worker runs several jobs at once), reused: a fresh buffer per blob costs page faults
 
 
 def _view() -> memoryview:
-    global _buffer
-    if _buffer is None:
-        _buffer = memoryview(bytearray(BUFFER))
-    return _buffer
+    view = getattr(_local, "buffer", None)
+    if view is None:
+        view = _local.buffer = memoryview(bytearray(BUFFER))
+    return view
 
 
 # Outcome kinds, as they appear in the report.

@@ -153,6 +153,7 @@ def audit(
     stats: float = 0.0,
     on_target_wrong: Callable[[list[str]], None] | None = None,
     keyring: Any = None,
+    cluster: str | None = None,
 ) -> BlobTotals:
     """Verify every blob of the source's uploaded and removed files on the target.
 
@@ -160,7 +161,8 @@ def audit(
     its worker hands to blobjob.verify_blob. ``on_target_wrong`` hears the ids
     of blobs missing or wrong on the target, batch by batch. ``keyring``
     (pmigrate.data.ssekeys) gives files without an SSE-C key the one the copy
-    made, to read the target with.
+    made, to read the target with. ``cluster``: on a Dask cluster's workers
+    instead (transfer/cluster.py).
     """
     from pmigrate import progress
     from pmigrate.data.registry import backend_class
@@ -184,16 +186,14 @@ def audit(
     # nothing of the parent's is used in them: they build their own backends.
     # Chunks smaller than the copy's: a verify reads at page-cache speed, so a
     # 32 MiB chunk left to one worker at the end would idle the others.
-    pool = Pool(
-        factory=worker_mod.make_handler,
-        context=context,
-        workers=workers,
-        lost=blobjob.lost,
-        preload=preload,
-        start_method="fork",
-        chunk_jobs=64,
-        chunk_bytes=16 << 20,
-    )
+    chunks = {"chunk_jobs": 64, "chunk_bytes": 16 << 20}
+    if cluster:  # on a Dask cluster's workers instead (transfer/cluster.py)
+        from pmigrate.transfer.cluster import ClusterPool
+
+        pool: Any = ClusterPool(address=cluster, context=context, lost=blobjob.lost)
+    else:
+        pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload,
+                    start_method="fork", **chunks)  # fmt: skip
     start = time.perf_counter()
     with progress.bar(quiet=quiet, every=stats, desc="verify blobs", label=AREA, total=t.bytes, unit=progress.BYTES) as bar:
 
