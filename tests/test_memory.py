@@ -166,7 +166,7 @@ def test_a_default_run_holds_two_parts_a_worker_beside_the_processes_and_never_w
     mem = doc["sections"]["data"]["memory"]
     assert mem["limit_bytes"] is None and mem["exceeded"] is False
     assert mem["parts_at_once"] == [4, 4]  # 2 workers, 2 parts each: this host spares far more than 20 MiB
-    assert 20 * MiB < mem["processes_bytes"] < mem["peak_bytes"]
+    assert 20 * MiB < mem["processes_bytes"] <= mem["peak_bytes"]  # equal when the peak sample held no part
     assert "warning" not in cp.stdout + cp.stderr and doc["warnings"] == []
     assert "(2 a worker; no --max-memory)" in cp.stdout
 

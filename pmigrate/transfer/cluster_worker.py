@@ -50,6 +50,7 @@ RESULTS = "results"
 REFUSED = "refused"
 FAILED = "failed"
 PLUGIN_WAIT = 60.0  # seconds a task waits for its worker's plugin to be built
+PROBE_WAIT = 20.0  # seconds a worker's check of a store may go unanswered before it is taken as unreachable
 STOP_CHECK = 1.0  # seconds between looks at whether the task was cancelled
 TEARDOWN_WAIT = 60.0  # seconds teardown waits for running tasks to give their handler back
 _OVER = frozenset({"cancelled", "released", "forgotten"})  # a task in these states is no one's any more
@@ -204,10 +205,17 @@ def _passphrase() -> str:
 
 
 def _probe(handler: Any, *, target: bool) -> str:
-    """Why this host cannot reach a store, or ''; what each backend's check() says, once per worker."""
+    """Why this host cannot reach a store, or ''; what each backend's check() says, once per worker.
+
+    A check that gets no answer (a store down, a proxy that swallows requests) would be tried
+    again for --retry-for, as in an outage: past PROBE_WAIT it is taken as unreachable, well
+    before the parent gives up on the plugin.
+    """
     for side, backend in (("source", handler.src), ("target", handler.dst)):
         try:
-            backend.check(create=False)
+            _within(PROBE_WAIT, lambda b=backend: b.check(create=False))
+        except TimeoutError:
+            return redact.redact(f"cannot reach the {side}: no answer within {PROBE_WAIT:.0f}s")
         except StoreAbsent as exc:
             if side == "source" or target:
                 return redact.redact(f"cannot reach the {side}: {exc}")
@@ -216,6 +224,26 @@ def _probe(handler: Any, *, target: bool) -> str:
         except Exception as exc:  # noqa: BLE001
             return redact.redact(f"cannot reach the {side}: {type(exc).__name__}: {exc}")
     return ""
+
+
+def _within(seconds: float, fn: Any) -> None:
+    """fn() in a daemon thread: its error, or TimeoutError past seconds (the thread is left to end on its own)."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name="pmigrate-probe", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError
+    if failed:
+        raise failed[0]
 
 
 def _durable(dst: Any) -> None:
