@@ -16,6 +16,7 @@ import pytest
 from pmigrate.cli import build_parser
 from pmigrate.words import plural
 from tests import blobdeploy as bd
+from tests.servers import unavailable
 from tests.test_cli_errors import assert_usage_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +189,7 @@ def test_the_man_page_has_no_placeholder_and_lists_options_before_commands(tmp_p
     """`make man` with this interpreter's argparse-manpage (the dev extra), written into tmp_path."""
     tool = Path(sys.executable).parent / "argparse-manpage"
     if not tool.exists() or shutil.which("make") is None:
-        pytest.skip("argparse-manpage (the dev extra) or make is not installed")
+        unavailable("argparse-manpage (the dev extra) or make is not installed")
     stamp = tmp_path / "installed"
     stamp.touch()  # newer than pyproject.toml: make installs nothing
     page = tmp_path / "pmigrate.1"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import dumps
+from tests.servers import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,7 @@ def test_pmigrate_plik_dumps_names_another_folder(monkeypatch, tmp_path):
 
 def _clone(dest: Path) -> None:
     if not (REPO / ".git").exists() or shutil.which("git") is None:
-        pytest.skip("not a git checkout: nothing to clone")
+        unavailable("not a git checkout: nothing to clone")
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(dest)], check=True, capture_output=True, timeout=120)
 
 
