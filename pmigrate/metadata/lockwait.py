@@ -294,19 +294,19 @@ def _pg_holders(raw: Any, pids: Sequence[int]) -> str:
         "SELECT pid, usename, application_name, state, query_start, host(client_addr) FROM pg_stat_activity WHERE pid = ANY(%s) ORDER BY pid",
         (list(pids),),
     )
+    return _listed(
+        "pid",
+        pids,
+        rows,
+        lambda _pid, user, app, state, started, addr: f"user {shown(user or '?')}, application {shown(app) if app else 'none'}, "
+        f"{state or 'state unknown'}, query started {_when(started)}, from {addr or 'a local socket'}",
+    )
+
+
+def _listed(label: str, ids: Sequence[int], rows: Sequence[Sequence[Any]], describe: Any) -> str:
+    """'label N (details), ...' for the sessions ids in order; rows are (id, ...) as found, one gone says only its id."""
     known = {r[0]: r for r in rows}
-    parts = []
-    for pid in pids:
-        r = known.get(pid)
-        if r is None:
-            parts.append(f"pid {pid}")
-            continue
-        _, user, app, state, started, addr = r
-        parts.append(
-            f"pid {pid} (user {shown(user or '?')}, application {shown(app) if app else 'none'}, {state or 'state unknown'}, "
-            f"query started {_when(started)}, from {addr or 'a local socket'})"
-        )
-    return ", ".join(parts)
+    return ", ".join(f"{label} {i} ({describe(*known[i])})" if i in known else f"{label} {i}" for i in ids)
 
 
 # -- mysql / mariadb ----------------------------------------------------------------
@@ -430,17 +430,11 @@ def _mysql_sessions(raw: Any, cids: Sequence[int]) -> str:
         f"SELECT ID, USER, HOST, DB, COMMAND, TIME FROM information_schema.PROCESSLIST WHERE ID IN ({marks})",
         tuple(cids),
     )
-    known = {r[0]: r for r in rows}
-    parts = []
-    for cid in cids:
-        r = known.get(cid)
-        if r is None:
-            parts.append(f"connection {cid}")
-            continue
-        _, user, host, dbname, command, seconds = r
-        parts.append(
-            f"connection {cid} (user {shown(user or '?')}, from {shown(host or '?')}, database {shown(dbname or 'none')}, "
-            f"{shown(command or '?')} for {seconds or 0} s)"
-        )
-    return ", ".join(parts)
+    return _listed(
+        "connection",
+        cids,
+        rows,
+        lambda _cid, user, host, dbname, command, seconds: f"user {shown(user or '?')}, from {shown(host or '?')}, "
+        f"database {shown(dbname or 'none')}, {shown(command or '?')} for {seconds or 0} s",
+    )
 
