@@ -345,7 +345,7 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         with_sessions=args.with_sessions,
         lock_timeout=args.lock_timeout,
         follow_outside_symlinks=args.follow_outside_symlinks,
-        space_check=not getattr(args, "no_space_check", False),
+        space_check=not args.no_space_check,
         retry_for=args.retry_for,
         quiet=args.quiet,
         stats=args.stats,
