@@ -28,59 +28,21 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pmigrate import dsn, redact
+from pmigrate.data import registry
 from pmigrate.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCATIONS = ("./plikd.cfg", "/etc/plikd.cfg")
 ENV_PREFIX = "PLIKD_"
-MIB = 1024 * 1024
 
-# plikd's defaults, per backend (each backend's NewConfig).
-DATA_DEFAULTS: dict[str, dict[str, Any]] = {
-    "file": {"Directory": "files"},
-    "s3": {
-        "Endpoint": "",
-        "AccessKeyID": "",
-        "SecretAccessKey": "",
-        "Bucket": "plik",
-        "Location": "us-east-1",
-        "Prefix": "",
-        "PartSize": 16 * MIB,
-        "UseSSL": False,
-        "SSE": "",
-    },
-    "gcs": {"Bucket": "", "Folder": ""},
-    "swift": {"Container": "plik"},
-    "stream": {},
-}
-# Field types plikd's structs have: a wrong type makes plikd panic at start.
+# A data backend's keys, defaults and checks are its module's declaration (pmigrate.data.spec).
 _STR, _INT, _BOOL = str, int, bool
-DATA_TYPES: dict[str, dict[str, type]] = {
-    "file": {"Directory": _STR},
-    "s3": {
-        "Endpoint": _STR, "AccessKeyID": _STR, "SecretAccessKey": _STR, "Bucket": _STR, "Location": _STR,
-        "Prefix": _STR, "PartSize": _INT, "UseSSL": _BOOL, "SSE": _STR,
-    },
-    "gcs": {"Bucket": _STR, "Folder": _STR},
-    "swift": {
-        "Container": _STR, "Domain": _STR, "DomainId": _STR, "UserName": _STR, "UserId": _STR, "ApiKey": _STR,
-        "ApplicationCredentialId": _STR, "ApplicationCredentialName": _STR, "ApplicationCredentialSecret": _STR,
-        "AuthUrl": _STR, "Retries": _INT, "UserAgent": _STR, "ConnectTimeout": _INT, "Timeout": _INT,
-        "Region": _STR, "AuthVersion": _INT, "Internal": _BOOL, "Tenant": _STR, "TenantId": _STR,
-        "EndpointType": _STR, "TenantDomain": _STR, "TenantDomainId": _STR, "TrustId": _STR,
-        "StorageUrl": _STR, "AuthToken": _STR,
-    },
-    "stream": {},
-}  # fmt: skip
-# pmigrate's own tuning keys, which plikd ignores: type-checked, not warned about.
-DATA_EXTRA_TYPES: dict[str, dict[str, type]] = {"gcs": {"ChunkSize": _INT}, "swift": {"SegmentSize": _INT}}
 METADATA_DEFAULTS: dict[str, Any] = {"Driver": "sqlite3", "ConnectionString": "plik.db"}
 METADATA_TYPES: dict[str, type] = {
     "Driver": _STR, "ConnectionString": _STR, "EraseFirst": _BOOL, "MaxOpenConns": _INT, "MaxIdleConns": _INT,
     "Debug": _BOOL, "SlowQueryThreshold": _STR,
 }  # fmt: skip
-SSE_VALUES = ("", "S3", "SSE-C")
 TOP_FIELDS = ("DataBackend", "DataBackendConfig", "MetadataBackendConfig")
 # Every top-level setting of plikd 1.3 and later (server/common/config.go): a
 # target may be a whole plikd.cfg, of which only TOP_FIELDS are read.
@@ -121,34 +83,12 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # DataBackendConfig with plikd's defaults
 
     def describe(self) -> str:
-        """Where blobs live, without secrets and without importing any SDK."""
-        o = self.options
-        if self.backend == "file":
-            return f"file {o.get('Directory')}"
-        if self.backend == "s3":
-            scheme = "https" if o.get("UseSSL") else "http"
-            prefix = f"/{o['Prefix'].strip('/')}" if o.get("Prefix") else ""
-            sse = f" (SSE {o['SSE']})" if o.get("SSE") else ""
-            return f"s3 {scheme}://{o.get('Endpoint')}/{o.get('Bucket')}{prefix}{sse}"
-        if self.backend == "gcs":
-            folder = f"/{o['Folder']}" if o.get("Folder") else ""
-            return f"gcs gs://{o.get('Bucket')}{folder}"
-        if self.backend == "swift":
-            return f"swift {o.get('AuthUrl')} container {o.get('Container')}"
-        return self.backend
+        """Where blobs live, without secrets and without a client, as the backend declares it."""
+        return registry.spec(self.backend).describe_options(self.options)
 
     def location(self) -> tuple | None:
         """What names the place blobs are stored: equal locations are the same store."""
-        o = self.options
-        if self.backend == "file":
-            return ("file", os.path.realpath(o["Directory"]))
-        if self.backend == "s3":
-            return ("s3", str(o["Endpoint"]).lower().rstrip("/"), o["Bucket"], str(o["Prefix"]).strip("/"))
-        if self.backend == "gcs":
-            return ("gcs", o["Bucket"], str(o["Folder"]).strip("/"))
-        if self.backend == "swift":
-            return ("swift", str(o.get("AuthUrl", "")).rstrip("/"), o["Container"])
-        return None  # stream: nothing stored
+        return registry.spec(self.backend).location(self.options)
 
 
 @dataclass(frozen=True)
@@ -256,16 +196,29 @@ def _apply_env(fields: dict[str, Any], given: dict[str, bool], env: Mapping[str,
     return applied
 
 
-def _register_secrets(value: Any) -> None:
+def _register_secrets(value: Any, data_backend: Any = None) -> None:
+    """Register every secret of the top-level fields before anything is checked or shown.
+
+    The data backend's secret keys are those it declares; any other key named
+    like a secret (redact.SECRET_KEYS) is registered too, whatever the table.
+    """
+    declared: tuple[str, ...] = ()
+    if registry.known(data_backend):
+        spec = registry.spec(data_backend)
+        declared = tuple(o.name for o in spec.options if o.secret)
+    _register_named(value, {k.lower() for k in declared} | redact.SECRET_KEYS)
+
+
+def _register_named(value: Any, names: set[str] | frozenset[str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
-            if isinstance(k, str) and k.lower() in redact.SECRET_KEYS and isinstance(v, str):
+            if isinstance(k, str) and k.lower() in names and isinstance(v, str):
                 redact.register(v)
             else:
-                _register_secrets(v)
+                _register_named(v, names)
     elif isinstance(value, list):
         for v in value:
-            _register_secrets(v)
+            _register_named(v, names)
 
 
 def did_you_mean(key: str, known: Any) -> str:
@@ -294,12 +247,11 @@ def _check_top(doc: Mapping[str, Any], path: Path, warnings: list[str], *, stric
 
 def _check_types(
     table: Mapping[str, Any], types: Mapping[str, type], where: str, path: Path, warnings: list[str], *, strict: bool,
-    scope: str = "",
 ) -> None:
     for key, value in table.items():
         want = types.get(key)
         if want is None:
-            _unknown(f"{where}.", key, types, path, warnings, strict=strict, scope=scope)
+            _unknown(f"{where}.", key, types, path, warnings, strict=strict)
             continue
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is int and isinstance(value, float) and value.is_integer():
@@ -321,45 +273,18 @@ def _relative_note(path: Path, what: str, value: str, resolved: Path, warnings: 
 
 
 def _data(backend: Any, table: dict[str, Any], path: Path, warnings: list[str], *, strict: bool) -> DataConfig:
-    if not isinstance(backend, str) or backend not in DATA_DEFAULTS:
-        raise ConfigError(f"{path}: unknown DataBackend {backend!r}: use one of {', '.join(sorted(DATA_DEFAULTS))}")
-    types = {**DATA_TYPES[backend], **DATA_EXTRA_TYPES.get(backend, {})}
-    _check_types(table, types, "DataBackendConfig", path, warnings, strict=strict, scope=f" for DataBackend {backend!r}")
-    o = {**DATA_DEFAULTS[backend], **table}
-    for k, v in list(o.items()):
-        if DATA_TYPES[backend].get(k) is int and isinstance(v, float):
-            o[k] = int(v)
-    where = f"{path}: DataBackendConfig"
-    if backend == "file":
-        if not o["Directory"]:
-            raise ConfigError(f"{where}.Directory is empty: name the folder that holds the blobs")
-        resolved = Path(os.path.abspath(o["Directory"]))
-        _relative_note(path, "DataBackendConfig.Directory", o["Directory"], resolved, warnings)
-        o["Directory"] = str(resolved)
-    elif backend == "s3":
-        for key, what in (("Endpoint", "the S3 host:port"), ("AccessKeyID", "the access key id"),
-                          ("SecretAccessKey", "the secret key"), ("Bucket", "the bucket name"),
-                          ("Location", "the region")):  # fmt: skip
-            if not o[key]:
-                raise ConfigError(f"{where}.{key} is missing (plikd refuses to start without it): set {what}")
-        if "://" in o["Endpoint"] or "/" in o["Endpoint"]:
-            raise ConfigError(
-                f"{where}.Endpoint {o['Endpoint']!r} must be host[:port] without scheme or path: use UseSSL for https"
-            )
-        if o["PartSize"] < 5 * MIB:
-            raise ConfigError(f"{where}.PartSize {o['PartSize']} is under 5 MiB, which S3 refuses: set at least 5242880")
-        if o["SSE"] == "KMS":
-            raise ConfigError(f"{where}.SSE 'KMS' is not implemented by plikd: use '', 'S3' or 'SSE-C'")
-        if o["SSE"] not in SSE_VALUES:
-            raise ConfigError(f"{where}.SSE {o['SSE']!r} is not valid: use '', 'S3' or 'SSE-C'")
-    elif backend == "gcs":
-        if not o["Bucket"]:
-            raise ConfigError(f"{where}.Bucket is missing: name the GCS bucket (plikd does not create it)")
-    elif backend == "swift":
-        if not o["Container"]:
-            raise ConfigError(f"{where}.Container is empty: name the Swift container")
-        if not o.get("AuthUrl") and not (o.get("StorageUrl") and o.get("AuthToken")):
-            raise ConfigError(f"{where}.AuthUrl is missing: set the Swift authentication URL")
+    """The DataBackendConfig table read by the backend's declaration: keys it does not declare, then its checks."""
+    try:
+        spec = registry.spec(backend)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    known = spec.names()
+    for key in table:
+        if key not in known:
+            _unknown("DataBackendConfig.", key, known, path, warnings, strict=strict, scope=f" for DataBackend {backend!r}")
+    o = spec.settle(table, where=f"{path}: DataBackendConfig")
+    for key, value, resolved in spec.resolve_paths(o):
+        _relative_note(path, f"DataBackendConfig.{key}", value, Path(resolved), warnings)
     return DataConfig(backend, o)
 
 
@@ -408,12 +333,12 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, strict: bool = Fal
         given[name] = found
         if found:
             fields[name] = value
-    _register_secrets(fields)
+    _register_secrets(fields, fields.get("DataBackend", "file"))
     if env is not None:
         applied = _apply_env(fields, given, env)
         if applied:
             log.info("%s: overridden by %s", path, ", ".join(applied))
-    _register_secrets(fields)
+    _register_secrets(fields, fields.get("DataBackend", "file"))
     for name in ("DataBackendConfig", "MetadataBackendConfig"):
         if name in fields and not isinstance(fields[name], dict):
             raise ConfigError(f"{path}: {name} must be a table ([{name}]), not {type(fields[name]).__name__}: fix the config")

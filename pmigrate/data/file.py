@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error
+from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
@@ -42,6 +43,20 @@ _KINDS = {stat_mod.S_IFIFO: "a FIFO", stat_mod.S_IFCHR: "a character device", st
           stat_mod.S_IFSOCK: "a socket", stat_mod.S_IFDIR: "a directory"}  # fmt: skip
 _fadvise = getattr(os, "posix_fadvise", None)
 
+# plikd's server/data/file Config: relative to the working directory, as plikd reads it.
+OPTIONS = (
+    Option(name="Directory", default="files", path=True,
+           check=lambda v: "" if v else "is empty: name the folder that holds the blobs"),
+)  # fmt: skip
+
+
+def describe_options(o: Mapping[str, Any]) -> str:
+    return f"file {o.get('Directory')}"
+
+
+def location(o: Mapping[str, Any]) -> tuple:
+    return ("file", os.path.realpath(o["Directory"]))
+
 
 class FileBackend(DataBackend):
     name = "file"
@@ -49,10 +64,7 @@ class FileBackend(DataBackend):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        directory = self.options.get("Directory") or "files"
-        if not isinstance(directory, str):
-            raise ConfigError(f"file backend: Directory must be a string, not {directory!r}")
-        self.directory = directory
+        self.directory: str = self.options["Directory"]  # settled by OPTIONS (pmigrate.data.registry)
         self.follow_outside = bool(self.options.pop(FOLLOW_OUTSIDE, False))
         self._root: str | None = None  # Directory with its symlinks resolved, once
         self._buffer: bytearray | None = None
@@ -487,3 +499,6 @@ def _syncfs(directory: str) -> None:
             raise _sync_error(directory, ctypes.get_errno())
     finally:
         os.close(fd)
+
+
+SPEC = BackendSpec(name="file", factory=FileBackend, options=OPTIONS, describe=describe_options, location=location)

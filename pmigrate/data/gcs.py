@@ -21,12 +21,16 @@ import io
 import os
 from typing import Any, BinaryIO, Iterator, Mapping
 
-from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
-from google.cloud import storage
+try:  # SPEC stays readable without the SDK; the registry names what to install before building one
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    from google.cloud import storage
+except ImportError:  # pragma: no cover - the gcs extra is not installed
+    pass
 
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
+from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
 
@@ -34,6 +38,30 @@ MIB = 1024 * 1024
 GCS_CHUNK_UNIT = 256 * 1024  # resumable chunks must be multiples of this
 DEFAULT_CHUNK_SIZE = 16 * MIB  # also the largest blob sent in a single request
 READ_CHUNK_SIZE = 8 * MIB
+
+
+def _chunk_size_problem(size: int) -> str:
+    if size <= 0 or size % GCS_CHUNK_UNIT:
+        return f"must be a positive multiple of {GCS_CHUNK_UNIT} bytes, not {size!r}"
+    return ""
+
+
+# plikd's server/data/gcs Config; ChunkSize is pmigrate's own: the resumable upload
+# chunk, and the size above which a blob is sent resumably (DEFAULT_CHUNK_SIZE when absent).
+OPTIONS = (
+    Option(name="Bucket", default="", required="name the GCS bucket (plikd does not create it)"),
+    Option(name="Folder", default=""),
+    Option(name="ChunkSize", type=int, check=_chunk_size_problem, plikd=False),
+)
+
+
+def describe_options(o: Mapping[str, Any]) -> str:
+    folder = f"/{o['Folder']}" if o.get("Folder") else ""
+    return f"gcs gs://{o.get('Bucket')}{folder}"
+
+
+def location(o: Mapping[str, Any]) -> tuple:
+    return ("gcs", o["Bucket"], str(o["Folder"]).strip("/"))
 
 
 def _hex_md5(b64: str | None) -> str | None:
@@ -70,17 +98,10 @@ class GCSBackend(DataBackend):
 
     def __init__(self, options: Mapping[str, Any], *, chunk_size: int | None = None) -> None:
         super().__init__(options)
-        opts = self.options  # keys are case-sensitive, as plikd assigns them by field name
+        opts = self.options  # settled by OPTIONS (pmigrate.data.registry)
         self.bucket_name = str(opts.get("Bucket") or "")
         self.folder = str(opts.get("Folder") or "")
-        if not self.bucket_name:
-            raise ConfigError("gcs DataBackendConfig has no Bucket: set Bucket to the bucket plikd uses")
-        # ChunkSize is pmigrate's own key (plikd ignores it): the resumable
-        # upload chunk, and the size above which a blob is sent resumably.
-        size = chunk_size if chunk_size is not None else opts.get("ChunkSize", DEFAULT_CHUNK_SIZE)
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or size % GCS_CHUNK_UNIT:
-            raise ConfigError(f"gcs ChunkSize must be a positive multiple of 262144 bytes, not {size!r}")
-        self.chunk_size = size
+        self.chunk_size = chunk_size if chunk_size is not None else opts.get("ChunkSize", DEFAULT_CHUNK_SIZE)
         self._client_obj: storage.Client | None = None
         self._bucket_obj: storage.Bucket | None = None
 
@@ -311,3 +332,14 @@ class GCSBackend(DataBackend):
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, item=dst_key) from exc
         return True
+
+
+SPEC = BackendSpec(
+    name="gcs",
+    factory=GCSBackend,
+    options=OPTIONS,
+    describe=describe_options,
+    location=location,
+    needs=("google.cloud.storage",),
+    install="pip install 'pmigrate[gcs]'",
+)

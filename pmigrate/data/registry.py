@@ -1,20 +1,26 @@
-"""DataBackend name -> backend class, imported only when first used."""
+"""DataBackend name -> the module declaring that backend (its SPEC), imported only when first used.
+
+Adding a backend is its module plus one line here: the module's SPEC
+(pmigrate.data.spec) says everything config reading, messages and
+redaction need to know of it.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any, Mapping
 
+from pmigrate import redact
 from pmigrate.data.base import DataBackend
+from pmigrate.data.spec import BackendSpec
 from pmigrate.errors import ConfigError
 
-# name: (module:class, what to install when its SDK is missing)
-_BACKENDS: dict[str, tuple[str, str]] = {
-    "file": ("pmigrate.data.file:FileBackend", ""),
-    "s3": ("pmigrate.data.s3:S3Backend", "pip install boto3"),
-    "stream": ("pmigrate.data.stream:StreamBackend", ""),
-    "gcs": ("pmigrate.data.gcs:GCSBackend", "pip install 'pmigrate[gcs]'"),
-    "swift": ("pmigrate.data.swift:SwiftBackend", "pip install 'pmigrate[swift]'"),
+_BACKENDS: dict[str, str] = {
+    "file": "pmigrate.data.file",
+    "s3": "pmigrate.data.s3",
+    "stream": "pmigrate.data.stream",
+    "gcs": "pmigrate.data.gcs",
+    "swift": "pmigrate.data.swift",
 }
 
 
@@ -22,24 +28,62 @@ def names() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def backend_class(name: str) -> type[DataBackend]:
-    """The class for a DataBackend name; ConfigError with a hint when unusable."""
+def register(name: str, module: str) -> None:
+    """Add a backend by the module holding its SPEC; a name is registered once."""
+    if name in _BACKENDS:
+        raise ValueError(f"DataBackend {name!r} is registered already ({_BACKENDS[name]})")
+    _BACKENDS[name] = module
+
+
+def unregister(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def known(name: object) -> bool:
+    return isinstance(name, str) and name in _BACKENDS
+
+
+def spec(name: str) -> BackendSpec:
+    """The declaration of a DataBackend name; ConfigError for a name no module declares."""
     try:
-        target, hint = _BACKENDS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown DataBackend {name!r}: use one of {', '.join(names())}"
-        ) from None
-    module_name, _, cls_name = target.partition(":")
+        module_name = _BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown DataBackend {name!r}: use one of {', '.join(names())}") from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"DataBackend {name!r} needs a library that is not installed ({exc.name}): {hint or 'reinstall pmigrate'}"
+            f"DataBackend {name!r} needs a library that is not installed ({exc.name}): reinstall pmigrate"
         ) from None
-    return getattr(module, cls_name)
+    declared: BackendSpec = module.SPEC
+    return declared
+
+
+def _missing(module: str) -> bool:
+    try:
+        importlib.import_module(module)  # its backend module tried already: no cost when present
+    except ImportError:
+        return True
+    return False
+
+
+def backend_class(name: str) -> type[DataBackend]:
+    """The class for a DataBackend name; ConfigError with a hint when its SDK is missing."""
+    declared = spec(name)
+    for module in declared.needs:
+        if _missing(module):
+            raise ConfigError(
+                f"DataBackend {name!r} needs a library that is not installed ({module}): "
+                f"{declared.install or 'reinstall pmigrate'}"
+            )
+    factory: type[DataBackend] = declared.factory  # type: ignore[assignment]
+    return factory
 
 
 def open_backend(name: str, options: Mapping[str, Any]) -> DataBackend:
-    """Build a backend from its name and DataBackendConfig table (plikd's defaults applied)."""
-    return backend_class(name)(options)
+    """Build a backend from its name and DataBackendConfig table, settled by its declaration."""
+    declared = spec(name)
+    settled = declared.settle(options, where=f"{name} DataBackendConfig")
+    for secret in declared.secrets(settled):
+        redact.register(secret)
+    return backend_class(name)(settled)

@@ -48,6 +48,7 @@ from pmigrate.data.budget import PartBudget
 from pmigrate.data.retry import ATTEMPTS, CAPABILITY, RETRIED, RETRY_FOR, RETRY_FOR_KEY, RetryPolicy
 from pmigrate.data.s3_hedge import Hedger
 from pmigrate.data.sizing import SizedReader, size_error
+from pmigrate.data.spec import BackendSpec, Option, defaults
 from pmigrate.errors import (
     DENIED,
     GONE,
@@ -82,12 +83,50 @@ _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "Expired
 _GONE_UPLOAD = {"CompleteMultipartUpload", "UploadPart", "UploadPartCopy"}  # operations that meet NoSuchUpload
 
 
-def _bool(value: Any, *, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(f"s3 backend: {name} must be true or false, not {value!r}")
+def _endpoint_problem(endpoint: str) -> str:
+    if "://" in endpoint or "/" in endpoint:
+        return f"{endpoint!r} must be host[:port] without scheme or path: use UseSSL for https"
+    return ""
+
+
+def _part_size_problem(size: int) -> str:
+    if size < MIN_PART_SIZE:
+        return f"{size} is under 5 MiB, which S3 refuses: set at least {MIN_PART_SIZE}"
+    return ""
+
+
+def _sse_problem(sse: str) -> str:
+    if sse == "KMS":
+        return "'KMS' is not implemented by plikd: use '', 'S3' or 'SSE-C'"
+    if sse not in SSE_MODES:
+        return f"{sse!r} is not valid (an unknown SSE mode): use '', 'S3' or 'SSE-C'"
+    return ""
+
+
+_REFUSED = " (plikd refuses to start without it)"
+# plikd's server/data/s3 Config, its defaults (NewConfig) and its Validate.
+OPTIONS = (
+    Option(name="Endpoint", required="set the S3 host:port" + _REFUSED, check=_endpoint_problem),
+    Option(name="AccessKeyID", required="set the access key id" + _REFUSED),
+    Option(name="SecretAccessKey", required="set the secret key" + _REFUSED, secret=True),
+    Option(name="Bucket", default="plik", required="set the bucket name" + _REFUSED),
+    Option(name="Location", default="us-east-1", required="set the region" + _REFUSED),
+    Option(name="Prefix", default=""),
+    Option(name="PartSize", type=int, default=DEFAULT_PART_SIZE, check=_part_size_problem),
+    Option(name="UseSSL", type=bool, default=False),
+    Option(name="SSE", default="", check=_sse_problem),
+)
+
+
+def describe_options(o: Mapping[str, Any]) -> str:
+    scheme = "https" if o.get("UseSSL") else "http"
+    prefix = f"/{o['Prefix'].strip('/')}" if o.get("Prefix") else ""
+    sse = f" (SSE {o['SSE']})" if o.get("SSE") else ""
+    return f"s3 {scheme}://{o.get('Endpoint')}/{o.get('Bucket')}{prefix}{sse}"
+
+
+def location(o: Mapping[str, Any]) -> tuple:
+    return ("s3", str(o["Endpoint"]).lower().rstrip("/"), o["Bucket"], str(o["Prefix"]).strip("/"))
 
 
 class S3Backend(DataBackend):
@@ -98,26 +137,21 @@ class S3Backend(DataBackend):
     preload = ("pmigrate.data.s3_session", "botocore.config", "s3transfer.manager")  # ~50 MiB and ~1 s of CPU per process
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        super().__init__(options)
-        o = self.options
-        self.endpoint = str(o.get("Endpoint") or "")
-        self.access_key = str(o.get("AccessKeyID") or "")
-        self.secret_key = str(o.get("SecretAccessKey") or "")
-        self.bucket = str(o.get("Bucket") or "plik")
-        self.location = str(o.get("Location") or "us-east-1")
-        self.prefix = str(o.get("Prefix") or "")
-        self.use_ssl = _bool(o.get("UseSSL", False), name="UseSSL")
-        self.sse = str(o.get("SSE") or "")
-        try:
-            self.part_size = int(o.get("PartSize") or DEFAULT_PART_SIZE)
-        except (TypeError, ValueError):
-            raise ConfigError(f"s3 backend: PartSize must be a number of bytes, not {o.get('PartSize')!r}") from None
+        super().__init__({**defaults(OPTIONS), **options})
+        o = self.options  # checked by OPTIONS when opened by name (pmigrate.data.registry)
+        self.endpoint: str = o["Endpoint"]
+        self.access_key: str = o["AccessKeyID"]
+        self.secret_key: str = o["SecretAccessKey"]
+        self.bucket: str = o["Bucket"]
+        self.location: str = o["Location"]
+        self.prefix: str = o["Prefix"]
+        self.use_ssl: bool = o["UseSSL"]
+        self.sse: str = o["SSE"]
+        self.part_size: int = o["PartSize"]
         try:
             self.retry_for = float(self.options.pop(RETRY_FOR_KEY, type(self).retry_for))
         except (TypeError, ValueError):
             raise ConfigError(f"s3 backend: {RETRY_FOR_KEY} must be a number of seconds") from None
-        redact.register(self.secret_key)
-        self._validate()
         self.part_bytes = self.part_size
         self._lock = threading.Lock()
         self._budget = PartBudget(own=OWN_PARTS)
@@ -127,22 +161,6 @@ class S3Backend(DataBackend):
         self._hedger: Hedger | None = None
         self._pid = 0
         self._retry = self._policy()
-
-    def _validate(self) -> None:
-        """plikd's own Config.Validate, so that pmigrate accepts no config plikd would refuse."""
-        for value, field in ((self.endpoint, "Endpoint"), (self.access_key, "AccessKeyID"), (self.secret_key, "SecretAccessKey")):
-            if not value:
-                raise ConfigError(f"s3 backend: {field} is missing from DataBackendConfig")
-        if "://" in self.endpoint or "/" in self.endpoint:
-            raise ConfigError(
-                f"s3 backend: Endpoint {self.endpoint!r} must be host[:port] without scheme or path; set UseSSL for https"
-            )
-        if self.part_size < MIN_PART_SIZE:
-            raise ConfigError(f"s3 backend: PartSize {self.part_size} is below S3's minimum of 5 MiB ({MIN_PART_SIZE})")
-        if self.sse == "KMS":
-            raise ConfigError("s3 backend: SSE = \"KMS\" is not implemented by plikd; use \"\", \"S3\" or \"SSE-C\"")
-        if self.sse not in SSE_MODES:
-            raise ConfigError(f"s3 backend: unknown SSE {self.sse!r}; use \"\", \"S3\" or \"SSE-C\"")
 
     # -- clients, built in the process that uses them ----------------------------
     @property
@@ -811,3 +829,14 @@ def _classify(exc: Exception, *, ref: BlobRef, what: str, write: bool = False) -
     if s3_retry.error_kind(exc) in RETRIED:
         return RetriesExhausted(f"{what}: {type(exc).__name__}: {_message(exc)}", item=item)
     return ItemError(f"{what}: {type(exc).__name__}: {_message(exc)}", item=item)
+
+
+SPEC = BackendSpec(
+    name="s3",
+    factory=S3Backend,
+    options=OPTIONS,
+    describe=describe_options,
+    location=location,
+    install="pip install boto3",
+    needs=("boto3", "s3transfer"),
+)

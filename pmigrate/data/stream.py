@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import BinaryIO, Iterator
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
+from pmigrate.data.spec import BackendSpec
 from pmigrate.errors import ItemError
 from pmigrate.ids import check_id
 
@@ -42,3 +43,6 @@ class StreamBackend(DataBackend):
 
     def list_blobs(self) -> Iterator[tuple[str, int]]:
         return iter(())
+
+
+SPEC = BackendSpec(name="stream", factory=StreamBackend)  # no options; nothing stored, so no location

@@ -24,12 +24,15 @@ import re
 import uuid
 from typing import Any, BinaryIO, Iterator, Mapping
 
-import swiftclient
-from swiftclient.exceptions import ClientException
+try:  # SPEC stays readable without the SDK; the registry names what to install before building one
+    import swiftclient
+    from swiftclient.exceptions import ClientException
+except ImportError:  # pragma: no cover - the swift extra is not installed
+    pass
 
-from pmigrate import redact
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
+from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
 
@@ -40,6 +43,54 @@ DEFAULT_RETRIES = 3  # ncw/swift's default
 DEFAULT_TIMEOUT_NS = 60 * 10**9  # ncw/swift's data channel timeout
 # What follows "{key}/" in the name of a segment _write_large writes: one upload's id, the segment's index.
 SEGMENT_NAME = re.compile(r"[0-9a-f]{32}/[0-9]{8}")
+DEFAULT_CONTAINER = "plik"
+
+
+def _segment_size_problem(size: int) -> str:
+    return "" if 0 < size <= MAX_SINGLE_OBJECT else f"must be 1 to {MAX_SINGLE_OBJECT} bytes, not {size!r}"
+
+
+def _auth_problem(o: Mapping[str, Any]) -> str:
+    if not o.get("AuthUrl") and not (o.get("StorageUrl") and o.get("AuthToken")):
+        return "AuthUrl is missing: set the Swift authentication URL"
+    return ""
+
+
+def _text(name: str) -> Option:
+    return Option(name=name)
+
+
+def _number(name: str) -> Option:
+    return Option(name=name, type=int)
+
+
+# plikd's server/data/swift Config: the fields of ncw/swift's Connection. SegmentSize
+# is pmigrate's own: blobs above it are stored as static large objects (MAX_SINGLE_OBJECT when absent).
+OPTIONS = (
+    Option(name="Container", default=DEFAULT_CONTAINER, check=lambda v: "" if v else "is empty: name the Swift container"),
+    *map(_text, ("Domain", "DomainId", "UserName", "UserId")),
+    Option(name="ApiKey", secret=True),
+    *map(_text, ("ApplicationCredentialId", "ApplicationCredentialName")),
+    Option(name="ApplicationCredentialSecret", secret=True),
+    _text("AuthUrl"),
+    _number("Retries"),
+    _text("UserAgent"),
+    *map(_number, ("ConnectTimeout", "Timeout")),
+    _text("Region"),
+    _number("AuthVersion"),
+    Option(name="Internal", type=bool),
+    *map(_text, ("Tenant", "TenantId", "EndpointType", "TenantDomain", "TenantDomainId", "TrustId", "StorageUrl")),
+    Option(name="AuthToken", secret=True),
+    Option(name="SegmentSize", type=int, check=_segment_size_problem, plikd=False),
+)
+
+
+def describe_options(o: Mapping[str, Any]) -> str:
+    return f"swift {o.get('AuthUrl')} container {o.get('Container')}"
+
+
+def location(o: Mapping[str, Any]) -> tuple:
+    return ("swift", str(o.get("AuthUrl", "")).rstrip("/"), o["Container"])
 
 
 def translate(exc: BaseException, *, item: str) -> BaseException:
@@ -96,8 +147,8 @@ def connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
         kw["preauthurl"], kw["preauthtoken"] = o["StorageUrl"], o["AuthToken"]
     version = _auth_version(o)
     if version is None:
-        if "preauthurl" not in kw:
-            raise ConfigError("swift AuthUrl is missing: set the Swift authentication URL")
+        if _auth_problem(o):
+            raise ConfigError(f"swift {_auth_problem(o)}")
         return kw
     kw.update(authurl=o["AuthUrl"], user=o.get("UserName") or None, key=o.get("ApiKey") or None)
     kw["auth_version"] = {1: "1", 2: "2.0", 3: "3"}[version]
@@ -150,15 +201,10 @@ class SwiftBackend(DataBackend):
 
     def __init__(self, options: Mapping[str, Any], *, segment_size: int | None = None) -> None:
         super().__init__(options)
-        o = self.options  # keys are case-sensitive, as plikd assigns them by field name
-        self.container = str(o.get("Container") or "plik")
+        o = self.options  # settled by OPTIONS (pmigrate.data.registry)
+        self.container = str(o.get("Container") or DEFAULT_CONTAINER)
         self.segment_container = f"{self.container}_segments"
-        size = segment_size if segment_size is not None else o.get("SegmentSize", MAX_SINGLE_OBJECT)
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_SINGLE_OBJECT:
-            raise ConfigError(f"swift SegmentSize must be 1 to {MAX_SINGLE_OBJECT} bytes, not {size!r}")
-        self.segment_size = size
-        for secret in ("ApiKey", "AuthToken", "ApplicationCredentialSecret"):
-            redact.register(o.get(secret))
+        self.segment_size = segment_size if segment_size is not None else o.get("SegmentSize", MAX_SINGLE_OBJECT)
         self._kwargs = connection_kwargs(o)
         self._conn_obj: swiftclient.Connection | None = None
         self._segments_seen: bool | None = None
@@ -482,3 +528,15 @@ class SwiftBackend(DataBackend):
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, item=dst_key) from exc
         return True
+
+
+SPEC = BackendSpec(
+    name="swift",
+    factory=SwiftBackend,
+    options=OPTIONS,
+    describe=describe_options,
+    location=location,
+    check=_auth_problem,
+    needs=("swiftclient",),
+    install="pip install 'pmigrate[swift]'",
+)

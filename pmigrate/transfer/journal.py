@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pmigrate.data import registry
 from pmigrate.errors import ConfigError
 from pmigrate.redact import SECRET_KEYS
 
@@ -46,8 +47,10 @@ LOOKUP_CHUNK = 500  # ids per IN (...) query, under every SQLite's parameter lim
 
 def target_identity(backend: str, options: Mapping[str, Any]) -> str:
     """A stable text naming where the target keeps its blobs (no secrets in it)."""
-    # Secrets aside, and run options ("pmigrate.*"), which say nothing of where blobs are
-    public = {k: v for k, v in sorted(options.items()) if k.lower() not in SECRET_KEYS and not k.startswith("pmigrate.")}
+    # Secrets aside (named so, or declared by the backend), and run options ("pmigrate.*"), which say nothing of where blobs are
+    declared = {o.name.lower() for o in registry.spec(backend).options if o.secret}
+    hidden = SECRET_KEYS | declared
+    public = {k: v for k, v in sorted(options.items()) if k.lower() not in hidden and not k.startswith("pmigrate.")}
     return json.dumps([backend, public], sort_keys=True, default=str, separators=(",", ":"))
 
 
