@@ -8,6 +8,7 @@ redaction need to know of it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any, Mapping
 
 from pmigrate import redact
@@ -60,11 +61,11 @@ def spec(name: str) -> BackendSpec:
 
 
 def _missing(module: str) -> bool:
+    """Whether a module cannot be found, without importing it (the parent of a run never loads boto3)."""
     try:
-        importlib.import_module(module)  # its backend module tried already: no cost when present
-    except ImportError:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a parent package is missing, or a module without a spec
         return True
-    return False
 
 
 def backend_class(name: str) -> type[DataBackend]:
