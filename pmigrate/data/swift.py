@@ -56,33 +56,20 @@ def _auth_problem(o: Mapping[str, Any]) -> str:
     return ""
 
 
-def _text(name: str) -> Option:
-    return Option(name=name)
-
-
-def _number(name: str) -> Option:
-    return Option(name=name, type=int)
-
-
 # plikd's server/data/swift Config: the fields of ncw/swift's Connection. SegmentSize
 # is pmigrate's own: blobs above it are stored as static large objects (MAX_SINGLE_OBJECT when absent).
 OPTIONS = (
     Option(name="Container", default=DEFAULT_CONTAINER, check=lambda v: "" if v else "is empty: name the Swift container"),
-    *map(_text, ("Domain", "DomainId", "UserName", "UserId")),
-    Option(name="ApiKey", secret=True),
-    *map(_text, ("ApplicationCredentialId", "ApplicationCredentialName")),
-    Option(name="ApplicationCredentialSecret", secret=True),
-    _text("AuthUrl"),
-    _number("Retries"),
-    _text("UserAgent"),
-    *map(_number, ("ConnectTimeout", "Timeout")),
-    _text("Region"),
-    _number("AuthVersion"),
+    *(Option(name=name) for name in (
+        "AuthUrl", "UserName", "UserId", "Domain", "DomainId", "ApplicationCredentialId", "ApplicationCredentialName",
+        "UserAgent", "Region", "Tenant", "TenantId", "EndpointType", "TenantDomain", "TenantDomainId", "TrustId",
+        "StorageUrl",
+    )),
+    *(Option(name=name, secret=True) for name in ("ApiKey", "ApplicationCredentialSecret", "AuthToken")),
+    *(Option(name=name, type=int) for name in ("Retries", "ConnectTimeout", "Timeout", "AuthVersion")),
     Option(name="Internal", type=bool),
-    *map(_text, ("Tenant", "TenantId", "EndpointType", "TenantDomain", "TenantDomainId", "TrustId", "StorageUrl")),
-    Option(name="AuthToken", secret=True),
     Option(name="SegmentSize", type=int, check=_segment_size_problem, plikd=False),
-)
+)  # fmt: skip
 
 
 def describe_options(o: Mapping[str, Any]) -> str:
@@ -147,8 +134,9 @@ def connection_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
         kw["preauthurl"], kw["preauthtoken"] = o["StorageUrl"], o["AuthToken"]
     version = _auth_version(o)
     if version is None:
-        if _auth_problem(o):
-            raise ConfigError(f"swift {_auth_problem(o)}")
+        problem = _auth_problem(o)
+        if problem:
+            raise ConfigError(f"swift {problem}")
         return kw
     kw.update(authurl=o["AuthUrl"], user=o.get("UserName") or None, key=o.get("ApiKey") or None)
     kw["auth_version"] = {1: "1", 2: "2.0", 3: "3"}[version]
