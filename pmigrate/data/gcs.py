@@ -51,7 +51,7 @@ def _chunk_size_problem(size: int) -> str:
 OPTIONS = (
     Option(name="Bucket", default="", required="name the GCS bucket (plikd does not create it)"),
     Option(name="Folder", default=""),
-    Option(name="ChunkSize", type=int, check=_chunk_size_problem, plikd=False),
+    Option(name="ChunkSize", type=int, check=_chunk_size_problem),
 )
 
 

@@ -34,9 +34,8 @@ class Option:
     required: str = ""  # when set, an empty value is refused: what to set, e.g. "set the bucket name"
     # the value's check: "" when good, else what is wrong with it and the fix ("{name} " is put before)
     check: Callable[[Any], str] | None = None
-    secret: bool = False  # registered for redaction, masked in reports
+    secret: bool = False  # registered for redaction, left out of the journal's target identity
     path: bool = False  # a folder: a relative one is read from the working directory, as plikd reads it
-    plikd: bool = True  # False: pmigrate's own key, which plikd ignores (type-checked, never warned of)
 
 
 def defaults(options: tuple[Option, ...]) -> dict[str, Any]:
@@ -70,9 +69,6 @@ class BackendSpec:
         if len(by_name) != len(self.options):
             raise ValueError(f"backend {self.name!r} declares an option twice")
         object.__setattr__(self, "_by_name", by_name)
-
-    def option(self, name: str) -> Option | None:
-        return self._by_name.get(name)
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._by_name)

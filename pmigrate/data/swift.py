@@ -68,7 +68,7 @@ OPTIONS = (
     *(Option(name=name, secret=True) for name in ("ApiKey", "ApplicationCredentialSecret", "AuthToken")),
     *(Option(name=name, type=int) for name in ("Retries", "ConnectTimeout", "Timeout", "AuthVersion")),
     Option(name="Internal", type=bool),
-    Option(name="SegmentSize", type=int, check=_segment_size_problem, plikd=False),
+    Option(name="SegmentSize", type=int, check=_segment_size_problem),
 )  # fmt: skip
 
 
