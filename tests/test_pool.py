@@ -1,7 +1,8 @@
 """The worker pool on its own, with real processes: chunks, deaths, cancellation.
 
-The handler here is a real module-level handler run in forkserver children; a
-job of mode "die" makes its worker SIGKILL itself, as the OOM killer would.
+The handler here is a real module-level handler run in forkserver children, on
+jobs of the test's own kind (the pool needs only seq, attempt and size): a job
+whose action is "die" makes its worker SIGKILL itself, as the OOM killer would.
 """
 
 from __future__ import annotations
@@ -10,31 +11,43 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from pmigrate.data.base import BlobRef
 from pmigrate.data.budget import PartBudget
 from pmigrate.errors import FatalError
-from pmigrate.transfer.jobs import COPIED, FAILED, BlobJob, BlobResult
+from pmigrate.transfer.jobs import COPIED, FAILED, BlobResult
 from pmigrate.transfer.pool import Pool
+
+
+@dataclass
+class Job:
+    seq: int
+    action: str
+    size: int
+    attempt: int = 0
+
+    @property
+    def file_id(self) -> str:
+        return f"F{self.seq:015d}"
 
 
 class _Handler:
     def __init__(self, lifeline) -> None:
         self.lifeline = lifeline
 
-    def __call__(self, job: BlobJob) -> BlobResult:
-        if job.mode == "die":
+    def __call__(self, job: Job) -> BlobResult:
+        if job.action == "die":
             os.kill(os.getpid(), signal.SIGKILL)
-        if job.mode == "die-once" and job.attempt == 0:
+        if job.action == "die-once" and job.attempt == 0:
             os.kill(os.getpid(), signal.SIGKILL)
-        if job.mode == "slow":
+        if job.action == "slow":
             deadline = time.monotonic() + 60
             while not self.lifeline.stopped() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            return BlobResult(job.seq, job.ref.file_id, "cancelled")
-        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size, xxh3=str(os.getpid()))
+            return BlobResult(job.seq, job.file_id, "cancelled")
+        return BlobResult(job.seq, job.file_id, COPIED, size=job.size, xxh3=str(os.getpid()))
 
     def close(self) -> None:
         pass
@@ -47,12 +60,12 @@ def factory(context, *, lifeline):
 
 
 def lost(job, reason):
-    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="worker-died", error=reason)
+    return BlobResult(job.seq, job.file_id, FAILED, error_kind="worker-died", error=reason)
 
 
-def _jobs(n: int, *, poison: dict[int, str] | None = None) -> list[BlobJob]:
+def _jobs(n: int, *, poison: dict[int, str] | None = None) -> list[Job]:
     poison = poison or {}
-    return [BlobJob(i, poison.get(i, "copy"), BlobRef(f"F{i:015d}", f"U{i:015d}", i)) for i in range(n)]
+    return [Job(i, poison.get(i, "copy"), i) for i in range(n)]
 
 
 def _pool(workers: int, context=None) -> Pool:
@@ -103,17 +116,17 @@ class _Holder:
     def __init__(self, tokens, lifeline) -> None:
         self.budget = PartBudget(tokens, ledger=lifeline.held)
 
-    def __call__(self, job: BlobJob) -> BlobResult:
+    def __call__(self, job: Job) -> BlobResult:
         deadline = time.monotonic() + 10
         give_up = lambda: time.monotonic() > deadline  # noqa: E731 - a token never returned fails, not hangs
-        wanted = 3 if job.mode == "hold-die" and job.attempt == 0 else 1
+        wanted = 3 if job.action == "hold-die" and job.attempt == 0 else 1
         got = sum(self.budget.acquire(give_up) for _ in range(wanted))
         if wanted == 3:
             os.kill(os.getpid(), signal.SIGKILL)
         self.budget.release_all()
         if got < wanted:
-            return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="no-token", error="no token came back")
-        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size)
+            return BlobResult(job.seq, job.file_id, FAILED, error_kind="no-token", error="no token came back")
+        return BlobResult(job.seq, job.file_id, COPIED, size=job.size)
 
     def close(self) -> None:
         pass

@@ -16,6 +16,11 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     "gcs": ("pmigrate.data.gcs:GCSBackend", "pip install 'pmigrate[gcs]'"),
     "swift": ("pmigrate.data.swift:SwiftBackend", "pip install 'pmigrate[swift]'"),
 }
+# name: the heavy modules its client needs, which a fork server imports once so that every worker
+# process shares those pages (S3: ~50 MiB and ~1 s of CPU per process). A name not listed has none.
+_HEAVY: dict[str, tuple[str, ...]] = {
+    "s3": ("pmigrate.data.s3_session", "botocore.config", "s3transfer.manager"),
+}
 
 
 def names() -> list[str]:
@@ -38,6 +43,16 @@ def backend_class(name: str) -> type[DataBackend]:
             f"DataBackend {name!r} needs a library that is not installed ({exc.name}): {hint or 'reinstall pmigrate'}"
         ) from None
     return getattr(module, cls_name)
+
+
+def heavy(name: str) -> tuple[str, ...]:
+    """The heavy modules the named backend's client needs (none for most): worth a fork server."""
+    return _HEAVY.get(name, ())
+
+
+def preload(name: str) -> tuple[str, ...]:
+    """Every module a worker of the named backend needs, for a fork server to import once."""
+    return (_BACKENDS[name][0].partition(":")[0], *heavy(name)) if name in _BACKENDS else ()
 
 
 def open_backend(name: str, options: Mapping[str, Any]) -> DataBackend:

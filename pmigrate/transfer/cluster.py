@@ -6,7 +6,8 @@ Dask task each, at most CHUNKS_PER_THREAD per thread of the workers that
 may take them, so that a million blobs never sit in the scheduler at once;
 results come back as each task ends (distributed.as_completed).
 
-Each worker builds its backend clients once, in pmigrate's worker plugin
+Each worker builds the stage's handlers (transfer/handler.py: the same
+factory and context as the local pool's) once, in pmigrate's worker plugin
 (transfer/cluster_worker.py). The plugin and every chunk pass through the
 scheduler, which keeps them: they are sealed (transfer/sealed.py) with a
 key made from PMIGRATE_CLUSTER_KEY, which the parent and each worker read
@@ -42,6 +43,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
 from pmigrate.transfer import sealed
+from pmigrate.transfer.handler import Factory, Lost
 from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
@@ -105,19 +107,21 @@ class ClusterPool:
         self,
         *,
         address: str,
+        factory: Factory,
         context: Any,
-        lost: Callable[[Any, str], Any],
+        lost: Lost,
         chunk_jobs: int = 64,
         chunk_bytes: int = CHUNK_BYTES,
         probe_target: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``context``: the transfer.worker.WorkerContext every worker builds its handlers from.
+        """``factory``, ``context``, ``lost``: as transfer.pool.Pool's; each worker builds its handlers with them.
         ``probe_target``: workers check that the target store is there (False for a dry run of a
         target the run would create). ``env``: where PMIGRATE_CLUSTER_KEY is read (os.environ)."""
         import os
 
         self.address = address
+        self._factory = factory
         self._context = context
         self._lost = lost
         self._chunk_jobs = chunk_jobs
@@ -250,7 +254,7 @@ class ClusterPool:
         salt = sealed.new_salt()
         self._seal = sealed.Seal(self._passphrase, salt=salt, context=self._name)
         plugin = RunPlugin(
-            name=self._name, salt=salt, sealed=self._seal.seal(self._context), local=self._local, probe_target=self._probe_target
+            name=self._name, salt=salt, sealed=self._seal.seal((self._factory, self._context)), local=self._local, probe_target=self._probe_target
         )
         self._client.subscribe_topic("all", self._on_event)
         try:
@@ -366,7 +370,7 @@ class ClusterPool:
 
     def _resize(self, results: list[Any]) -> None:
         """Chunks that took TASK_SECONDS of their thread's time stay as they are; others grow or shrink, by half at most."""
-        busy = sum(getattr(r, "seconds", 0.0) for r in results)
+        busy = sum(r.seconds for r in results)
         ratio = TASK_SECONDS / busy if busy > 0 else 2.0
         self._scale = min(SCALE[1], max(SCALE[0], self._scale * min(2.0, max(0.5, ratio))))
 

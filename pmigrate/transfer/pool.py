@@ -2,8 +2,8 @@
 
 The pool knows nothing of blobs: it moves chunks of jobs to workers and lists
 of results back. A job only needs ``seq`` (unique per run), ``attempt`` and
-``size``; what a worker does with it is the handler's business (it dispatches
-on ``job.mode``), so a new kind of job needs no change here.
+``size``; what a worker does with it is the business of the handler the stage
+handed in (transfer/handler.py), so a new kind of job needs no change here.
 
 Why one pipe per worker rather than one shared queue: the parent then knows
 exactly which jobs each worker holds, so a worker killed mid-job is replaced
@@ -35,30 +35,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import util
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pmigrate import interrupt
 from pmigrate.errors import FatalError
+from pmigrate.transfer.handler import Factory, Handler, Lost
 from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
 
 IDLE = -1
 EARLY_REPORT_SIZE = 8 << 20  # before a job this big, a worker sends the results it holds
-
-
-class Job(Protocol):
-    seq: int
-    attempt: int
-
-    @property
-    def size(self) -> int: ...
-
-
-class Handler(Protocol):
-    def __call__(self, job: Any) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 class Lifeline:
@@ -68,13 +55,14 @@ class Lifeline:
     is gone (then nobody would record the result: better to clean up now).
     """
 
-    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held")
+    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held", "tokens")
 
-    def __init__(self, cancel: Any, main_pid: int, held: Any = None) -> None:
+    def __init__(self, cancel: Any, main_pid: int, held: Any = None, tokens: Any = None) -> None:
         self._cancel = cancel
         self._main_pid = main_pid
-        # Shared count of the tokens this worker holds from the pool's `tokens`
-        # semaphore: the parent gives them back if the worker dies.
+        # The pool's `tokens` semaphore, and the shared count of those this
+        # worker holds: the parent gives them back if the worker dies.
+        self.tokens = tokens
         self.held = held
         self._ppid = os.getppid()
         self._next_check = 0.0
@@ -121,7 +109,7 @@ M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
 def _serve(
-    factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, held: Any, cancel: Any, main_pid: int
+    factory: Factory, context: Any, conn: Connection, current: Any, held: Any, tokens: Any, cancel: Any, main_pid: int
 ) -> None:
     """A worker's life: build the handler, then handle chunks until the sentinel."""
     # What the fork server preloaded (boto3 and its models: tens of MiB) stays
@@ -130,7 +118,7 @@ def _serve(
     gc.freeze()
     _return_large_buffers()
     interrupt.leave_to_parent()
-    lifeline = Lifeline(cancel, main_pid, held)
+    lifeline = Lifeline(cancel, main_pid, held, tokens)
     handler: Handler | None = None
     try:
         try:
@@ -192,10 +180,10 @@ class Pool:
     def __init__(
         self,
         *,
-        factory: Callable[..., Handler],
+        factory: Factory,
         context: Any,
         workers: int,
-        lost: Callable[[Any, str], Any],
+        lost: Lost,
         chunk_jobs: int = 64,
         chunk_bytes: int = 32 << 20,
         inflight: int = 2,
@@ -208,8 +196,8 @@ class Pool:
         """``factory(context, lifeline=...)`` runs in each worker and builds its handler
         (module-level, so it pickles by name). ``lost(job, reason)`` builds the
         result of a job whose workers died ``max_attempts`` times. ``tokens`` is a
-        semaphore the workers take from, counting what they hold in
-        ``lifeline.held``: a dead worker's tokens go back to it.
+        semaphore the workers take from (``lifeline.tokens``), counting what they
+        hold in ``lifeline.held``: a dead worker's tokens go back to it.
         """
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -301,7 +289,7 @@ class Pool:
         held = self._mp.RawValue("i", 0)
         proc = self._mp.Process(
             target=_serve,
-            args=(self._factory, self._context, child_end, current, held, self._cancel, os.getpid()),
+            args=(self._factory, self._context, child_end, current, held, self.tokens, self._cancel, os.getpid()),
             name="pmigrate-worker",
             daemon=True,
         )
