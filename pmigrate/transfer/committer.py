@@ -14,8 +14,8 @@ import time
 
 from pmigrate.data.base import DataBackend
 from pmigrate.errors import FatalError, PmigrateError
+from pmigrate.journal import Journal
 from pmigrate.transfer import stopcause
-from pmigrate.transfer.journal import Journal
 
 COMMIT_ROWS = 4096  # journal rows per group commit ...
 COMMIT_SECONDS = 1.0  # ... or at least this often

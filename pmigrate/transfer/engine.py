@@ -32,23 +32,37 @@ import sqlalchemy as sa
 
 from pmigrate import enumerate as enum_mod
 from pmigrate import interrupt, ownership, progress
+from pmigrate import journal as journal_mod
 from pmigrate.config import PlikConfig
 from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
-from pmigrate.data.budget import PartBudget
-from pmigrate.data.budget import part_holder
+from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, FatalError, Kind, PmigrateError
+from pmigrate.errors import (
+    FATAL_KINDS,
+    STORE_KINDS,
+    UNREACHABLE,
+    ConfigError,
+    FatalError,
+    Kind,
+    PmigrateError,
+)
+from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
 from pmigrate.transfer import checks, memory, precheck, stopcause, summary, uploads
-from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
 from pmigrate.transfer.handler import Stores
-from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
-from pmigrate.transfer.journal import Journal, locate
+from pmigrate.transfer.jobs import (
+    CANCELLED,
+    COPIED,
+    FAILED,
+    PRESENT,
+    BlobJob,
+    BlobResult,
+)
 from pmigrate.transfer.pool import Pool
 from pmigrate.words import plural
 

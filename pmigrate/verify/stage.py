@@ -19,7 +19,6 @@ from pmigrate.words import plural
 from pmigrate.words import size as _size
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class VerifyPlan:
     src: Any  # PlikConfig
@@ -169,7 +168,7 @@ def _source_has_blobs(meta: Any) -> bool:
 def _journal_path(dst: Any, *, opts: RunOptions) -> Any:
     """The copy journal of this target (each blob's xxh3-128 as copied), when there is one."""
     try:
-        from pmigrate.transfer.journal import Journal, locate
+        from pmigrate.journal import Journal, locate
     except ImportError:
         return None
     path, identity = locate(dst, opts.journal)
@@ -187,7 +186,7 @@ def _open_journal(where: Any) -> Any:
     """
     if where is None:
         return None
-    from pmigrate.transfer.journal import Journal
+    from pmigrate.journal import Journal
 
     path, identity = where
     if not path.exists():
@@ -231,7 +230,7 @@ def _keyring(plan: VerifyPlan) -> Any:
     """The SSE-C keys pmigrate made for files without one (data/ssekeys.py), when the target needs them; else None."""
     from pmigrate.data import ssekeys
     from pmigrate.errors import FatalError
-    from pmigrate.transfer.journal import Journal
+    from pmigrate.journal import Journal
 
     if not ssekeys.needed(plan.src, plan.dst):
         return None
