@@ -26,7 +26,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -38,15 +38,7 @@ from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import (
-    FATAL_KINDS,
-    STORE_KINDS,
-    UNREACHABLE,
-    ConfigError,
-    FatalError,
-    Kind,
-    PmigrateError,
-)
+from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, FatalError, Kind, PmigrateError
 from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
@@ -55,19 +47,9 @@ from pmigrate.transfer import checks, memory, precheck, stopcause, summary, uplo
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
 from pmigrate.transfer.handler import Stores
-from pmigrate.transfer.jobs import (
-    CANCELLED,
-    COPIED,
-    FAILED,
-    PRESENT,
-    BlobJob,
-    BlobResult,
-)
-from pmigrate.transfer.pool import Pool
+from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
+from pmigrate.transfer.pool import Pool, Workers
 from pmigrate.words import plural
-
-if TYPE_CHECKING:
-    from pmigrate.transfer.cluster import ClusterPool
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +65,7 @@ class Plan:
     journal_path: Path
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
-    pool: Pool | ClusterPool | None = None  # workers started by preflight
+    pool: Workers | None = None  # workers started by preflight
     owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
     make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
     target: str = ""  # where the blobs go, resolved
@@ -186,7 +168,7 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     return plan
 
 
-def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Pool | ClusterPool:
+def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
     """The copy's pool; with ``look`` the dry run's instead, whose workers also look each blob up on
     the target when ``look`` is true (the dry run of a target holding blobs)."""
     stores = _stores(plan.src, plan.dst)
@@ -400,7 +382,7 @@ class _Copy:
             remaining=remaining,
         )
 
-    def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
+    def _governor(self, pool: Workers) -> memory.MemoryGovernor | None:
         """Keep the run's memory in bounds, if the target holds upload parts in memory at all."""
         assert self.dst is not None
         holder = part_holder(self.dst)

@@ -164,6 +164,97 @@ def _raise_flag(cancel: Any) -> None:
     cancel.value = 1
 
 
+class Workers:
+    """What a stage sees of a pool of workers: Pool on this host, transfer/cluster.ClusterPool on Dask.
+
+    run() is one loop for both: hand chunks of jobs out while the workers have
+    room, take results as they come, tick the caller every ``tick`` seconds.
+    A subclass says what room, handing out and taking mean there.
+    """
+
+    tokens: Any = None  # the semaphore the workers take upload-part tokens from (lifeline.tokens), if the parent governs one
+
+    def __init__(self) -> None:
+        self.deaths: list[str] = []  # one line per worker that died while it held jobs, for the report
+        # Called with a job a worker was handling when it died, before that job
+        # is handed out again: the place to clear what the dead write left behind.
+        self.on_death: Callable[[Any], None] | None = None
+        self.drained: list[Any] = []  # results that arrived while stopping after an error
+
+    def start(self) -> None:
+        """Start the workers now (idempotent): their start-up, client building included, then
+        overlaps whatever the parent does before run()."""
+        raise NotImplementedError
+
+    def pids(self) -> list[int]:
+        """The workers' process ids on this host, for measuring their memory."""
+        return []
+
+    def close(self) -> None:
+        """Stop what start() began (another stage's check failed before run())."""
+        self._stop(cancel=True)
+
+    def run(
+        self,
+        jobs: Iterable[Any],
+        *,
+        on_results: Callable[[list[Any]], None],
+        on_tick: Callable[[], None] | None = None,
+        tick: float = 0.5,
+    ) -> None:
+        """Handle every job; return when all results are in.
+
+        An exception (from a callback, Ctrl-C, the workers lost) cancels the
+        workers, waits for them to clean up, and propagates.
+        """
+        chunks = self._chunker(iter(jobs))
+        exhausted = False
+        next_tick = time.monotonic() + tick
+        try:
+            self.start()
+            self._begin()
+            while True:
+                exhausted = self._hand_out(chunks, exhausted)
+                if exhausted and self._idle():
+                    break
+                for results in self._results(timeout=max(0.0, next_tick - time.monotonic())):
+                    on_results(results)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + tick
+                    self._ticked()
+                    if on_tick is not None:
+                        on_tick()
+        except BaseException:
+            self._stop(cancel=True)
+            raise
+        self._stop(cancel=False)
+
+    # -- what a pool says ------------------------------------------------------------
+    def _chunker(self, jobs: Iterator[Any]) -> Iterator[list[Any]]:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        """Once the workers are there, before the first chunk."""
+
+    def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
+        """Hand out chunks while the workers have room; True once no job is left to hand out."""
+        raise NotImplementedError
+
+    def _idle(self) -> bool:
+        """True when no job is out with a worker nor waiting to go out again."""
+        raise NotImplementedError
+
+    def _results(self, *, timeout: float) -> Iterator[list[Any]]:
+        """The results that came in, waiting at most ``timeout`` for the first."""
+        raise NotImplementedError
+
+    def _ticked(self) -> None:
+        """Every ``tick`` seconds of run()."""
+
+    def _stop(self, *, cancel: bool) -> None:
+        raise NotImplementedError
+
+
 @dataclass(eq=False)
 class _Slot:
     process: Any
@@ -174,7 +265,7 @@ class _Slot:
     chunks: int = 0  # chunks sent and not finished
 
 
-class Pool:
+class Pool(Workers):
     """N worker processes; ``run`` feeds them jobs and hands results to callbacks."""
 
     def __init__(
@@ -201,6 +292,7 @@ class Pool:
         """
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        super().__init__()
         self._factory = factory
         self._context = context
         self._workers = workers
@@ -218,17 +310,10 @@ class Pool:
         util.Finalize(self, _raise_flag, (self._cancel,), exitpriority=10)
         self._slots: list[_Slot] = []
         self._retry: deque[Any] = deque()
-        self.deaths: list[str] = []  # one line per worker that died, for the report
-        # Called with the job a worker was handling when it died, before that job
-        # is handed out again: the place to clear what the dead write left behind.
-        self.on_death: Callable[[Any], None] | None = None
-        self.drained: list[Any] = []  # results that arrived while stopping after an error
         self._max_deaths = 3 + 2 * workers
 
     # -- public --------------------------------------------------------------
     def start(self) -> None:
-        """Start the workers now (idempotent): their start-up, client building
-        included, then overlaps whatever the parent does before run()."""
         while len(self._slots) < self._workers:
             self._slots.append(self._start())
 
@@ -236,51 +321,21 @@ class Pool:
         """The workers' process ids, those replacing dead ones included."""
         return [s.process.pid for s in list(self._slots) if s.process.pid]
 
-    def close(self) -> None:
-        """Stop workers started but never run (another stage's check failed)."""
-        self._stop(cancel=True)
+    def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
+        while True:
+            slot = self._free_slot()
+            if slot is None:
+                return exhausted
+            chunk = self._next_chunk(chunks, exhausted)
+            if chunk is None:
+                return not self._retry
+            self._send(slot, chunk)
 
-    def run(
-        self,
-        jobs: Iterable[Any],
-        *,
-        on_results: Callable[[list[Any]], None],
-        on_tick: Callable[[], None] | None = None,
-        tick: float = 0.5,
-    ) -> None:
-        """Handle every job; return when all results are in.
+    def _idle(self) -> bool:
+        return not self._retry and not any(s.chunks for s in self._slots)
 
-        An exception from a callback (or Ctrl-C) cancels the workers, waits
-        for them to clean up, and propagates.
-        """
-        chunks = self._chunker(iter(jobs))
-        exhausted = False
-        next_tick = time.monotonic() + tick
-        try:
-            self.start()
-            while True:
-                while True:
-                    slot = self._free_slot()
-                    if slot is None:
-                        break
-                    chunk = self._next_chunk(chunks, exhausted)
-                    if chunk is None:
-                        exhausted = not self._retry
-                        break
-                    self._send(slot, chunk)
-                busy = any(s.chunks for s in self._slots)
-                if not busy and exhausted and not self._retry:
-                    break
-                for results in self._poll(timeout=max(0.0, next_tick - time.monotonic())):
-                    on_results(results)
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + tick
-                    if on_tick is not None:
-                        on_tick()
-        except BaseException:
-            self._stop(cancel=True)
-            raise
-        self._stop(cancel=False)
+    def _results(self, *, timeout: float) -> Iterator[list[Any]]:
+        return self._poll(timeout=timeout)
 
     # -- workers ---------------------------------------------------------------
     def _start(self) -> _Slot:

@@ -31,24 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from pmigrate.data.base import BlobStat, DataBackend, FreeSpace
 from pmigrate.data.sizing import size_error
-from pmigrate.errors import (
-    BlobNotFound,
-    ConfigError,
-    FatalError,
-    ItemError,
-    Kind,
-    RetryableError,
-)
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError
 from pmigrate.quote import shown
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
-from pmigrate.transfer.jobs import (
-    FAILED,
-    PRESENT,
-    READABLE,
-    REPLACES,
-    BlobJob,
-    BlobResult,
-)
+from pmigrate.transfer.jobs import FAILED, PRESENT, READABLE, REPLACES, BlobJob, BlobResult
 from pmigrate.transfer.worker import RETRIES, failed
 from pmigrate.words import size as _size
 

@@ -15,26 +15,9 @@ from typing import Any, BinaryIO
 import xxhash
 
 from pmigrate.data.budget import PartBudget, part_holder
-from pmigrate.errors import (
-    Cancelled,
-    FatalError,
-    ItemError,
-    Kind,
-    PmigrateError,
-    RetryableError,
-    StoreError,
-    Unsupported,
-    store_kind,
-)
+from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
-from pmigrate.transfer.jobs import (
-    CANCELLED,
-    COPIED,
-    FAILED,
-    PRESENT,
-    BlobJob,
-    BlobResult,
-)
+from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
 
