@@ -166,7 +166,7 @@ def audit(
     """
     from pmigrate import progress
     from pmigrate.transfer.handler import Stores
-    from pmigrate.transfer.pool import Pool
+    from pmigrate.transfer.pool import Pool, Workers
 
     t = BlobTotals()
     t.files, t.bytes = totals(engine)
@@ -180,16 +180,18 @@ def audit(
     if cluster:  # on a Dask cluster's workers instead (transfer/cluster.py)
         from pmigrate.transfer.cluster import ClusterPool
 
-        pool: Any = ClusterPool(address=cluster, factory=blobjob.make_handler, context=context, lost=blobjob.lost)
+        pool: Workers = ClusterPool(address=cluster, factory=blobjob.make_handler, context=context, lost=blobjob.lost)
     else:
         pool = Pool(factory=blobjob.make_handler, context=context, workers=workers, lost=blobjob.lost, start_method="fork", **chunks)
     start = time.perf_counter()
     with progress.bar(quiet=quiet, every=stats, desc="verify blobs", label=AREA, total=t.bytes, unit=progress.BYTES) as bar:
+        heard = progress.Bars(progress.NullBar(), bar)  # bytes read, as the copy's bars count bytes copied
 
         def on_results(results: list[blobjob.VerifyResult]) -> None:
             for res in results:
                 _record(res, t, report)
-                bar.update(res.target_bytes)
+                heard.on_progress(res.target_bytes)
+                heard.on_done(ok=res.ok)
             if on_target_wrong is not None:
                 wrong = [r.file_id for r in results if r.problems and r.problems[0][0] in TARGET_WRONG]
                 if wrong:
