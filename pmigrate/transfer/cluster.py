@@ -122,13 +122,8 @@ class ClusterPool(Workers):
         target the run would create). ``env``: where PMIGRATE_CLUSTER_KEY is read (os.environ)."""
         import os
 
-        super().__init__()
+        super().__init__(factory=factory, context=context, lost=lost, chunk_jobs=chunk_jobs, chunk_bytes=chunk_bytes)
         self.address = address
-        self._factory = factory
-        self._context = context
-        self._lost = lost
-        self._chunk_jobs = chunk_jobs
-        self._chunk_bytes = chunk_bytes
         self._scale = 1.0  # of both chunk limits, from the time chunks took (_resize)
         self._probe_target = probe_target
         self._local = address.startswith(LOCAL)

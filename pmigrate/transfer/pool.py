@@ -174,7 +174,15 @@ class Workers:
 
     tokens: Any = None  # the semaphore the workers take upload-part tokens from (lifeline.tokens), if the parent governs one
 
-    def __init__(self) -> None:
+    def __init__(self, *, factory: Factory, context: Any, lost: Lost, chunk_jobs: int, chunk_bytes: int) -> None:
+        """``factory(context, lifeline=...)`` builds a worker's handler (transfer/handler.py);
+        ``lost(job, reason)`` the result of a job whose workers kept dying; a chunk holds
+        at most ``chunk_jobs`` jobs and, unless one job is bigger, ``chunk_bytes`` bytes."""
+        self._factory = factory
+        self._context = context
+        self._lost = lost
+        self._chunk_jobs = chunk_jobs
+        self._chunk_bytes = chunk_bytes
         self.deaths: list[str] = []  # one line per worker that died while it held jobs, for the report
         # Called with a job a worker was handling when it died, before that job
         # is handed out again: the place to clear what the dead write left behind.
@@ -292,13 +300,8 @@ class Pool(Workers):
         """
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        super().__init__()
-        self._factory = factory
-        self._context = context
+        super().__init__(factory=factory, context=context, lost=lost, chunk_jobs=chunk_jobs, chunk_bytes=chunk_bytes)
         self._workers = workers
-        self._lost = lost
-        self._chunk_jobs = chunk_jobs
-        self._chunk_bytes = chunk_bytes
         self._inflight = inflight
         self._max_attempts = max_attempts
         self.tokens = tokens
