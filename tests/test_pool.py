@@ -42,6 +42,11 @@ class _Handler:
             os.kill(os.getpid(), signal.SIGKILL)
         if job.action == "die-once" and job.attempt == 0:
             os.kill(os.getpid(), signal.SIGKILL)
+        if job.action.startswith("stream:"):  # streams job.size bytes, then waits for the file named after the colon
+            self.lifeline.streamed.value += job.size
+            deadline = time.monotonic() + 60
+            while not os.path.exists(job.action[len("stream:") :]) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if job.action == "slow":
             deadline = time.monotonic() + 60
             while not self.lifeline.stopped() and time.monotonic() < deadline:
@@ -165,3 +170,20 @@ def test_an_error_in_the_parent_cancels_workers_promptly():
         pool.run(jobs, on_results=lambda r: None, on_tick=on_tick)
     assert time.monotonic() - started < 15  # the slow jobs saw the cancel flag
     assert pool._slots == []
+
+
+def test_the_parent_sees_the_bytes_of_jobs_in_progress_until_their_results_come_in(tmp_path):
+    """pool.streaming(): what a subscriber's live progress is made of (transfer/engine.py)."""
+    go = tmp_path / "go"
+    seen: list[int] = []
+    results: list[BlobResult] = []
+    pool = _pool(1)
+
+    def on_tick() -> None:
+        seen.append(pool.streaming())
+        if seen[-1] == 1234:
+            go.touch()
+
+    pool.run([Job(0, f"stream:{go}", 1234)], on_results=results.extend, on_tick=on_tick, tick=0.05)
+    assert 1234 in seen and [r.size for r in results] == [1234]
+    assert pool.streaming() == 0

@@ -60,6 +60,7 @@ class TaskLifeline:
     left) or the plugin is being removed, so that a long copy stops and its backend cleans up."""
 
     held = None  # tokens are counted per worker here, and a dead worker takes its own with it
+    streamed = None  # progress comes with each chunk's results
 
     def __init__(self, plugin: "RunPlugin", tokens: Any) -> None:
         self._plugin = plugin

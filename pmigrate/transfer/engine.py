@@ -287,13 +287,15 @@ class _Copy:
         self.dst: DataBackend | None = None
         self.progress = progress.Progress(AREA, quiet=opts.quiet, every=opts.stats)
         self.subscriber: progress.Subscriber = progress.Subscriber()  # the bars, once shown
+        self.pool: Workers | None = None
+        self._streamed = 0  # bytes of unfinished blobs the subscriber has heard of
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
         self.keyring: ssekeys.Keyring | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
-        pool = plan.pool or _pool(plan, opts=opts)
+        pool = self.pool = plan.pool or _pool(plan, opts=opts)
         try:
             found = checks.run_checks(
                 [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)],
@@ -463,10 +465,20 @@ class _Copy:
             if r.outcome != CANCELLED:
                 sub.on_progress(r.size if r.outcome != FAILED else 0)
                 sub.on_done(ok=r.outcome != FAILED)
+        self._heard_streaming()
         if self.journal.pending >= COMMIT_ROWS:
             self.committer.commit()
 
+    def _heard_streaming(self) -> None:
+        """The bytes of blobs still streaming, as they grow, or shrink when a stream starts again."""
+        assert self.pool is not None
+        now = self.pool.streaming()
+        if now != self._streamed:
+            self.subscriber.on_progress(now - self._streamed)
+            self._streamed = now
+
     def _tick(self) -> None:
+        self._heard_streaming()
         self.progress.tick()
         assert self.committer is not None
         if self.committer.due():

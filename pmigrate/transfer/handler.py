@@ -49,10 +49,13 @@ class Lifeline(Protocol):
     ``tokens``: the semaphore of upload parts in memory the pool's workers share
     (data/budget.py), or None; ``held``: a shared count of those this worker
     holds, which the pool gives back if the worker dies, or None.
+    ``streamed``: where a handler counts the bytes it streams, for the
+    parent's progress (transfer/pool.py), or None.
     """
 
     tokens: Any
     held: Any
+    streamed: Any  # shared count of bytes streamed by jobs whose results are not sent yet, or None
 
     def stopped(self) -> bool: ...
 

@@ -55,15 +55,19 @@ class Lifeline:
     is gone (then nobody would record the result: better to clean up now).
     """
 
-    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held", "tokens")
+    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held", "tokens", "streamed")
 
-    def __init__(self, cancel: Any, main_pid: int, held: Any = None, tokens: Any = None) -> None:
+    def __init__(self, cancel: Any, main_pid: int, held: Any = None, tokens: Any = None, streamed: Any = None) -> None:
         self._cancel = cancel
         self._main_pid = main_pid
         # The pool's `tokens` semaphore, and the shared count of those this
         # worker holds: the parent gives them back if the worker dies.
         self.tokens = tokens
         self.held = held
+        # Shared count of the bytes streamed by the jobs whose results this
+        # worker has not sent yet (a job tried again takes its bytes back):
+        # the parent's live progress, back to 0 once the results are sent.
+        self.streamed = streamed
         self._ppid = os.getppid()
         self._next_check = 0.0
 
@@ -109,7 +113,7 @@ M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
 def _serve(
-    factory: Factory, context: Any, conn: Connection, current: Any, held: Any, tokens: Any, cancel: Any, main_pid: int
+    factory: Factory, context: Any, conn: Connection, shared: tuple[Any, Any, Any, Any], cancel: Any, main_pid: int
 ) -> None:
     """A worker's life: build the handler, then handle chunks until the sentinel."""
     # What the fork server preloaded (boto3 and its models: tens of MiB) stays
@@ -118,7 +122,8 @@ def _serve(
     gc.freeze()
     _return_large_buffers()
     interrupt.leave_to_parent()
-    lifeline = Lifeline(cancel, main_pid, held, tokens)
+    current, held, tokens, streamed = shared
+    lifeline = Lifeline(cancel, main_pid, held, tokens, streamed)
     handler: Handler | None = None
     try:
         try:
@@ -146,12 +151,14 @@ def _serve(
                     # far, so that progress stays live and a death does not
                     # redo finished work.
                     conn.send(("results", out, False))
+                    streamed.value = 0  # those bytes are the results' now
                     out = []
                     last_send = time.monotonic()
                 current.value = job.seq
                 out.append(handler(job))
                 current.value = IDLE
             conn.send(("results", out, True))
+            streamed.value = 0
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone
     finally:
@@ -197,6 +204,10 @@ class Workers:
     def pids(self) -> list[int]:
         """The workers' process ids on this host, for measuring their memory."""
         return []
+
+    def streaming(self) -> int:
+        """Bytes streamed by jobs whose results have not come in yet; 0 where the workers do not say."""
+        return 0
 
     def close(self) -> None:
         """Stop what start() began (another stage's check failed before run())."""
@@ -268,6 +279,7 @@ class _Slot:
     process: Any
     conn: Connection
     current: Any  # shared c_longlong: seq of the job in progress, or IDLE
+    streamed: Any  # shared c_longlong: bytes streamed by jobs whose results are not sent yet (Lifeline.streamed)
     held: Any  # shared c_int: tokens the worker holds (Lifeline.held)
     jobs: dict[int, Any] = field(default_factory=dict)  # seq -> job, sent and not answered
     chunks: int = 0  # chunks sent and not finished
@@ -324,6 +336,9 @@ class Pool(Workers):
         """The workers' process ids, those replacing dead ones included."""
         return [s.process.pid for s in list(self._slots) if s.process.pid]
 
+    def streaming(self) -> int:
+        return sum(s.streamed.value for s in self._slots)
+
     def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
         while True:
             slot = self._free_slot()
@@ -345,16 +360,17 @@ class Pool(Workers):
         parent_end, child_end = self._mp.Pipe(duplex=True)
         current = self._mp.RawValue("q", IDLE)
         held = self._mp.RawValue("i", 0)
+        streamed = self._mp.RawValue("q", 0)
         proc = self._mp.Process(
             target=_serve,
-            args=(self._factory, self._context, child_end, current, held, self.tokens, self._cancel, os.getpid()),
+            args=(self._factory, self._context, child_end, (current, held, self.tokens, streamed), self._cancel, os.getpid()),
             name="pmigrate-worker",
             daemon=True,
         )
         with interrupt.held():
             proc.start()
         child_end.close()
-        return _Slot(process=proc, conn=parent_end, current=current, held=held)
+        return _Slot(process=proc, conn=parent_end, current=current, held=held, streamed=streamed)
 
     def _free_slot(self) -> _Slot | None:
         best = None

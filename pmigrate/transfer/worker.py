@@ -35,15 +35,18 @@ class HashingReader:
     nothing appears under the final name.
     """
 
-    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "count", "finished", "error")
+    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "_counted", "_base", "count", "finished", "error")
 
-    def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any) -> None:
+    def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any, counted: Any = None) -> None:
+        """``counted``: a shared count this reader keeps at its value when it began plus the bytes read."""
         self._raw = raw
         self._expected = expected
         self._item = item
         self._lifeline = lifeline
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
+        self._counted = counted
+        self._base = counted.value if counted is not None else 0
         self.count = 0
         self.finished = False
         self.error: BaseException | None = None
@@ -105,6 +108,8 @@ class HashingReader:
             if self._md5 is not None:
                 self._md5.update(data)
             self.count += len(data)
+            if self._counted is not None:
+                self._counted.value = self._base + self.count
             if self.count > self._expected:
                 raise self._fail(self._size_error(f"source holds more than the {self._expected} bytes files.size states"))
         else:
@@ -184,9 +189,13 @@ class CopyHandler(StoreHandler):
         ref = job.ref
         if self._fatal:
             return BlobResult(job.seq, ref.file_id, CANCELLED)
+        counted = self.lifeline.streamed if self.lifeline is not None else None
+        before = counted.value if counted is not None else 0
         for attempt in range(RETRIES):
+            if counted is not None:
+                counted.value = before  # a stream tried again counts from the start: the parent's bar goes back
             try:
-                result = self._copy_once(job)
+                result = self._copy_once(job, counted)
             except RetryableError as exc:
                 if attempt + 1 < RETRIES and not self.stopped():
                     time.sleep(0.5 * 2**attempt)
@@ -205,12 +214,14 @@ class CopyHandler(StoreHandler):
             except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
                 result = failed(job, Kind.ERROR, _describe(exc))
             result.seconds = time.perf_counter() - t0
+            if counted is not None and result.outcome != COPIED:
+                counted.value = before  # bytes that came to nothing
             if self._note:
                 result.note, self._note = self._note, ""
             return result
         raise AssertionError("unreachable")
 
-    def _copy_once(self, job: BlobJob) -> BlobResult:
+    def _copy_once(self, job: BlobJob, counted: Any) -> BlobResult:
         ref = job.ref
         if job.check_target:
             st = self.dst.stat(ref)
@@ -230,9 +241,9 @@ class CopyHandler(StoreHandler):
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
                 return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)
-        return self._stream(job)
+        return self._stream(job, counted)
 
-    def _stream(self, job: BlobJob) -> BlobResult:
+    def _stream(self, job: BlobJob, counted: Any) -> BlobResult:
         ref = job.ref
         try:
             raw = self.src.open_read(ref)
@@ -243,7 +254,7 @@ class CopyHandler(StoreHandler):
             raise
         except Exception as exc:  # noqa: BLE001
             raise ItemError(f"opening the source failed: {_describe(exc)}", item=ref.file_id, kind=Kind.READ_ERROR) from exc
-        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
+        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
         try:
             try:
                 self.dst.write(ref, reader)
