@@ -1,4 +1,10 @@
-"""One error taxonomy: the worst class raised or recorded sets the exit code."""
+"""One error taxonomy: the worst class raised or recorded sets the exit code.
+
+Kind names every problem a blob stage reports: the strings are those of the
+JSON report (``problems[].kind``, ``errors_by_kind``), kept as they were.
+"""
+
+from enum import StrEnum
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run happened but something failed or did not match
@@ -53,13 +59,54 @@ UNREACHABLE = "unreachable"  # the object store answered nothing for --retry-for
 CAUSES = (FULL, QUOTA, READ_ONLY, PERMISSION, GONE, DENIED, UNREACHABLE)
 
 
-def store_kind(side: str, cause: str) -> str:
+class Kind(StrEnum):
+    """What went wrong with one blob (or stopped the run), as the report names it."""
+
+    ERROR = "error"  # nothing more precise is known
+    MISSING = "missing"  # absent from the store that should hold it
+    SIZE_MISMATCH = "size-mismatch"  # more or fewer bytes than files.size
+    READ_ERROR = "read-error"
+    WRITE_ERROR = "write-error"
+    INVALID_ID = "invalid-id"  # an id that must never become a path or key
+    RETRY_EXHAUSTED = "retry-exhausted"
+    TRANSIENT = "transient"  # a stream cut short, tried RETRIES times
+    UNSUPPORTED = "unsupported"  # a request the store does not implement
+    STREAM = "stream"  # the stream backend holds no bytes
+    SSE_KEY = "sse-key"  # an SSE-C key missing or refused
+    NOT_A_FILE = "not-a-file"  # a directory or device where a blob should be
+    SYMLINK_OUTSIDE = "symlink-outside"  # a link out of the source directory, not followed
+    WORKER_DIED = "worker-died"
+    FATAL = "fatal"
+    # warnings of the copy, and outcomes of verify
+    MD5_MISMATCH = "md5-mismatch"
+    HASH_MISMATCH = "hash-mismatch"
+    CORRUPT_SOURCE = "corrupt-source"
+    SOURCE_MISSING = "source-missing"
+    UNVERIFIABLE = "unverifiable"
+    # a StoreError met on one side: store_kind()
+    TARGET_FULL = "target-full"
+    TARGET_QUOTA = "target-quota"
+    TARGET_READ_ONLY = "target-read-only"
+    TARGET_PERMISSION = "target-permission"
+    TARGET_GONE = "target-gone"
+    TARGET_DENIED = "target-denied"
+    TARGET_UNREACHABLE = "target-unreachable"
+    SOURCE_FULL = "source-full"
+    SOURCE_QUOTA = "source-quota"
+    SOURCE_READ_ONLY = "source-read-only"
+    SOURCE_PERMISSION = "source-permission"
+    SOURCE_GONE = "source-gone"
+    SOURCE_DENIED = "source-denied"
+    SOURCE_UNREACHABLE = "source-unreachable"
+
+
+def store_kind(side: str, cause: str) -> Kind:
     """The problem kind of a StoreError met on one side."""
-    return f"{side}-{cause}"
+    return Kind(f"{side}-{cause}")
 
 
 STORE_KINDS = frozenset(store_kind(side, c) for side in ("target", "source") for c in CAUSES)
-FATAL_KINDS = STORE_KINDS | {"fatal"}  # problem kinds that end a run, --ignore-errors or not
+FATAL_KINDS = STORE_KINDS | {Kind.FATAL}  # problem kinds that end a run, --ignore-errors or not
 
 
 class ItemError(PmigrateError):
@@ -67,7 +114,7 @@ class ItemError(PmigrateError):
 
     retryable = False
 
-    def __init__(self, message: str, *, item: str = "", kind: str = "error") -> None:
+    def __init__(self, message: str, *, item: str = "", kind: Kind = Kind.ERROR) -> None:
         super().__init__(message)
         self.item = item
         self.kind = kind
@@ -77,14 +124,14 @@ class BlobNotFound(ItemError):
     """The blob a file row promises is absent from a data backend."""
 
     def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="missing")
+        super().__init__(message, item=item, kind=Kind.MISSING)
 
 
 class InvalidId(ItemError):
     """An id from the metadata that must never become a path or key."""
 
     def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="invalid-id")
+        super().__init__(message, item=item, kind=Kind.INVALID_ID)
 
 
 class RetryableError(ItemError):
@@ -105,7 +152,7 @@ class RetriesExhausted(ItemError):
     """
 
     def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="retry-exhausted")
+        super().__init__(message, item=item, kind=Kind.RETRY_EXHAUSTED)
 
 
 class Unsupported(ItemError):
@@ -116,7 +163,7 @@ class Unsupported(ItemError):
     """
 
     def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="unsupported")
+        super().__init__(message, item=item, kind=Kind.UNSUPPORTED)
 
 
 class Cancelled(Exception):

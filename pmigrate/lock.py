@@ -41,7 +41,6 @@ from pmigrate.report import Report
 
 PG_KEY = (0x706D6967, 0x72617465)  # "pmig", "rate": the two int4 keys of the advisory lock
 FILE_WAIT = 0.3  # seconds a file lock is retried: a dry run's look holds it for microseconds
-MYSQL_NAME_MAX = 64  # characters in a GET_LOCK name (mysql 5.7+)
 
 
 class TargetBusy(ConfigError):
@@ -251,19 +250,12 @@ class PostgresLock(_SessionLock):
 # -- mysql / mariadb ----------------------------------------------------------------
 
 
-def mysql_lock_name(database: str) -> str:
-    """The GET_LOCK name of a target database (names are server-wide, hence the database in it)."""
-    name = f"pmigrate:{database}"
-    if len(name) > MYSQL_NAME_MAX:
-        name = "pmigrate:" + hashlib.sha256(database.encode()).hexdigest()[:32]
-    return name
-
-
 class MysqlLock(_SessionLock):
     """GET_LOCK on a connection of its own; the holder's details in a file keyed by server and database."""
 
     def __init__(self, meta: Any) -> None:
         from pmigrate import dsn
+        from pmigrate.metadata.lockwait import mysql_lock_name
 
         super().__init__(meta)
         t = meta.translation()
@@ -339,7 +331,7 @@ def metadata_lock(meta: Any) -> Lock:
 
 def journal_lock(dst: Any, *, opts: RunOptions) -> Lock:
     """The lock of a data target: on its journal, which only one run may write."""
-    from pmigrate.transfer.journal import locate
+    from pmigrate.journal import locate
 
     path, _ = locate(dst, opts.journal)
     return FileLock(path.with_name(path.name + ".lock"), f"{dst.data.describe()} (journal {path})")

@@ -54,6 +54,40 @@ def _speed(rate: float, unit: str) -> str:
     return f"{rate:.1f} {noun}/s" if rate < 10 else f"{rate:.0f} {noun}/s"
 
 
+class Subscriber:
+    """Hears of a stage's work item by item, as s3transfer's subscribers do; every hook a no-op.
+
+    The stage calls it, never checks it: a quiet run has this one. on_progress
+    takes bytes moved, negative when a stream tried again rewinds what it had
+    counted; the blob stage counts a blob's bytes once its result is in, so a
+    blob's retries inside a worker never reach it.
+    """
+
+    def on_queued(self, *, size: int) -> None:
+        """An item handed to the workers, of ``size`` bytes."""
+
+    def on_progress(self, nbytes: int) -> None:
+        """``nbytes`` more moved (fewer when negative)."""
+
+    def on_done(self, *, ok: bool) -> None:
+        """One item ended, well or not."""
+
+
+class Bars(Subscriber):
+    """A subscriber that moves two meters: items done and bytes moved."""
+
+    def __init__(self, items: Meter | NullBar, nbytes: Meter | NullBar) -> None:
+        self._items = items
+        self._bytes = nbytes
+
+    def on_progress(self, nbytes: int) -> None:
+        if nbytes:
+            self._bytes.update(nbytes)
+
+    def on_done(self, *, ok: bool) -> None:
+        self._items.update(1)
+
+
 class NullBar:
     """A meter that shows nothing."""
 

@@ -222,7 +222,7 @@ class BackendConformance:
         ref = mkref(9, data, size=len(data) + delta)
         with pytest.raises(ItemError) as info:
             backend.write(ref, io.BytesIO(data))
-        assert info.value.kind == "size"
+        assert info.value.kind == "size-mismatch"
         self.assert_absent(backend, ref, residue)
 
     # -- missing, stat, delete ---------------------------------------------------

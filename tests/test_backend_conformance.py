@@ -261,7 +261,7 @@ def test_s3_server_side_copy(s3_server, size):
     assert dst.open_multipart_uploads() == []
     with pytest.raises(ItemError) as info:
         dst.copy_from(src, make_ref(50, size=size + 1))
-    assert info.value.kind == "size"
+    assert info.value.kind == "size-mismatch"
     with pytest.raises(BlobNotFound):
         dst.copy_from(src, make_ref(51, size=3))
 

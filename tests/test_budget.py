@@ -163,9 +163,10 @@ def test_a_worker_does_not_import_sqlalchemy():
     """A worker copying file -> s3 needs neither SQLAlchemy's 0.15 s nor its ~14 MiB."""
     code = (
         "import sys\n"
-        "from pmigrate.transfer.worker import WorkerContext, make_handler\n"
-        "ctx = WorkerContext('file', {'Directory': '/nonexistent'}, 's3', {'Endpoint': '127.0.0.1:9',"
-        " 'AccessKeyID': 'AK', 'SecretAccessKey': 'secret-key-value', 'Bucket': 'b'})\n"
+        "from pmigrate.transfer.handler import Stores\n"
+        "from pmigrate.transfer.worker import CopyContext, make_handler\n"
+        "ctx = CopyContext(stores=Stores(src_backend='file', src_options={'Directory': '/nonexistent'}, dst_backend='s3',"
+        " dst_options={'Endpoint': '127.0.0.1:9', 'AccessKeyID': 'AK', 'SecretAccessKey': 'secret-key-value', 'Bucket': 'b'}))\n"
         "h = make_handler(ctx, lifeline=None)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')[:3])\n"
     )

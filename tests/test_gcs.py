@@ -111,7 +111,7 @@ def test_gcs_server_side_copy(gcs_server, size):
     assert dst.stat(ref).md5 == hashlib.md5(data).hexdigest()
     with pytest.raises(ItemError) as info:
         dst.copy_from(src, make_ref(45, size=size + 1))
-    assert info.value.kind == "size"
+    assert info.value.kind == "size-mismatch"
     with pytest.raises(BlobNotFound):
         dst.copy_from(src, make_ref(46, size=3))
 

@@ -1,7 +1,8 @@
 """The worker pool on its own, with real processes: chunks, deaths, cancellation.
 
-The handler here is a real module-level handler run in forkserver children; a
-job of mode "die" makes its worker SIGKILL itself, as the OOM killer would.
+The handler here is a real module-level handler run in forkserver children, on
+jobs of the test's own kind (the pool needs only seq, attempt and size): a job
+whose action is "die" makes its worker SIGKILL itself, as the OOM killer would.
 """
 
 from __future__ import annotations
@@ -10,31 +11,48 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import pytest
 
-from pmigrate.data.base import BlobRef
 from pmigrate.data.budget import PartBudget
 from pmigrate.errors import FatalError
-from pmigrate.transfer.jobs import COPIED, FAILED, BlobJob, BlobResult
+from pmigrate.transfer.jobs import COPIED, FAILED, BlobResult
 from pmigrate.transfer.pool import Pool
+
+
+@dataclass
+class Job:
+    seq: int
+    action: str
+    size: int
+    attempt: int = 0
+
+    @property
+    def file_id(self) -> str:
+        return f"F{self.seq:015d}"
 
 
 class _Handler:
     def __init__(self, lifeline) -> None:
         self.lifeline = lifeline
 
-    def __call__(self, job: BlobJob) -> BlobResult:
-        if job.mode == "die":
+    def __call__(self, job: Job) -> BlobResult:
+        if job.action == "die":
             os.kill(os.getpid(), signal.SIGKILL)
-        if job.mode == "die-once" and job.attempt == 0:
+        if job.action == "die-once" and job.attempt == 0:
             os.kill(os.getpid(), signal.SIGKILL)
-        if job.mode == "slow":
+        if job.action.startswith("stream:"):  # streams job.size bytes, then waits for the file named after the colon
+            self.lifeline.streamed.value += job.size
+            deadline = time.monotonic() + 60
+            while not os.path.exists(job.action[len("stream:") :]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if job.action == "slow":
             deadline = time.monotonic() + 60
             while not self.lifeline.stopped() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            return BlobResult(job.seq, job.ref.file_id, "cancelled")
-        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size, xxh3=str(os.getpid()))
+            return BlobResult(job.seq, job.file_id, "cancelled")
+        return BlobResult(job.seq, job.file_id, COPIED, size=job.size, xxh3=str(os.getpid()))
 
     def close(self) -> None:
         pass
@@ -47,12 +65,12 @@ def factory(context, *, lifeline):
 
 
 def lost(job, reason):
-    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="worker-died", error=reason)
+    return BlobResult(job.seq, job.file_id, FAILED, error_kind="worker-died", error=reason)
 
 
-def _jobs(n: int, *, poison: dict[int, str] | None = None) -> list[BlobJob]:
+def _jobs(n: int, *, poison: dict[int, str] | None = None) -> list[Job]:
     poison = poison or {}
-    return [BlobJob(i, poison.get(i, "copy"), BlobRef(f"F{i:015d}", f"U{i:015d}", i)) for i in range(n)]
+    return [Job(i, poison.get(i, "copy"), i) for i in range(n)]
 
 
 def _pool(workers: int, context=None) -> Pool:
@@ -103,17 +121,17 @@ class _Holder:
     def __init__(self, tokens, lifeline) -> None:
         self.budget = PartBudget(tokens, ledger=lifeline.held)
 
-    def __call__(self, job: BlobJob) -> BlobResult:
+    def __call__(self, job: Job) -> BlobResult:
         deadline = time.monotonic() + 10
         give_up = lambda: time.monotonic() > deadline  # noqa: E731 - a token never returned fails, not hangs
-        wanted = 3 if job.mode == "hold-die" and job.attempt == 0 else 1
+        wanted = 3 if job.action == "hold-die" and job.attempt == 0 else 1
         got = sum(self.budget.acquire(give_up) for _ in range(wanted))
         if wanted == 3:
             os.kill(os.getpid(), signal.SIGKILL)
         self.budget.release_all()
         if got < wanted:
-            return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="no-token", error="no token came back")
-        return BlobResult(job.seq, job.ref.file_id, COPIED, size=job.ref.size)
+            return BlobResult(job.seq, job.file_id, FAILED, error_kind="no-token", error="no token came back")
+        return BlobResult(job.seq, job.file_id, COPIED, size=job.size)
 
     def close(self) -> None:
         pass
@@ -152,3 +170,20 @@ def test_an_error_in_the_parent_cancels_workers_promptly():
         pool.run(jobs, on_results=lambda r: None, on_tick=on_tick)
     assert time.monotonic() - started < 15  # the slow jobs saw the cancel flag
     assert pool._slots == []
+
+
+def test_the_parent_sees_the_bytes_of_jobs_in_progress_until_their_results_come_in(tmp_path):
+    """pool.streaming(): what a subscriber's live progress is made of (transfer/engine.py)."""
+    go = tmp_path / "go"
+    seen: list[int] = []
+    results: list[BlobResult] = []
+    pool = _pool(1)
+
+    def on_tick() -> None:
+        seen.append(pool.streaming())
+        if seen[-1] == 1234:
+            go.touch()
+
+    pool.run([Job(0, f"stream:{go}", 1234)], on_results=results.extend, on_tick=on_tick, tick=0.05)
+    assert 1234 in seen and [r.size for r in results] == [1234]
+    assert pool.streaming() == 0

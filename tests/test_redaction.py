@@ -369,11 +369,14 @@ def _run_leaky_pool(src: str) -> None:
     from pmigrate.transfer.pool import Pool
 
     redact.register(WORKER_SECRET)
-    context = worker.WorkerContext("file", {"Directory": src}, "file", {"Directory": src + "-copy"})
-    assert WORKER_SECRET in context.secrets
+    from pmigrate.transfer.handler import Stores
+
+    stores = Stores(src_backend="file", src_options={"Directory": src}, dst_backend="file", dst_options={"Directory": src + "-copy"})
+    context = worker.CopyContext(stores=stores)
+    assert WORKER_SECRET in context.stores.secrets
     pool = Pool(factory=_leaky_factory, context=context, workers=1, lost=worker.lost_result, stop_timeout=20)
     results: list = []
-    pool.run([BlobJob(0, "copy", BlobRef("NotThere00000001", "Up00000000000001", 3))], on_results=results.extend)
+    pool.run([BlobJob(0, BlobRef("NotThere00000001", "Up00000000000001", 3))], on_results=results.extend)
     assert results[0].error_kind == "missing"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pmigrate.data.ssekeys import ALPHABET, Keyring
-from pmigrate.transfer.journal import Journal
+from pmigrate.journal import Journal
 from tests import blobdeploy as bd
 from tests.dumps import load_dump
 from tests.verifykit import UPLOAD

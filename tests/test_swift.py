@@ -129,7 +129,7 @@ def test_swift_server_side_copy(swift_server, size):
     assert dst.stat(ref).md5 == hashlib.md5(data).hexdigest()
     with pytest.raises(ItemError) as info:
         dst.copy_from(src, make_ref(44, size=size + 1))
-    assert info.value.kind == "size"
+    assert info.value.kind == "size-mismatch"
     with pytest.raises(BlobNotFound):
         dst.copy_from(src, make_ref(45, size=3))
 

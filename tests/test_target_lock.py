@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 from pmigrate import cli, config, lock
 from pmigrate.errors import FatalError
+from pmigrate.journal import locate
 from pmigrate.metadata import copier
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
-from pmigrate.transfer.journal import locate
 from tests.conftest import REPO
 from tests.metadata_helpers import load_cfg
 from tests.servers import Database, sqlite_database

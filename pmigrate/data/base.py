@@ -38,6 +38,7 @@ class Features:
     md5_without_read: bool = False  # stat() can give a trustworthy MD5 (e.g. single-part S3 ETag)
     listable: bool = True  # list_blobs() can enumerate what is stored
     open_uploads: bool = False  # open_uploads() lists uploads begun and never finished (S3 multipart)
+    holds_parts: bool = False  # a streamed upload holds whole parts in memory: a budget.PartHolder
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +75,6 @@ class DataBackend(abc.ABC):
 
     name: ClassVar[str]
     features: ClassVar[Features] = Features()
-    # Imported once by the process that forks the workers, so that they share those pages
-    preload: ClassVar[tuple[str, ...]] = ()
-    # Bytes of one upload part held in memory under the part budget (0: none held)
-    part_bytes: int = 0
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = dict(options)
@@ -145,13 +142,6 @@ class DataBackend(abc.ABC):
         the OOM killer, kill -9): a worker that is stopped cleans up itself.
         """
 
-    def use_part_budget(self, budget: Any) -> None:
-        """Count the upload parts this backend holds in memory against budget (pmigrate.data.budget).
-
-        Only a backend that buffers whole parts of a streamed upload needs it;
-        the others ignore it.
-        """
-
     def close(self) -> None:
         """Release clients and connections."""
 
@@ -167,7 +157,7 @@ class DataBackend(abc.ABC):
         Nothing may be visible under the final name or key until every byte is
         in; on failure nothing is left behind (no partial file, no open
         multipart upload). When ref.size >= 0 and src yields another number
-        of bytes, raise ItemError(kind="size") and store nothing. Durability
+        of bytes, raise ItemError(kind=Kind.SIZE_MISMATCH) and store nothing. Durability
         may wait for sync().
         """
 

@@ -22,7 +22,10 @@ pool, and the others do not wait forever for parts that no longer exist.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
+
+if TYPE_CHECKING:
+    from pmigrate.data.base import DataBackend
 
 WAIT = 0.05  # seconds between looks at whether to give up while no token is free
 
@@ -81,3 +84,21 @@ class PartBudget:
         """Give back every token held: the one upload that held them is over."""
         while self.held:
             self.release()
+
+
+class PartHolder(Protocol):
+    """A backend whose streamed upload holds whole parts in memory (Features.holds_parts): S3's multipart.
+
+    Storage alone is the backend contract (data/base.py); the engine that
+    runs many uploads at once hands this ability the budget they share.
+    """
+
+    part_bytes: int  # bytes of one part held in memory
+
+    def use_part_budget(self, budget: PartBudget) -> None:
+        """Take a token from ``budget`` before each part is read, give it back once the part is sent."""
+
+
+def part_holder(backend: DataBackend) -> PartHolder | None:
+    """The backend as a PartHolder when its features say it holds parts in memory, else None."""
+    return cast(PartHolder, backend) if backend.features.holds_parts else None

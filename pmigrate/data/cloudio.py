@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from typing import BinaryIO, Callable
 
-from pmigrate.errors import ItemError
+from pmigrate.errors import ItemError, Kind
 
 
 def read_up_to(src: BinaryIO, n: int) -> bytes:
@@ -49,7 +49,7 @@ class Shielded:
 
 
 class SizeChecked:
-    """src's bytes, failing with ItemError(kind="size") as soon as the count cannot match.
+    """src's bytes, failing with ItemError(kind=Kind.SIZE_MISMATCH) as soon as the count cannot match.
 
     A longer source is caught by peeking one byte once `expected` bytes went
     through, before an SDK could finalise an upload of exactly `expected`.
@@ -64,7 +64,7 @@ class SizeChecked:
 
     def _fail(self, got: str) -> ItemError:
         return ItemError(
-            f"{self._item}: the source gave {got} bytes but files.size says {self._expected}", item=self._item, kind="size"
+            f"{self._item}: the source gave {got} bytes but files.size says {self._expected}", item=self._item, kind=Kind.SIZE_MISMATCH
         )
 
     def read(self, n: int = -1) -> bytes:

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error
 from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError
+from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError, Kind
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
 
@@ -184,7 +184,7 @@ class FileBackend(DataBackend):
             if stat_mod.S_ISDIR(st.st_mode):
                 if path == self.key(ref):
                     continue  # plikd looks further when the current path is a directory
-                raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id, kind="not-a-file")
+                raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id, kind=Kind.NOT_A_FILE)
             return path, st
         raise BlobNotFound(f"no blob for file {ref.file_id} in {self.directory}", item=ref.file_id)
 
@@ -239,7 +239,7 @@ class FileBackend(DataBackend):
                 f"{path} leads to {shown(real)}, outside {self.directory}: not read "
                 "(pass --follow-outside-symlinks if the deployment links there on purpose)",
                 item=ref.file_id,
-                kind="symlink-outside",
+                kind=Kind.SYMLINK_OUTSIDE,
             )
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
@@ -407,7 +407,7 @@ def _nearest_existing(path: str) -> str:
 def _refuse_unless_regular(st: os.stat_result, path: str, ref: BlobRef) -> None:
     if not stat_mod.S_ISREG(st.st_mode):
         what = _KINDS.get(stat_mod.S_IFMT(st.st_mode), "not a regular file")
-        raise ItemError(f"{path} is {what}, not a regular file: not read", item=ref.file_id, kind="not-a-file")
+        raise ItemError(f"{path} is {what}, not a regular file: not read", item=ref.file_id, kind=Kind.NOT_A_FILE)
 
 
 def _open_for_reading(path: str) -> int:

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - the gcs extra is not installed
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
 from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
 
 MIB = 1024 * 1024
@@ -82,11 +82,11 @@ def translate(exc: BaseException, *, item: str) -> BaseException:
         exc,
         (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable, gexc.GatewayTimeout),
     ):
-        return RetryableError(f"gcs {item}: {exc}", item=item, kind="transient")
+        return RetryableError(f"gcs {item}: {exc}", item=item, kind=Kind.TRANSIENT)
     if isinstance(exc, (ConnectionError, TimeoutError, auth_exc.TransportError)) or type(exc).__module__.startswith(
         ("requests", "urllib3")
     ):
-        return RetryableError(f"gcs {item}: {exc}", item=item, kind="transient")
+        return RetryableError(f"gcs {item}: {exc}", item=item, kind=Kind.TRANSIENT)
     return ItemError(f"gcs {item}: {exc}", item=item)
 
 
@@ -214,7 +214,7 @@ class GCSBackend(DataBackend):
                 return b""
             data = reader.read(min(n, left))
             if not data:
-                raise RetryableError(f"gcs object {key} ended {left} bytes early", item=key, kind="transient")
+                raise RetryableError(f"gcs object {key} ended {left} bytes early", item=key, kind=Kind.TRANSIENT)
             left -= len(data)
             return data
 
@@ -318,7 +318,7 @@ class GCSBackend(DataBackend):
             src_blob.reload()
             if ref.size >= 0 and src_blob.size != ref.size:
                 raise ItemError(
-                    f"{src_key}: stored size {src_blob.size} but files.size says {ref.size}", item=src_key, kind="size"
+                    f"{src_key}: stored size {src_blob.size} but files.size says {ref.size}", item=src_key, kind=Kind.SIZE_MISMATCH
                 )
             token, _done, _total = dst_blob.rewrite(src_blob, if_source_generation_match=src_blob.generation)
             while token is not None:

@@ -81,6 +81,16 @@ def backend_class(name: str) -> type[DataBackend]:
     return factory
 
 
+def heavy(name: str) -> tuple[str, ...]:
+    """The heavy modules the named backend's client needs (none for most): worth a fork server."""
+    return spec(name).preload if name in _BACKENDS else ()
+
+
+def preload(name: str) -> tuple[str, ...]:
+    """Every module a worker of the named backend needs, for a fork server to import once."""
+    return (_BACKENDS[name], *heavy(name)) if name in _BACKENDS else ()
+
+
 def open_backend(name: str, options: Mapping[str, Any]) -> DataBackend:
     """Build a backend from its name and DataBackendConfig table, settled by its declaration."""
     declared = spec(name)

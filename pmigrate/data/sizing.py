@@ -10,18 +10,18 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-from pmigrate.errors import ItemError
+from pmigrate.errors import ItemError, Kind
 
 
 def size_error(*, item: str, expected: int, got: int) -> ItemError:
     more = "more" if got > expected else "fewer"
     return ItemError(
-        f"blob {item}: source gave {more} bytes than files.size ({got} != {expected})", item=item, kind="size"
+        f"blob {item}: source gave {more} bytes than files.size ({got} != {expected})", item=item, kind=Kind.SIZE_MISMATCH
     )
 
 
 class SizedReader:
-    """Read-only, non-seekable view of src that fills every read and raises ItemError(kind="size") on a length mismatch."""
+    """Read-only, non-seekable view of src that fills every read and raises ItemError(kind=Kind.SIZE_MISMATCH) on a length mismatch."""
 
     def __init__(self, src: BinaryIO, *, expected: int, item: str) -> None:
         self._src = src

@@ -62,6 +62,9 @@ class BackendSpec:
     check: Callable[[Mapping[str, Any]], str] | None = None
     needs: tuple[str, ...] = ()  # modules the SDK provides, found before the backend is built
     install: str = ""  # how to install them
+    # heavy modules its client needs, which a fork server imports once so that every worker
+    # shares those pages (S3: ~50 MiB and ~1 s of CPU per process); none for most backends
+    preload: tuple[str, ...] = ()
     _by_name: dict[str, Option] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

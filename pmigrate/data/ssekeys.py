@@ -108,7 +108,7 @@ class Keyring:
 
 
 def keyring(journal: Any, *, create: bool) -> Keyring | None:
-    """The target's keyring from its journal (pmigrate.transfer.journal); None when it holds no secret yet."""
+    """The target's keyring from its journal (pmigrate.journal); None when it holds no secret yet."""
     from pmigrate import redact
 
     secret = journal.secret(SECRET, create=create)

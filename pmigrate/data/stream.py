@@ -11,7 +11,7 @@ from typing import BinaryIO, Iterator
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.spec import BackendSpec
-from pmigrate.errors import ItemError
+from pmigrate.errors import ItemError, Kind
 from pmigrate.ids import check_id
 
 
@@ -29,10 +29,10 @@ class StreamBackend(DataBackend):
         return isinstance(other, StreamBackend)
 
     def open_read(self, ref: BlobRef) -> BinaryIO:
-        raise ItemError(f"file {self.key(ref)}: the stream backend keeps no data to read", item=ref.file_id, kind="stream")
+        raise ItemError(f"file {self.key(ref)}: the stream backend keeps no data to read", item=ref.file_id, kind=Kind.STREAM)
 
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
-        raise ItemError(f"file {self.key(ref)}: the stream backend cannot store data", item=ref.file_id, kind="stream")
+        raise ItemError(f"file {self.key(ref)}: the stream backend cannot store data", item=ref.file_id, kind=Kind.STREAM)
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
         self.key(ref)

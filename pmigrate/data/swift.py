@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - the swift extra is not installed
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
 from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
 from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
 
 GIB = 1024 * 1024 * 1024
@@ -93,10 +93,10 @@ def translate(exc: BaseException, *, item: str) -> BaseException:
         if status == 401:
             return FatalError(f"swift refused the credentials while handling {item}: {exc.msg}")
         if status is None or status >= 500 or status in (408, 429, 499):
-            return RetryableError(f"swift {item}: {exc}", item=item, kind="transient")
+            return RetryableError(f"swift {item}: {exc}", item=item, kind=Kind.TRANSIENT)
         return ItemError(f"swift {item}: {exc}", item=item)
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__module__.startswith(("requests", "urllib3")):
-        return RetryableError(f"swift {item}: {exc}", item=item, kind="transient")
+        return RetryableError(f"swift {item}: {exc}", item=item, kind=Kind.TRANSIENT)
     return ItemError(f"swift {item}: {exc}", item=item)
 
 
@@ -505,7 +505,7 @@ class SwiftBackend(DataBackend):
             return False
         size = int(h.get("content-length", -1))
         if ref.size >= 0 and size != ref.size:
-            raise ItemError(f"{src_key}: stored size {size} but files.size says {ref.size}", item=src_key, kind="size")
+            raise ItemError(f"{src_key}: stored size {size} but files.size says {ref.size}", item=src_key, kind=Kind.SIZE_MISMATCH)
         headers = {"Content-Type": ref.content_type} if ref.content_type else None
         try:
             conn.copy_object(source.container, src_key, destination=f"/{self.container}/{dst_key}", headers=headers)

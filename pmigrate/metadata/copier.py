@@ -258,7 +258,7 @@ def _check_owner(owner: ownership.Ownership, where: str, source: str, *, opts: R
 
 def _keys_journal(plan: Plan, dst: Any, *, opts: RunOptions) -> tuple[Any, str]:
     """Where the secret of the SSE-C keys this copy writes is kept: the target's blob journal (checked, not written)."""
-    from pmigrate.transfer.journal import Journal, locate
+    from pmigrate.journal import Journal, locate
 
     files = next((t for t in plan.tables if t.name == "files"), None)
     if files is None or "backend_details" not in files.names:
@@ -739,7 +739,7 @@ def _keyring(plan: Plan) -> ssekeys.Keyring | None:
     """The keyring of the SSE-C keys this copy writes, its secret durable in the journal first; None if none."""
     if plan.keys_journal is None:
         return None
-    from pmigrate.transfer.journal import Journal
+    from pmigrate.journal import Journal
 
     path, identity = plan.keys_journal
     journal = Journal.open(path, identity=identity)

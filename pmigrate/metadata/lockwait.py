@@ -25,6 +25,7 @@ hold a secret.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import threading
@@ -43,6 +44,18 @@ NAMED = 3  # sessions listed when the server does not say which one holds a tabl
 
 _OURS: set[int] = set()  # server connection ids (pids) of the run's own sessions, on every side
 _OURS_LOCK = threading.Lock()
+MYSQL_NAME_MAX = 64  # characters in a GET_LOCK name (mysql 5.7+)
+
+
+def mysql_lock_name(database: str) -> str:
+    """The GET_LOCK name of a target database (names are server-wide, hence the database in it).
+
+    Here, not in pmigrate.lock which takes it: the run's own lock is one of the sessions a wait names.
+    """
+    name = f"pmigrate:{database}"
+    if len(name) > MYSQL_NAME_MAX:
+        name = "pmigrate:" + hashlib.sha256(database.encode()).hexdigest()[:32]
+    return name
 
 
 @dataclass(frozen=True)
@@ -392,8 +405,6 @@ def _ours(raw: Any, ids: Sequence[int]) -> list[int]:
         out.add(int(_rows(raw, "SELECT CONNECTION_ID()")[0][0]))
     with contextlib.suppress(Exception):
         cur_db = _rows(raw, "SELECT DATABASE()")[0][0] or ""
-        from pmigrate.lock import mysql_lock_name
-
         holder = _rows(raw, "SELECT IS_USED_LOCK(%s)", (mysql_lock_name(cur_db),))[0][0]
         if holder is not None:
             out.add(int(holder))

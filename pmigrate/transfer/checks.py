@@ -4,8 +4,8 @@ The parent of a copy needs an object store's client for a few requests at
 the start (does the bucket exist, may it be created); the workers do every
 transfer. Loading boto3 and its S3 model for those would cost the parent
 about 25 MiB for the whole run, a tenth of the memory budget of a 4-worker
-copy. So a backend that preloads heavy modules in the fork server (its
-``preload``) is checked in a child started from that same fork server, which
+copy. So a backend whose client needs heavy modules, preloaded in the fork server
+(data/registry.heavy) is checked in a child started from that same fork server, which
 has those modules loaded already; the others are checked in place.
 
 The same goes for the few other requests the parent makes (the sweep of
@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
 from pmigrate import interrupt, redact
-from pmigrate.data.registry import backend_class, open_backend
+from pmigrate.data.registry import heavy, open_backend
 from pmigrate.errors import ConfigError, FatalError
 
 TIMEOUT = 600.0  # seconds; a backend's own requests time out and retry well within this
@@ -48,7 +48,7 @@ def call(backends: Sequence[str], fn: Callable[..., Any], *args: Any, start_meth
     A ConfigError from it comes back as the same ConfigError; any other
     error as a FatalError naming ``what``.
     """
-    if any(backend_class(name).preload for name in backends):
+    if any(heavy(name) for name in backends):
         return _in_child(fn, args, start_method, what)
     return fn(*args)
 

@@ -6,7 +6,8 @@ Dask task each, at most CHUNKS_PER_THREAD per thread of the workers that
 may take them, so that a million blobs never sit in the scheduler at once;
 results come back as each task ends (distributed.as_completed).
 
-Each worker builds its backend clients once, in pmigrate's worker plugin
+Each worker builds the stage's handlers (transfer/handler.py: the same
+factory and context as the local pool's) once, in pmigrate's worker plugin
 (transfer/cluster_worker.py). The plugin and every chunk pass through the
 scheduler, which keeps them: they are sealed (transfer/sealed.py) with a
 key made from PMIGRATE_CLUSTER_KEY, which the parent and each worker read
@@ -37,11 +38,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
 from pmigrate.transfer import sealed
+from pmigrate.transfer.handler import Factory, Lost
+from pmigrate.transfer.pool import Workers
 from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
@@ -96,32 +99,31 @@ class _Chunk:
     suspect: bool = False  # a worker died while it held this chunk: clear after its next attempt
 
 
-class ClusterPool:
-    """``run(jobs, on_results=..., on_tick=...)`` as transfer.pool.Pool, on Dask workers."""
+class ClusterPool(Workers):
+    """``run(jobs, on_results=..., on_tick=...)`` as transfer.pool.Pool, on Dask workers.
 
-    tokens = None  # upload parts are counted on each worker (cluster_worker): nothing for the parent to govern
+    Upload parts are counted on each worker (cluster_worker): no tokens for the parent to govern.
+    """
 
     def __init__(
         self,
         *,
         address: str,
+        factory: Factory,
         context: Any,
-        lost: Callable[[Any, str], Any],
+        lost: Lost,
         chunk_jobs: int = 64,
         chunk_bytes: int = CHUNK_BYTES,
         probe_target: bool = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``context``: the transfer.worker.WorkerContext every worker builds its handlers from.
+        """``factory``, ``context``, ``lost``: as transfer.pool.Pool's; each worker builds its handlers with them.
         ``probe_target``: workers check that the target store is there (False for a dry run of a
         target the run would create). ``env``: where PMIGRATE_CLUSTER_KEY is read (os.environ)."""
         import os
 
+        super().__init__(factory=factory, context=context, lost=lost, chunk_jobs=chunk_jobs, chunk_bytes=chunk_bytes)
         self.address = address
-        self._context = context
-        self._lost = lost
-        self._chunk_jobs = chunk_jobs
-        self._chunk_bytes = chunk_bytes
         self._scale = 1.0  # of both chunk limits, from the time chunks took (_resize)
         self._probe_target = probe_target
         self._local = address.startswith(LOCAL)
@@ -141,9 +143,7 @@ class ClusterPool:
         self._bad_hosts: dict[str, str] = {}  # host -> why its workers take no jobs
         self._told: set[str] = set()
         self._sent = 0
-        self.deaths: list[str] = []  # one line per worker lost while it held jobs, for the report
-        self.on_death: Callable[[Any], None] | None = None
-        self.drained: list[Any] = []  # results that arrived while stopping after an error
+        self._done: Any = None  # distributed.as_completed over the tasks in flight
 
     # -- public --------------------------------------------------------------
     def start(self) -> None:
@@ -175,57 +175,35 @@ class ClusterPool:
         log.info("blobs: Dask cluster at %s, %s with %s", self.address, plural(len(self._threads), "worker"),
                  plural(sum(self._threads.values()), "thread"))  # fmt: skip
 
-    def pids(self) -> list[int]:
-        return []  # the workers' processes are not this host's to measure
-
-    def close(self) -> None:
-        """Stop what start() began (another stage's check failed before run())."""
-        self._stop(cancel=True)
-
-    def run(
-        self,
-        jobs: Iterable[Any],
-        *,
-        on_results: Callable[[list[Any]], None],
-        on_tick: Callable[[], None] | None = None,
-        tick: float = 0.5,
-    ) -> None:
-        """Handle every job; return when all results are in. An exception (a callback's,
-        Ctrl-C, the scheduler lost) cancels the tasks, waits for the workers to drop them, and propagates."""
+    # -- Workers' loop ----------------------------------------------------------
+    def _begin(self) -> None:
         from distributed import as_completed
 
-        chunks = self._chunker(iter(jobs))
-        exhausted = False
-        next_tick = time.monotonic() + tick
-        try:
-            self.start()
-            self._register()
-            done = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
-            while True:
-                while len(self._pending) < self._limit():
-                    if self._retry:  # jobs a refusing worker gave back go out first
-                        chunk = self._retry.popleft()
-                    elif exhausted or (chunk := next(chunks, None)) is None:
-                        exhausted = True
-                        break
-                    done.add(self._submit(chunk))
-                if exhausted and not self._retry and not self._pending:
-                    break
-                self._note_removals()
-                for future, value in _ready(done, timeout=max(0.0, next_tick - time.monotonic())):
-                    results = self._take(future, value)
-                    if results:
-                        on_results(results)
-                if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + tick
-                    self._check_scheduler()
-                    self._refresh()
-                    if on_tick is not None:
-                        on_tick()
-        except BaseException:
-            self._stop(cancel=True)
-            raise
-        self._stop(cancel=False)
+        self._register()
+        self._done = as_completed(loop=self._client.loop, with_results=True, raise_errors=False)
+
+    def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
+        while len(self._pending) < self._limit():
+            if self._retry:  # jobs a refusing worker gave back go out first
+                chunk = self._retry.popleft()
+            elif exhausted or (chunk := next(chunks, None)) is None:
+                return True
+            self._done.add(self._submit(chunk))
+        return exhausted
+
+    def _idle(self) -> bool:
+        return not self._retry and not self._pending
+
+    def _results(self, *, timeout: float) -> Iterator[list[Any]]:
+        self._note_removals()
+        for future, value in _ready(self._done, timeout=timeout):
+            results = self._take(future, value)
+            if results:
+                yield results
+
+    def _ticked(self) -> None:
+        self._check_scheduler()
+        self._refresh()
 
     # -- the cluster ------------------------------------------------------------
     def _local_cluster(self, n: int, *, verbose: bool) -> Any:
@@ -250,7 +228,7 @@ class ClusterPool:
         salt = sealed.new_salt()
         self._seal = sealed.Seal(self._passphrase, salt=salt, context=self._name)
         plugin = RunPlugin(
-            name=self._name, salt=salt, sealed=self._seal.seal(self._context), local=self._local, probe_target=self._probe_target
+            name=self._name, salt=salt, sealed=self._seal.seal((self._factory, self._context)), local=self._local, probe_target=self._probe_target
         )
         self._client.subscribe_topic("all", self._on_event)
         try:
@@ -366,7 +344,7 @@ class ClusterPool:
 
     def _resize(self, results: list[Any]) -> None:
         """Chunks that took TASK_SECONDS of their thread's time stay as they are; others grow or shrink, by half at most."""
-        busy = sum(getattr(r, "seconds", 0.0) for r in results)
+        busy = sum(r.seconds for r in results)
         ratio = TASK_SECONDS / busy if busy > 0 else 2.0
         self._scale = min(SCALE[1], max(SCALE[0], self._scale * min(2.0, max(0.5, ratio))))
 

@@ -3,8 +3,8 @@
 The plugin reaches the worker through the scheduler, which keeps it for
 workers that join later: it carries the run's options sealed
 (transfer/sealed.py), opened with the worker's own PMIGRATE_CLUSTER_KEY.
-setup() builds one handler per worker thread (transfer/worker.py, as a
-local worker process builds its own) and checks once that the source and
+setup() builds one handler per worker thread with the stage's factory
+(transfer/handler.py, as a local worker process builds its own) and checks once that the source and
 the target answer from this host; a worker that cannot open the options or
 reach a store then answers every task with that one reason, and the
 parent sends it no more (transfer/cluster.py). teardown() waits for the
@@ -15,8 +15,8 @@ per thread, shared by that worker's threads only, since a semaphore does
 not cross hosts.
 
 Blobs written to a file target are made durable on the worker's host before
-the results leave it (one syncfs per chunk): the parent's own syncfs reaches
-only what its host wrote.
+the results leave it (the handler's finish(): one syncfs per chunk): the
+parent's own syncfs reaches only what its host wrote.
 
 A task never raises: a Dask scheduler keeps a failed task's exception and
 traceback, and shows them. Whatever goes wrong is returned as a short,
@@ -25,7 +25,6 @@ redacted reason.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -40,7 +39,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, StoreAbsent
-from pmigrate.transfer.jobs import COPIED
+from pmigrate.transfer.handler import Handler, StoreHandler
 from pmigrate.transfer.sealed import ENV, Seal, SealError
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,11 @@ class TaskLifeline:
     left) or the plugin is being removed, so that a long copy stops and its backend cleans up."""
 
     held = None  # tokens are counted per worker here, and a dead worker takes its own with it
+    streamed = None  # progress comes with each chunk's results
 
-    def __init__(self, plugin: "RunPlugin") -> None:
+    def __init__(self, plugin: "RunPlugin", tokens: Any) -> None:
         self._plugin = plugin
+        self.tokens = tokens  # this worker's own upload-part tokens, shared by its threads (module docstring)
         self.key: Any = None
         self._next_check = 0.0
 
@@ -91,7 +92,7 @@ class RunPlugin(WorkerPlugin):
     def __init__(self, *, name: str, salt: bytes, sealed: bytes, local: bool, probe_target: bool) -> None:
         self.name = name
         self.salt = salt
-        self.sealed = sealed
+        self.sealed = sealed  # (factory, context) of the stage, sealed
         self.local = local  # a LocalCluster of pmigrate's own: Ctrl-C belongs to the parent
         self.probe_target = probe_target  # False: the target may not exist yet (a dry run)
 
@@ -108,7 +109,7 @@ class RunPlugin(WorkerPlugin):
         self.problem = ""  # why this worker cannot take jobs, once known
         self.seal: Seal | None = None
         self._free: queue.SimpleQueue = queue.SimpleQueue()
-        self._handlers: list[Any] = []
+        self._handlers: list[Handler] = []
         self._ready = threading.Event()
         self._saved = (sys.stderr, logging.getLogger().handlers[:], logging.getLogger().level)
         if self.local and threading.current_thread() is threading.main_thread():
@@ -129,24 +130,22 @@ class RunPlugin(WorkerPlugin):
     # -- building and closing ------------------------------------------------------
     def _build(self, threads: int) -> None:
         from pmigrate.data.budget import PartBudget
-        from pmigrate.transfer import worker as worker_mod
 
         try:
             passphrase = _passphrase()
             seal = Seal(passphrase, salt=self.salt, context=self.name)
             try:
-                context = seal.open(self.sealed)
+                factory, context = seal.open(self.sealed)
             except SealError:
                 raise _Refusal(f"cannot open pmigrate's options: its {ENV} is not the one pmigrate was given") from None
             self.seal = seal
             parts = threading.BoundedSemaphore(PartBudget.capacity(threads))  # this worker's own (module docstring)
-            context = dataclasses.replace(context, extra={**context.extra, "part_budget": parts})
             for _ in range(max(1, threads)):
-                lifeline = TaskLifeline(self)
-                handler = worker_mod.make_handler(context, lifeline=lifeline)
+                lifeline = TaskLifeline(self, parts)
+                handler = factory(context, lifeline=lifeline)
                 self._handlers.append(handler)
                 self._free.put((handler, lifeline))
-            redact.register(passphrase)  # after make_handler, which sets up the redacted logs
+            redact.register(passphrase)  # after the factory, which sets up the redacted logs
             self.problem = _probe(self._handlers[0], target=self.probe_target)
         except _Refusal as exc:
             self.problem = str(exc)
@@ -177,7 +176,7 @@ class RunPlugin(WorkerPlugin):
     def wait_ready(self) -> bool:
         return self._ready.wait(PLUGIN_WAIT)
 
-    def checkout(self, key: Any) -> tuple[Any, TaskLifeline] | None:
+    def checkout(self, key: Any) -> tuple[Handler, TaskLifeline] | None:
         """A free handler for this task's thread; None once the plugin is being removed (the run is over)."""
         while not self.closing:
             try:
@@ -188,7 +187,7 @@ class RunPlugin(WorkerPlugin):
             return handler, lifeline
         return None
 
-    def checkin(self, handler: Any, lifeline: TaskLifeline) -> None:
+    def checkin(self, handler: Handler, lifeline: TaskLifeline) -> None:
         lifeline.key = None
         self._free.put((handler, lifeline))
 
@@ -204,13 +203,15 @@ def _passphrase() -> str:
     return value
 
 
-def _probe(handler: Any, *, target: bool) -> str:
+def _probe(handler: Handler, *, target: bool) -> str:
     """Why this host cannot reach a store, or ''; what each backend's check() says, once per worker.
 
     A check that gets no answer (a store down, a proxy that swallows requests) would be tried
     again for --retry-for, as in an outage: past PROBE_WAIT it is taken as unreachable, well
     before the parent gives up on the plugin.
     """
+    if not isinstance(handler, StoreHandler):
+        return ""  # no store of its own to look at
     for side, backend in (("source", handler.src), ("target", handler.dst)):
         try:
             _within(PROBE_WAIT, lambda b=backend: b.check(create=False))
@@ -246,11 +247,11 @@ def _within(seconds: float, fn: Any) -> None:
         raise failed[0]
 
 
-def _durable(dst: Any) -> None:
-    """The blobs this chunk wrote, made durable before the parent journals them: its own sync
-    (the parent's syncfs reaches its own host's writes only). A no-op on object stores."""
+def _durable(handler: Handler, results: list[Any]) -> None:
+    """What this chunk wrote, made durable before the parent journals it: the handler's own
+    (the parent's syncfs reaches its own host's writes only)."""
     try:
-        dst.sync()
+        handler.finish(results)
     except OSError as exc:
         raise _Refusal(redact.redact(f"could not make the blobs it wrote durable: {exc}")) from None
 
@@ -288,8 +289,7 @@ def run_chunk(name: str, sealed: bytes) -> tuple:
             if lifeline.stopped():
                 break  # cancelled: Dask drops this task's result anyway
             out.append(handler(job))
-        if any(getattr(r, "outcome", "") == COPIED for r in out):
-            _durable(handler.dst)
+        _durable(handler, out)
         return (RESULTS, plugin.seal.seal(out))
     except _Refusal as exc:
         return (FAILED, str(exc))

@@ -23,42 +23,37 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import sqlite3
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
 from pmigrate import enumerate as enum_mod
 from pmigrate import interrupt, ownership, progress
+from pmigrate import journal as journal_mod
 from pmigrate.config import PlikConfig
 from pmigrate.data import ssekeys
 from pmigrate.data.base import DataBackend
-from pmigrate.data.budget import PartBudget
-from pmigrate.data.registry import backend_class, open_backend
-from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, FatalError, PmigrateError
+from pmigrate.data.budget import PartBudget, part_holder
+from pmigrate.data.registry import open_backend
+from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, FatalError, Kind, PmigrateError
+from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, precheck, stopcause, uploads
-from pmigrate.transfer import journal as journal_mod
+from pmigrate.transfer import checks, memory, precheck, stopcause, summary, uploads
 from pmigrate.transfer import worker as worker_mod
+from pmigrate.transfer.committer import COMMIT_ROWS, Committer
+from pmigrate.transfer.handler import Stores
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
-from pmigrate.transfer.journal import Journal, locate
-from pmigrate.transfer.pool import Pool
-from pmigrate.transfer.stopcause import size as _size
+from pmigrate.transfer.pool import Pool, Workers
 from pmigrate.words import plural
-
-if TYPE_CHECKING:
-    from pmigrate.transfer.cluster import ClusterPool
 
 log = logging.getLogger(__name__)
 
-AREA = "data"
-COMMIT_ROWS = 4096  # journal rows per group commit ...
-COMMIT_SECONDS = 1.0  # ... or at least this often
+AREA = summary.AREA
 START_METHOD = "forkserver"  # see the module docstring
 
 
@@ -70,7 +65,7 @@ class Plan:
     journal_path: Path
     identity: str
     skip_reason: str = ""  # set when the source stores no blobs (stream)
-    pool: Pool | ClusterPool | None = None  # workers started by preflight
+    pool: Workers | None = None  # workers started by preflight
     owner: str = ""  # pmigrate.ownership state of the target store, as preflight found it
     make_keys: bool = False  # SSE-C target, source without keys: pmigrate makes them (data/ssekeys.py)
     target: str = ""  # where the blobs go, resolved
@@ -125,15 +120,13 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
                 f"and writes it into the target's files rows, so {dst.path} needs its [MetadataBackendConfig] too"
             )
         if not skip:
-            check_source = getattr(dst_b, "check_source", None)
-            if check_source is not None:
-                check_source(src_b)  # e.g. an SSE-C target needs per-file keys from an SSE-C source
+            dst_b.check_source(src_b)  # e.g. an SSE-C target needs per-file keys from an SSE-C source
     finally:
         src_b.close()
         dst_b.close()
     if not skip:
         # The fork server, with what the workers preload, also serves the checks (transfer/checks.py).
-        mp.get_context(START_METHOD).set_forkserver_preload(_preload(src, dst))
+        mp.get_context(START_METHOD).set_forkserver_preload(_stores(src, dst).preload(*HANDLERS))
         # A target directory or bucket not there yet is fine: run() creates it as plikd would.
         found = checks.run_checks(
             [_spec(src, checks.READ), _spec(dst, checks.PROBE), _owner_spec(src, dst, checks.OWN, opts=opts)],
@@ -175,60 +168,44 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     return plan
 
 
-def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool | ClusterPool:
-    """``stat_target``: stat jobs also look each blob up on the target (the dry run of a target holding blobs)."""
+def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
+    """The copy's pool; with ``look`` the dry run's instead, whose workers also look each blob up on
+    the target when ``look`` is true (the dry run of a target holding blobs)."""
+    stores = _stores(plan.src, plan.dst)
+    context: worker_mod.CopyContext | precheck.StatContext
+    if look is None:
+        factory, context = worker_mod.make_handler, worker_mod.CopyContext(stores=stores, checksum=opts.checksum)
+    else:
+        factory, context = precheck.make_handler, precheck.StatContext(stores=stores, look_at_target=look)
     if opts.cluster:  # Dask workers instead of this host's processes (transfer/cluster.py)
         from pmigrate.transfer.cluster import ClusterPool
 
         absent = opts.dry_run and plan.probe is not None and not plan.probe.exists  # the run would create it
-        return ClusterPool(address=opts.cluster, context=_context(plan, opts=opts, stat_target=stat_target),
-                           lost=worker_mod.lost_result, probe_target=not absent)  # fmt: skip
+        return ClusterPool(address=opts.cluster, factory=factory, context=context, lost=worker_mod.lost_result, probe_target=not absent)
     with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
         parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
     log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
              plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
     return Pool(
-        factory=worker_mod.make_handler,
-        context=_context(plan, opts=opts, stat_target=stat_target, parts=parts),
+        factory=factory,
+        context=context,
         workers=opts.workers,
         lost=worker_mod.lost_result,
         start_method=START_METHOD,
-        preload=_preload(plan.src, plan.dst),
+        preload=stores.preload(*HANDLERS),
         tokens=parts,
     )
 
 
-def _context(plan: Plan, *, opts: RunOptions, stat_target: bool, parts: Any = None) -> worker_mod.WorkerContext:
-    return worker_mod.WorkerContext(
-        src_backend=plan.src.data.backend,
-        src_options=dict(plan.src.data.options),
-        dst_backend=plan.dst.data.backend,
-        dst_options=dict(plan.dst.data.options),
-        checksum=opts.checksum,
-        extra={"part_budget": parts, "stat_target": stat_target},
-    )
+HANDLERS = ("pmigrate.transfer.worker", "pmigrate.transfer.precheck")  # the modules of this stage's handlers
 
 
-def _preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
-    """Modules the fork server imports once, so each worker starts with them."""
-    classes = (backend_class(src.data.backend), backend_class(dst.data.backend))
-    mods = {c.__module__ for c in classes} | {m for c in classes for m in c.preload}
-    return ["pmigrate.transfer.worker", *sorted(mods)]
+def _stores(src: PlikConfig, dst: PlikConfig) -> Stores:
+    return Stores(src_backend=src.data.backend, src_options=dict(src.data.options),
+                  dst_backend=dst.data.backend, dst_options=dict(dst.data.options))  # fmt: skip
 
 
 # -- run ------------------------------------------------------------------------
-
-
-@dataclass
-class _Figures:
-    copied: int = 0
-    copied_bytes: int = 0
-    server_side: int = 0
-    present: int = 0
-    present_bytes: int = 0
-    errors: int = 0
-    warnings: int = 0
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -271,18 +248,18 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         seq = 0
         for batch in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
             for item, message in batch.invalid:
-                report.problem(area=AREA, kind="invalid-id", item=item, message=message)
+                report.problem(area=AREA, kind=Kind.INVALID_ID, item=item, message=message)
             done = journal.done([r.file_id for r in batch.refs]) if journal is not None and batch.refs else {}
             for r in batch.refs:
                 hit = done.get(r.file_id) == r.size
                 if hit:
                     known += 1
                     known_bytes += r.size
-                yield BlobJob(seq, "stat", r, check_target=hit and there)
+                yield BlobJob(seq, r, check_target=hit and there)
                 seq += 1
 
     # A target holding blobs already: each key is looked up there, to say what the run would replace.
-    pool = _pool(plan, opts=opts, stat_target=there and plan.owner != ownership.EMPTY)
+    pool = _pool(plan, opts=opts, look=there and plan.owner != ownership.EMPTY)
     files_bar: Any = progress.NullBar()
     if not opts.quiet:
         files_bar = progress.bar(quiet=False, desc="looking", total=enum_mod.totals(plan.metadata)[0], unit="file")
@@ -292,78 +269,9 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         files_bar.close()
         if journal is not None:
             journal.close()
-    _dry_summary(plan, tally, found, known=(known, known_bytes), opts=opts, report=report)
-
-
-def _dry_summary(
-    plan: Plan, tally: enum_mod.Tally, found: precheck.Survey, *, known: tuple[int, int], opts: RunOptions, report: Report
-) -> None:
-    skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
-    exists = plan.probe is None or plan.probe.exists
-    sec = report.section(AREA)
-    sec.update(
-        dry_run=True,
-        target=plan.target,
-        target_exists=exists,
-        files=tally.rows,
-        by_status={k or "(empty)": v for k, v in sorted(tally.by_status.items())},
-        blobs=tally.blobs,
-        bytes=tally.blob_bytes,
-        journal=str(plan.journal_path),
-        journal_done=known[0],
-        journal_done_bytes=known[1],
-        journal_lost=known[0] - found.present,
-        to_copy=found.copy,
-        to_copy_bytes=found.copy_bytes,
-        would_replace=found.replace,
-        would_delete=0,
-        errors=found.errors,
-        errors_by_kind=found.errors_by_kind,
-        seconds=round(found.seconds, 3),
-        skipped=skipped,
-        invalid_ids=tally.invalid,
-    )
-    sec["target_owner"] = plan.owner
-    report.line(AREA, f"blobs would go to {plan.target}" + ("" if exists else " (not there yet: the run would create it)"))
-    report.line(AREA, _OWNER_NOTE[plan.owner])
-    report.line(AREA, f"would copy {plural(found.copy, 'blob')}, {_size(found.copy_bytes)}, of {tally.blobs} ({_size(tally.blob_bytes)}) with a blob")
-    if known[0]:
-        lost = known[0] - found.present
-        again = f"; {lost} no longer there, copied again" if lost else ""
-        report.line(AREA, f"journal {plan.journal_path} lists {known[0]} ({_size(known[1])}) as done: {found.present} on the target, skipped{again}")
-    if found.replace:
-        report.line(AREA, f"would replace {plural(found.replace, 'blob')} ({_size(found.replace_bytes)}) the target holds under the same name")
-    report.line(AREA, "would delete no blob: pmigrate deletes none from a target store")
-    if plan.room is not None:
-        _dry_room(plan.room, found, opts=opts, report=report)
-    if found.errors:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(found.errors_by_kind.items()))
-        then = "would go on past them" if opts.ignore_errors else "would stop at the first (--ignore-errors goes on past them)"
-        report.line(AREA, f"errors the run would meet: {found.errors} ({kinds}); it {then} and end with exit status 1")
-    by_status = ", ".join(f"{n} {s or '(empty)'}" for s, n in sorted(tally.by_status.items()))
-    report.line(AREA, f"files by status: {by_status or 'none'}")
-    report.line(AREA, f"looked at every blob in {found.seconds:.1f}s")
-
-
-def _dry_room(room: precheck.Room, found: precheck.Survey, *, opts: RunOptions, report: Report) -> None:
-    """The free space preflight checked, against what the pass found the run would write."""
-    new = found.copy_bytes - found.replace_bytes  # a replaced blob frees its old bytes
-    report.section(AREA).update(free_bytes=room.free.bytes, free_inodes=room.free.files, free_at=room.free.path)
-    report.line(AREA, f"{_size(room.free.bytes)} free on the filesystem of {room.free.path}; the run would add {_size(new)}")
-    short = precheck.Room(free=room.free, blobs=found.copy - found.replace, bytes=new).shortfall()
-    if short and opts.space_check:
-        # Preflight counted what the journal lists as done; some of it is gone from the target.
-        report.problem(area=AREA, kind="target-full", item=room.free.path, message=f"{short}: {precheck.NO_SPACE_HINT}")
-    elif short:
-        report.warn(f"{short}; --no-space-check: the run would go on until the disk fills")
-
-
-_OWNER_NOTE = {
-    ownership.EMPTY: "the target store holds no blob: pmigrate would fill it and record this source as its owner",
-    ownership.OWNED: "the target store was filled by pmigrate from this source",
-    ownership.FOREIGN: "the target store holds objects pmigrate did not copy (--merge: written into, never deleted from)",
-    ownership.OTHER: "the target store was filled by pmigrate from another source (--merge: written into, never deleted from)",
-}
+    looked = summary.Looked(target=plan.target, exists=there, owner=plan.owner, journal=plan.journal_path,
+                            known=(known, known_bytes), room=plan.room)  # fmt: skip
+    summary.dry_summary(report, tally, found, looked, opts=opts)
 
 
 class _Copy:
@@ -372,24 +280,22 @@ class _Copy:
         self.opts = opts
         self.report = report
         self.tally = enum_mod.Tally()
-        self.fig = _Figures()
+        self.fig = summary.Figures()
         self.journal: Journal | None = None
+        self.committer: Committer | None = None
         self.stop: _Stop | None = None
         self.dst: DataBackend | None = None
-        self.last_commit = time.monotonic()
-        self._committer: threading.Thread | None = None
-        self._commit_error: BaseException | None = None
-        self._unlisted = 0  # blobs durable on the target whose journal rows could not be written
         self.progress = progress.Progress(AREA, quiet=opts.quiet, every=opts.stats)
-        self.files_bar: Any = progress.NullBar()
-        self.bytes_bar: Any = progress.NullBar()
+        self.subscriber: progress.Subscriber = progress.Subscriber()  # the bars, once shown
+        self.pool: Workers | None = None
+        self._streamed = 0  # bytes of unfinished blobs the subscriber has heard of
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
         self.keyring: ssekeys.Keyring | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
-        pool = plan.pool or _pool(plan, opts=opts)
+        pool = self.pool = plan.pool or _pool(plan, opts=opts)
         try:
             found = checks.run_checks(
                 [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)],
@@ -402,6 +308,7 @@ class _Copy:
                 self.journal = Journal.open(plan.journal_path, identity=plan.identity, restart=opts.restart)
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
+            self.committer = Committer(self.journal, self.dst)
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
@@ -412,8 +319,9 @@ class _Copy:
             raise
         if self.progress.shown:
             n, size = enum_mod.totals(plan.metadata)
-            self.files_bar = self.progress.meter("blobs", total=n, unit="blob")
-            self.bytes_bar = self.progress.meter("bytes", total=size, unit=progress.BYTES)
+            self.subscriber = progress.Bars(
+                self.progress.meter("blobs", total=n, unit="blob"), self.progress.meter("bytes", total=size, unit=progress.BYTES)
+            )
         started = time.perf_counter()
         stop: _Stop | None = None
         interrupted = False
@@ -430,7 +338,7 @@ class _Copy:
                 self._account([r for r in pool.drained if r.outcome == COPIED])
             commit_error: PmigrateError | None = None
             try:
-                self._commit(wait=True)
+                self.committer.commit(wait=True)
             except PmigrateError as exc:
                 commit_error = exc
             halt = self._halt(stop) if stop is not None else None
@@ -441,13 +349,12 @@ class _Copy:
             self.progress.close()
             for line in pool.deaths:
                 self.report.warn(line)
-            self._summarise(
-                time.perf_counter() - started,
-                workers=opts.workers,
-                deaths=len(pool.deaths),
-                complete=stop is None and not interrupted,
-                halt=halt,
-            )
+            summary.copy_summary(self.report, self.fig, self.tally, summary.Run(
+                seconds=time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths),
+                journal=plan.journal_path, complete=stop is None and not interrupted, halt=halt,
+                keys_made=self.keyring.made if self.keyring is not None else None, metadata=opts.metadata,
+                memory=self.governor.figures if self.governor is not None else None,
+            ))  # fmt: skip
             if not interrupted and not (halt is not None and halt.kind.endswith(UNREACHABLE)):
                 self._sweep("end")  # every worker has stopped (and the store answers)
             if commit_error is not None:
@@ -465,7 +372,7 @@ class _Copy:
             return None
         remaining = 0
         try:
-            remaining = max(0, enum_mod.totals(self.plan.metadata)[1] - self.fig.copied_bytes - self.fig.present_bytes)
+            remaining = max(0, enum_mod.totals(self.plan.metadata)[1] - self.fig.bytes - self.fig.already_done_bytes)
         except sa.exc.SQLAlchemyError:
             log.debug("could not total the blobs left to copy", exc_info=True)
         return stopcause.halt(
@@ -477,12 +384,13 @@ class _Copy:
             remaining=remaining,
         )
 
-    def _governor(self, pool: Pool) -> memory.MemoryGovernor | None:
+    def _governor(self, pool: Workers) -> memory.MemoryGovernor | None:
         """Keep the run's memory in bounds, if the target holds upload parts in memory at all."""
         assert self.dst is not None
-        part, workers = self.dst.part_bytes, self.opts.workers
-        if not part or pool.tokens is None:
+        holder = part_holder(self.dst)
+        if holder is None or not holder.part_bytes or pool.tokens is None:
             return None
+        part, workers = holder.part_bytes, self.opts.workers
         return memory.governor(
             pool.tokens,
             workers=workers,
@@ -516,7 +424,7 @@ class _Copy:
         assert self.journal is not None
         for batch in enum_mod.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
             for item, message in batch.invalid:
-                self._error("invalid-id", item, message)
+                self._error(Kind.INVALID_ID, item, message)
             if self.stop is not None:
                 raise self.stop
             if not batch.refs:
@@ -524,7 +432,8 @@ class _Copy:
             done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
             refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
             for ref in refs:
-                yield BlobJob(seq, "copy", ref, check_target=done.get(ref.file_id) == ref.size)
+                self.subscriber.on_queued(size=ref.size)
+                yield BlobJob(seq, ref, check_target=done.get(ref.file_id) == ref.size)
                 seq += 1
 
     def _on_results(self, results: list[BlobResult]) -> None:
@@ -533,160 +442,53 @@ class _Copy:
             raise self.stop
 
     def _account(self, results: list[BlobResult]) -> None:
-        fig = self.fig
-        assert self.journal is not None
-        files = nbytes = 0
+        fig, sub = self.fig, self.subscriber
+        assert self.journal is not None and self.committer is not None
         for r in results:
             if r.note and r.note not in self.notes:
                 self.notes.add(r.note)
                 self.report.warn(r.note)
             if r.outcome == COPIED:
                 fig.copied += 1
-                fig.copied_bytes += r.size
-                files += 1
-                nbytes += r.size
+                fig.bytes += r.size
                 if r.server_side:
                     fig.server_side += 1
-                self.journal.record(
-                    file_id=r.file_id,
-                    size=r.size,
-                    xxh3=r.xxh3 or worker_mod.SERVER_SIDE,
-                    md5=r.md5,
-                    seconds=r.seconds,
-                )
+                self.journal.record(file_id=r.file_id, size=r.size, xxh3=r.xxh3 or worker_mod.SERVER_SIDE, md5=r.md5, seconds=r.seconds)
                 if r.warning_kind:
                     fig.warnings += 1
                     self.report.problem(area=AREA, kind=r.warning_kind, item=r.file_id, message=r.warning)
             elif r.outcome == PRESENT:
-                fig.present += 1
-                fig.present_bytes += r.size
-                files += 1
-                nbytes += r.size
+                fig.already_done += 1
+                fig.already_done_bytes += r.size
             elif r.outcome == FAILED:
-                files += 1
                 self._error(r.error_kind, r.file_id, r.error)
-            elif r.outcome == CANCELLED:
-                pass
-        self.files_bar.update(files)
-        self.bytes_bar.update(nbytes)
+            if r.outcome != CANCELLED:
+                sub.on_progress(r.size if r.outcome != FAILED else 0)
+                sub.on_done(ok=r.outcome != FAILED)
+        self._heard_streaming()
         if self.journal.pending >= COMMIT_ROWS:
-            self._commit()
+            self.committer.commit()
+
+    def _heard_streaming(self) -> None:
+        """The bytes of blobs still streaming, as they grow, or shrink when a stream starts again."""
+        assert self.pool is not None
+        now = self.pool.streaming()
+        if now != self._streamed:
+            self.subscriber.on_progress(now - self._streamed)
+            self._streamed = now
 
     def _tick(self) -> None:
+        self._heard_streaming()
         self.progress.tick()
-        if time.monotonic() - self.last_commit >= COMMIT_SECONDS:
-            self._commit()
-
-    def _commit(self, *, wait: bool = False) -> None:
-        """Durable first (one syncfs for a file target), then the journal says so.
-
-        Runs in a thread so that the parent keeps feeding workers while the
-        filesystem flushes; one commit at a time, the next batch waits its turn.
-        """
-        assert self.journal is not None and self.dst is not None
-        if self._committer is not None:
-            if self._committer.is_alive() and not wait:
-                return
-            self._committer.join()
-            self._committer = None
-            if self._commit_error is not None:
-                err, self._commit_error = self._commit_error, None
-                raise err
-        self.last_commit = time.monotonic()
-        rows = self.journal.take()
-        if not rows:
-            return
-        if wait:
-            self._durable(rows)
-            if self._commit_error is not None:
-                err, self._commit_error = self._commit_error, None
-                raise err
-            return
-        self._committer = threading.Thread(target=self._durable, args=(rows,), name="pmigrate-journal", daemon=True)
-        self._committer.start()
-
-    def _durable(self, rows: list[tuple]) -> None:
-        assert self.journal is not None and self.dst is not None
-        try:
-            sync = getattr(self.dst, "sync", None)
-            if sync is not None:
-                sync()
-            self.journal.write(rows)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
-                self._commit_error = FatalError(f"journal commit failed: {exc}")
-            else:
-                self._unlisted += len(rows)
-                free = stopcause.free_bytes(self.journal.path.parent)
-                self._commit_error = FatalError(stopcause.journal_full(self.journal.path, free=free, rows=self._unlisted))
-        except BaseException as exc:  # noqa: BLE001 - raised again in the parent's thread
-            self._commit_error = exc if isinstance(exc, PmigrateError) else FatalError(f"journal commit failed: {exc}")
+        assert self.committer is not None
+        if self.committer.due():
+            self.committer.commit()
 
     def _error(self, kind: str, item: str, message: str) -> None:
         if kind in FATAL_KINDS and self.stop is not None and self.stop.kind in FATAL_KINDS:
             return  # another worker met the same wall before it heard of the stop: the first says it
-        self.fig.errors += 1
-        self.fig.errors_by_kind[kind] = self.fig.errors_by_kind.get(kind, 0) + 1
+        self.fig.error(kind)
         self.report.problem(area=AREA, kind=kind, item=item, message=message)
         if self.stop is None and (kind in FATAL_KINDS or not self.opts.ignore_errors):
             # Raised once the current batch of results is accounted for.
             self.stop = _Stop(kind, item, message)
-
-    def _summarise(
-        self, seconds: float, *, workers: int, deaths: int, complete: bool, halt: stopcause.Halt | None = None
-    ) -> None:
-        fig, tally = self.fig, self.tally
-        skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
-        if fig.present:
-            skipped["already done"] = fig.present
-        rate = fig.copied_bytes / seconds if seconds > 0 else 0.0
-        fps = fig.copied / seconds if seconds > 0 else 0.0
-        sec = self.report.section(AREA)
-        sec.update(
-            files=tally.rows,
-            blobs=tally.blobs,
-            copied=fig.copied,
-            bytes=fig.copied_bytes,
-            server_side=fig.server_side,
-            already_done=fig.present,
-            already_done_bytes=fig.present_bytes,
-            skipped=skipped,
-            errors=fig.errors,
-            errors_by_kind=fig.errors_by_kind,
-            warnings=fig.warnings,
-            seconds=round(seconds, 3),
-            bytes_per_second=round(rate),
-            files_per_second=round(fps, 1),
-            workers=workers,
-            worker_deaths=deaths,
-            journal=str(self.plan.journal_path),
-            complete=complete,
-        )
-        line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.copied_bytes)} in {seconds:.1f}s ({_size(rate)}/s, {fps:.0f} blobs/s)"
-        if fig.server_side:
-            line += f"; {fig.server_side} server-side"
-        self.report.line(AREA, line)
-        if skipped:
-            self.report.line(AREA, "skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
-        if fig.errors:
-            kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
-            self.report.line(AREA, f"errors: {fig.errors} ({kinds})")
-        if self.keyring is not None:
-            sec["sse_keys_made"] = self.keyring.made
-            rows = "writes" if self.opts.metadata else "must write (run it: without --data-only, or with --metadata-only)"
-            self.report.line(AREA, f"SSE-C keys made by pmigrate for {self.keyring.made} file(s) without one: "
-                                   f"the metadata copy {rows} the same keys into the target's files rows")  # fmt: skip
-        if self.governor is not None:
-            self._memory_figures(self.governor.figures)
-        if halt is not None:
-            sec.update(stopped=halt.figures)
-            self.report.line(AREA, f"stopped before the end: {halt.message}")
-        elif not complete:
-            self.report.line(AREA, "stopped before the end: run the same command again to resume")
-
-    def _memory_figures(self, fig: memory.Figures) -> None:
-        self.report.section(AREA).update(memory=fig.as_json())
-        self.report.line(AREA, fig.summary())
-        warning = fig.warning()
-        if warning:
-            self.report.warn(warning)

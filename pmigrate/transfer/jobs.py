@@ -1,7 +1,7 @@
 """What travels between the parent and the workers: plain, picklable dataclasses.
 
-A job names one blob and what to do with it (``mode``); a result says what
-happened. Both stay small because tens of thousands cross the process
+A job names one blob; what is done with it is the handler's business (the
+copy's, or the dry run's look); a result says what happened. Both stay small because tens of thousands cross the process
 boundary every second, in chunks.
 """
 
@@ -26,7 +26,6 @@ class BlobJob:
     """One blob to handle. ``seq`` is unique within a run; ``attempt`` counts worker deaths."""
 
     seq: int
-    mode: str  # "copy", "verify" or "stat" (the dry run): the worker dispatches on it
     ref: BlobRef
     check_target: bool = False  # journal says done: stat the target first, copy only if it is not right
     attempt: int = 0
@@ -40,11 +39,11 @@ class BlobJob:
         # (whose default state walks fields() per object): this runs for
         # every blob, in the parent.
         r = self.ref
-        return (_job, (self.seq, self.mode, r.file_id, r.upload_id, r.size, r.content_type, r.md5, r.backend_details, self.check_target, self.attempt))
+        return (_job, (self.seq, r.file_id, r.upload_id, r.size, r.content_type, r.md5, r.backend_details, self.check_target, self.attempt))
 
 
-def _job(seq, mode, file_id, upload_id, size, content_type, md5, details, check_target, attempt) -> BlobJob:  # noqa: ANN001
-    return BlobJob(seq, mode, BlobRef(file_id, upload_id, size, content_type, md5, details), check_target, attempt)
+def _job(seq, file_id, upload_id, size, content_type, md5, details, check_target, attempt) -> BlobJob:  # noqa: ANN001
+    return BlobJob(seq, BlobRef(file_id, upload_id, size, content_type, md5, details), check_target, attempt)
 
 
 @dataclass(slots=True)
@@ -59,7 +58,7 @@ class BlobResult:
     md5: str = ""  # hex MD5, when asked for
     seconds: float = 0.0
     server_side: bool = False
-    error_kind: str = ""  # missing, read-error, write-error, size-mismatch, invalid-id, fatal, ...
+    error_kind: str = ""  # an errors.Kind: missing, read-error, write-error, size-mismatch, ...
     error: str = ""
     warning_kind: str = ""  # a problem that does not undo the copy, e.g. md5-mismatch
     warning: str = ""

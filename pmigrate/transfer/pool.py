@@ -2,8 +2,8 @@
 
 The pool knows nothing of blobs: it moves chunks of jobs to workers and lists
 of results back. A job only needs ``seq`` (unique per run), ``attempt`` and
-``size``; what a worker does with it is the handler's business (it dispatches
-on ``job.mode``), so a new kind of job needs no change here.
+``size``; what a worker does with it is the business of the handler the stage
+handed in (transfer/handler.py), so a new kind of job needs no change here.
 
 Why one pipe per worker rather than one shared queue: the parent then knows
 exactly which jobs each worker holds, so a worker killed mid-job is replaced
@@ -35,30 +35,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import util
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pmigrate import interrupt
 from pmigrate.errors import FatalError
+from pmigrate.transfer.handler import Factory, Handler, Lost
 from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
 
 IDLE = -1
 EARLY_REPORT_SIZE = 8 << 20  # before a job this big, a worker sends the results it holds
-
-
-class Job(Protocol):
-    seq: int
-    attempt: int
-
-    @property
-    def size(self) -> int: ...
-
-
-class Handler(Protocol):
-    def __call__(self, job: Any) -> Any: ...
-
-    def close(self) -> None: ...
 
 
 class Lifeline:
@@ -68,14 +55,19 @@ class Lifeline:
     is gone (then nobody would record the result: better to clean up now).
     """
 
-    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held")
+    __slots__ = ("_cancel", "_main_pid", "_ppid", "_next_check", "held", "tokens", "streamed")
 
-    def __init__(self, cancel: Any, main_pid: int, held: Any = None) -> None:
+    def __init__(self, cancel: Any, main_pid: int, held: Any = None, tokens: Any = None, streamed: Any = None) -> None:
         self._cancel = cancel
         self._main_pid = main_pid
-        # Shared count of the tokens this worker holds from the pool's `tokens`
-        # semaphore: the parent gives them back if the worker dies.
+        # The pool's `tokens` semaphore, and the shared count of those this
+        # worker holds: the parent gives them back if the worker dies.
+        self.tokens = tokens
         self.held = held
+        # Shared count of the bytes streamed by the jobs whose results this
+        # worker has not sent yet (a job tried again takes its bytes back):
+        # the parent's live progress, back to 0 once the results are sent.
+        self.streamed = streamed
         self._ppid = os.getppid()
         self._next_check = 0.0
 
@@ -121,7 +113,7 @@ M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
 def _serve(
-    factory: Callable[..., Handler], context: Any, conn: Connection, current: Any, held: Any, cancel: Any, main_pid: int
+    factory: Factory, context: Any, conn: Connection, shared: tuple[Any, Any, Any, Any], cancel: Any, main_pid: int
 ) -> None:
     """A worker's life: build the handler, then handle chunks until the sentinel."""
     # What the fork server preloaded (boto3 and its models: tens of MiB) stays
@@ -130,7 +122,8 @@ def _serve(
     gc.freeze()
     _return_large_buffers()
     interrupt.leave_to_parent()
-    lifeline = Lifeline(cancel, main_pid, held)
+    current, held, tokens, streamed = shared
+    lifeline = Lifeline(cancel, main_pid, held, tokens, streamed)
     handler: Handler | None = None
     try:
         try:
@@ -158,12 +151,14 @@ def _serve(
                     # far, so that progress stays live and a death does not
                     # redo finished work.
                     conn.send(("results", out, False))
+                    streamed.value = 0  # those bytes are the results' now
                     out = []
                     last_send = time.monotonic()
                 current.value = job.seq
                 out.append(handler(job))
                 current.value = IDLE
             conn.send(("results", out, True))
+            streamed.value = 0
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the parent is gone
     finally:
@@ -176,80 +171,46 @@ def _raise_flag(cancel: Any) -> None:
     cancel.value = 1
 
 
-@dataclass(eq=False)
-class _Slot:
-    process: Any
-    conn: Connection
-    current: Any  # shared c_longlong: seq of the job in progress, or IDLE
-    held: Any  # shared c_int: tokens the worker holds (Lifeline.held)
-    jobs: dict[int, Any] = field(default_factory=dict)  # seq -> job, sent and not answered
-    chunks: int = 0  # chunks sent and not finished
+class Workers:
+    """What a stage sees of a pool of workers: Pool on this host, transfer/cluster.ClusterPool on Dask.
 
+    run() is one loop for both: hand chunks of jobs out while the workers have
+    room, take results as they come, tick the caller every ``tick`` seconds.
+    A subclass says what room, handing out and taking mean there.
+    """
 
-class Pool:
-    """N worker processes; ``run`` feeds them jobs and hands results to callbacks."""
+    tokens: Any = None  # the semaphore the workers take upload-part tokens from (lifeline.tokens), if the parent governs one
 
-    def __init__(
-        self,
-        *,
-        factory: Callable[..., Handler],
-        context: Any,
-        workers: int,
-        lost: Callable[[Any, str], Any],
-        chunk_jobs: int = 64,
-        chunk_bytes: int = 32 << 20,
-        inflight: int = 2,
-        start_method: str = "forkserver",
-        preload: Sequence[str] = (),
-        max_attempts: int = 2,
-        stop_timeout: float = 60.0,
-        tokens: Any = None,
-    ) -> None:
-        """``factory(context, lifeline=...)`` runs in each worker and builds its handler
-        (module-level, so it pickles by name). ``lost(job, reason)`` builds the
-        result of a job whose workers died ``max_attempts`` times. ``tokens`` is a
-        semaphore the workers take from, counting what they hold in
-        ``lifeline.held``: a dead worker's tokens go back to it.
-        """
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+    def __init__(self, *, factory: Factory, context: Any, lost: Lost, chunk_jobs: int, chunk_bytes: int) -> None:
+        """``factory(context, lifeline=...)`` builds a worker's handler (transfer/handler.py);
+        ``lost(job, reason)`` the result of a job whose workers kept dying; a chunk holds
+        at most ``chunk_jobs`` jobs and, unless one job is bigger, ``chunk_bytes`` bytes."""
         self._factory = factory
         self._context = context
-        self._workers = workers
         self._lost = lost
         self._chunk_jobs = chunk_jobs
         self._chunk_bytes = chunk_bytes
-        self._inflight = inflight
-        self._max_attempts = max_attempts
-        self.tokens = tokens
-        self._stop_timeout = stop_timeout
-        self._mp = mp.get_context(start_method)
-        if start_method == "forkserver" and preload:
-            self._mp.set_forkserver_preload(list(preload))
-        self._cancel = self._mp.RawValue("b", 0)
-        util.Finalize(self, _raise_flag, (self._cancel,), exitpriority=10)
-        self._slots: list[_Slot] = []
-        self._retry: deque[Any] = deque()
-        self.deaths: list[str] = []  # one line per worker that died, for the report
-        # Called with the job a worker was handling when it died, before that job
+        self.deaths: list[str] = []  # one line per worker that died while it held jobs, for the report
+        # Called with a job a worker was handling when it died, before that job
         # is handed out again: the place to clear what the dead write left behind.
         self.on_death: Callable[[Any], None] | None = None
         self.drained: list[Any] = []  # results that arrived while stopping after an error
-        self._max_deaths = 3 + 2 * workers
 
-    # -- public --------------------------------------------------------------
     def start(self) -> None:
-        """Start the workers now (idempotent): their start-up, client building
-        included, then overlaps whatever the parent does before run()."""
-        while len(self._slots) < self._workers:
-            self._slots.append(self._start())
+        """Start the workers now (idempotent): their start-up, client building included, then
+        overlaps whatever the parent does before run()."""
+        raise NotImplementedError
 
     def pids(self) -> list[int]:
-        """The workers' process ids, those replacing dead ones included."""
-        return [s.process.pid for s in list(self._slots) if s.process.pid]
+        """The workers' process ids on this host, for measuring their memory."""
+        return []
+
+    def streaming(self) -> int:
+        """Bytes streamed by jobs whose results have not come in yet; 0 where the workers do not say."""
+        return 0
 
     def close(self) -> None:
-        """Stop workers started but never run (another stage's check failed)."""
+        """Stop what start() began (another stage's check failed before run())."""
         self._stop(cancel=True)
 
     def run(
@@ -262,31 +223,24 @@ class Pool:
     ) -> None:
         """Handle every job; return when all results are in.
 
-        An exception from a callback (or Ctrl-C) cancels the workers, waits
-        for them to clean up, and propagates.
+        An exception (from a callback, Ctrl-C, the workers lost) cancels the
+        workers, waits for them to clean up, and propagates.
         """
         chunks = self._chunker(iter(jobs))
         exhausted = False
         next_tick = time.monotonic() + tick
         try:
             self.start()
+            self._begin()
             while True:
-                while True:
-                    slot = self._free_slot()
-                    if slot is None:
-                        break
-                    chunk = self._next_chunk(chunks, exhausted)
-                    if chunk is None:
-                        exhausted = not self._retry
-                        break
-                    self._send(slot, chunk)
-                busy = any(s.chunks for s in self._slots)
-                if not busy and exhausted and not self._retry:
+                exhausted = self._hand_out(chunks, exhausted)
+                if exhausted and self._idle():
                     break
-                for results in self._poll(timeout=max(0.0, next_tick - time.monotonic())):
+                for results in self._results(timeout=max(0.0, next_tick - time.monotonic())):
                     on_results(results)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + tick
+                    self._ticked()
                     if on_tick is not None:
                         on_tick()
         except BaseException:
@@ -294,21 +248,129 @@ class Pool:
             raise
         self._stop(cancel=False)
 
+    # -- what a pool says ------------------------------------------------------------
+    def _chunker(self, jobs: Iterator[Any]) -> Iterator[list[Any]]:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        """Once the workers are there, before the first chunk."""
+
+    def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
+        """Hand out chunks while the workers have room; True once no job is left to hand out."""
+        raise NotImplementedError
+
+    def _idle(self) -> bool:
+        """True when no job is out with a worker nor waiting to go out again."""
+        raise NotImplementedError
+
+    def _results(self, *, timeout: float) -> Iterator[list[Any]]:
+        """The results that came in, waiting at most ``timeout`` for the first."""
+        raise NotImplementedError
+
+    def _ticked(self) -> None:
+        """Every ``tick`` seconds of run()."""
+
+    def _stop(self, *, cancel: bool) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class _Slot:
+    process: Any
+    conn: Connection
+    current: Any  # shared c_longlong: seq of the job in progress, or IDLE
+    streamed: Any  # shared c_longlong: bytes streamed by jobs whose results are not sent yet (Lifeline.streamed)
+    held: Any  # shared c_int: tokens the worker holds (Lifeline.held)
+    jobs: dict[int, Any] = field(default_factory=dict)  # seq -> job, sent and not answered
+    chunks: int = 0  # chunks sent and not finished
+
+
+class Pool(Workers):
+    """N worker processes; ``run`` feeds them jobs and hands results to callbacks."""
+
+    def __init__(
+        self,
+        *,
+        factory: Factory,
+        context: Any,
+        workers: int,
+        lost: Lost,
+        chunk_jobs: int = 64,
+        chunk_bytes: int = 32 << 20,
+        inflight: int = 2,
+        start_method: str = "forkserver",
+        preload: Sequence[str] = (),
+        max_attempts: int = 2,
+        stop_timeout: float = 60.0,
+        tokens: Any = None,
+    ) -> None:
+        """``factory(context, lifeline=...)`` runs in each worker and builds its handler
+        (module-level, so it pickles by name). ``lost(job, reason)`` builds the
+        result of a job whose workers died ``max_attempts`` times. ``tokens`` is a
+        semaphore the workers take from (``lifeline.tokens``), counting what they
+        hold in ``lifeline.held``: a dead worker's tokens go back to it.
+        """
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        super().__init__(factory=factory, context=context, lost=lost, chunk_jobs=chunk_jobs, chunk_bytes=chunk_bytes)
+        self._workers = workers
+        self._inflight = inflight
+        self._max_attempts = max_attempts
+        self.tokens = tokens
+        self._stop_timeout = stop_timeout
+        self._mp = mp.get_context(start_method)
+        if start_method == "forkserver" and preload:
+            self._mp.set_forkserver_preload(list(preload))
+        self._cancel = self._mp.RawValue("b", 0)
+        util.Finalize(self, _raise_flag, (self._cancel,), exitpriority=10)
+        self._slots: list[_Slot] = []
+        self._retry: deque[Any] = deque()
+        self._max_deaths = 3 + 2 * workers
+
+    # -- public --------------------------------------------------------------
+    def start(self) -> None:
+        while len(self._slots) < self._workers:
+            self._slots.append(self._start())
+
+    def pids(self) -> list[int]:
+        """The workers' process ids, those replacing dead ones included."""
+        return [s.process.pid for s in list(self._slots) if s.process.pid]
+
+    def streaming(self) -> int:
+        return sum(s.streamed.value for s in self._slots)
+
+    def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
+        while True:
+            slot = self._free_slot()
+            if slot is None:
+                return exhausted
+            chunk = self._next_chunk(chunks, exhausted)
+            if chunk is None:
+                return not self._retry
+            self._send(slot, chunk)
+
+    def _idle(self) -> bool:
+        return not self._retry and not any(s.chunks for s in self._slots)
+
+    def _results(self, *, timeout: float) -> Iterator[list[Any]]:
+        return self._poll(timeout=timeout)
+
     # -- workers ---------------------------------------------------------------
     def _start(self) -> _Slot:
         parent_end, child_end = self._mp.Pipe(duplex=True)
         current = self._mp.RawValue("q", IDLE)
         held = self._mp.RawValue("i", 0)
+        streamed = self._mp.RawValue("q", 0)
         proc = self._mp.Process(
             target=_serve,
-            args=(self._factory, self._context, child_end, current, held, self._cancel, os.getpid()),
+            args=(self._factory, self._context, child_end, (current, held, self.tokens, streamed), self._cancel, os.getpid()),
             name="pmigrate-worker",
             daemon=True,
         )
         with interrupt.held():
             proc.start()
         child_end.close()
-        return _Slot(process=proc, conn=parent_end, current=current, held=held)
+        return _Slot(process=proc, conn=parent_end, current=current, held=held, streamed=streamed)
 
     def _free_slot(self) -> _Slot | None:
         best = None

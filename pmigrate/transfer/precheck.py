@@ -9,7 +9,7 @@
   metadata's total less what the journal lists as done). The journal may
   list blobs since purged from the source, so the figure errs towards less
   to copy: a refusal means the space is clearly short.
-- stat_blob() and survey(): the dry run's pass over every blob, in the
+- StatHandler and survey(): the dry run's pass over every blob, in the
   worker pool: each worker looks at its blobs as a copy would (the source
   opened or HEADed, no byte read; the target looked at where the copy would
   look), and the parent counts what the run would copy, skip, replace and
@@ -31,16 +31,18 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from pmigrate.data.base import BlobStat, DataBackend, FreeSpace
 from pmigrate.data.sizing import size_error
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError
 from pmigrate.quote import shown
+from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
 from pmigrate.transfer.jobs import FAILED, PRESENT, READABLE, REPLACES, BlobJob, BlobResult
-from pmigrate.transfer.worker import RETRIES
+from pmigrate.transfer.worker import RETRIES, failed
+from pmigrate.words import size as _size
 
 if TYPE_CHECKING:  # the workers import this module, and need none of these
     import sqlalchemy as sa
 
+    from pmigrate.journal import Journal
     from pmigrate.report import Report
-    from pmigrate.transfer.journal import Journal
 
 # -- the target store --------------------------------------------------------------
 
@@ -71,8 +73,6 @@ class Room:
 
     def shortfall(self) -> str:
         """Why the blobs cannot fit, or "" when they may."""
-        from pmigrate.transfer.engine import _size
-
         where = f"on the filesystem of {self.free.path}"
         if self.bytes > self.free.bytes:
             return f"target full: {_size(self.free.bytes)} free {where}, {_size(self.bytes)} still to copy"
@@ -108,6 +108,30 @@ def room(backend: DataBackend, *, metadata: sa.Engine, journal: Journal | None, 
 # -- one blob, in a worker ---------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class StatContext:
+    """What a dry run's worker needs: the stores, and whether to look each key up on the target."""
+
+    stores: Stores
+    look_at_target: bool = False
+
+
+class StatHandler(StoreHandler):
+    """The dry run's handler: stat_blob() on each job, with this worker's clients."""
+
+    def __init__(self, context: StatContext, *, lifeline: Lifeline | None) -> None:
+        super().__init__(context.stores, lifeline=lifeline)
+        self._look = context.look_at_target
+
+    def __call__(self, job: BlobJob) -> BlobResult:
+        return stat_blob(job, src=self.src, dst=self.dst, look_at_target=self._look)
+
+
+def make_handler(context: StatContext, *, lifeline: Lifeline | None) -> StatHandler:
+    """The dry run's factory for a pool."""
+    return StatHandler(context, lifeline=lifeline)
+
+
 def stat_blob(job: BlobJob, *, src: DataBackend, dst: DataBackend, look_at_target: bool) -> BlobResult:
     """What copying job.ref would come to, reading no byte.
 
@@ -123,13 +147,13 @@ def stat_blob(job: BlobJob, *, src: DataBackend, dst: DataBackend, look_at_targe
             if attempt + 1 < RETRIES:
                 time.sleep(0.5 * 2**attempt)
                 continue
-            return _failed(job, "retry-exhausted", str(exc))
+            return failed(job, Kind.RETRY_EXHAUSTED, str(exc))
         except FatalError as exc:
-            return _failed(job, "fatal", str(exc))
+            return failed(job, Kind.FATAL, str(exc))
         except ItemError as exc:
-            return _failed(job, exc.kind, str(exc))
+            return failed(job, exc.kind, str(exc))
         except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
-            return _failed(job, "error", f"{type(exc).__name__}: {exc}")
+            return failed(job, Kind.ERROR, f"{type(exc).__name__}: {exc}")
     raise AssertionError("unreachable")
 
 
@@ -144,14 +168,8 @@ def _stat_once(job: BlobJob, *, src: DataBackend, dst: DataBackend, look_at_targ
     if st is None:
         raise BlobNotFound(f"no blob for file {ref.file_id} at the source ({src.describe()})", item=ref.file_id)
     if ref.size >= 0 and st.size != ref.size:
-        err = size_error(item=ref.file_id, expected=ref.size, got=st.size)
-        err.kind = "size-mismatch"  # as the copy reports it
-        raise err
+        raise size_error(item=ref.file_id, expected=ref.size, got=st.size)
     return BlobResult(job.seq, ref.file_id, REPLACES if there is not None else READABLE, size=st.size)
-
-
-def _failed(job: BlobJob, kind: str, message: str) -> BlobResult:
-    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind=kind, error=message)
 
 
 # -- every blob, in the parent -----------------------------------------------------------
@@ -176,7 +194,7 @@ class Survey:
 
 
 def survey(pool: Any, jobs: Iterable[BlobJob], *, report: Report, area: str, on_progress: Callable[[int], None]) -> Survey:
-    """Run ``jobs`` (mode "stat") through the pool; each failure becomes a problem as the run would list it.
+    """Run ``jobs`` through a pool of StatHandlers; each failure becomes a problem as the run would list it.
 
     A fatal one (credentials refused, a store gone) stops the pass, as it stops the run.
     """
@@ -197,7 +215,7 @@ def survey(pool: Any, jobs: Iterable[BlobJob], *, report: Report, area: str, on_
             elif r.outcome == FAILED:
                 found.errors_by_kind[r.error_kind] = found.errors_by_kind.get(r.error_kind, 0) + 1
                 report.problem(area=area, kind=r.error_kind, item=r.file_id, message=r.error)
-                if r.error_kind == "fatal":
+                if r.error_kind == Kind.FATAL:
                     raise FatalError(f"dry run stopped: {shown(r.file_id)}: {r.error}")
         on_progress(len(results))
 

@@ -1,9 +1,7 @@
-"""Inside a worker process: handle one blob job, hashing bytes as they stream through.
+"""The copy's handler, inside a worker: copy one blob, hashing bytes as they stream through.
 
-A handler is built once per worker from plain (backend name, options) pairs,
-so every worker owns its clients (boto3 clients do not survive a fork or a
-pickle). It dispatches on ``job.mode``: ``do_copy`` here; another kind of job
-is another ``do_<mode>`` method, with no change to the pool.
+Built once per worker by the pool from a CopyContext (transfer/handler.py says
+how a pool runs any stage's handler), so every worker owns its clients.
 """
 
 from __future__ import annotations
@@ -11,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import xxhash
 
-from pmigrate import redact
-from pmigrate.data.base import DataBackend
-from pmigrate.data.budget import PartBudget
-from pmigrate.data.registry import open_backend
-from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
+from pmigrate.data.budget import PartBudget, part_holder
+from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
+from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -29,17 +25,6 @@ log = logging.getLogger(__name__)
 # upload that ended under it. A failed request is retried by the backend alone (data/retry.py).
 RETRIES = 3
 SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
-_KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
-
-
-class SizeMismatch(ItemError):
-    def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="size-mismatch")
-
-
-class ReadError(ItemError):
-    def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="read-error")
 
 
 class HashingReader:
@@ -50,15 +35,18 @@ class HashingReader:
     nothing appears under the final name.
     """
 
-    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "count", "finished", "error")
+    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "_counted", "_base", "count", "finished", "error")
 
-    def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any) -> None:
+    def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any, counted: Any = None) -> None:
+        """``counted``: a shared count this reader keeps at its value when it began plus the bytes read."""
         self._raw = raw
         self._expected = expected
         self._item = item
         self._lifeline = lifeline
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
+        self._counted = counted
+        self._base = counted.value if counted is not None else 0
         self.count = 0
         self.finished = False
         self.error: BaseException | None = None
@@ -108,7 +96,7 @@ class HashingReader:
         if isinstance(exc, StoreError):
             exc.side = exc.side or "source"
             return self._fail(exc)
-        return self._fail(ReadError(f"reading the source failed: {_describe(exc)}", item=self._item))
+        return self._fail(ItemError(f"reading the source failed: {_describe(exc)}", item=self._item, kind=Kind.READ_ERROR))
 
     def _check(self) -> None:
         if self._lifeline is not None and self._lifeline.stopped():
@@ -120,18 +108,17 @@ class HashingReader:
             if self._md5 is not None:
                 self._md5.update(data)
             self.count += len(data)
+            if self._counted is not None:
+                self._counted.value = self._base + self.count
             if self.count > self._expected:
-                raise self._fail(
-                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
-                )
+                raise self._fail(self._size_error(f"source holds more than the {self._expected} bytes files.size states"))
         else:
             if self.count != self._expected:
-                raise self._fail(
-                    SizeMismatch(
-                        f"source holds {self.count} bytes, files.size states {self._expected}", item=self._item
-                    )
-                )
+                raise self._fail(self._size_error(f"source holds {self.count} bytes, files.size states {self._expected}"))
             self.finished = True
+
+    def _size_error(self, message: str) -> ItemError:
+        return ItemError(message, item=self._item, kind=Kind.SIZE_MISMATCH)
 
     def _fail(self, exc: BaseException) -> BaseException:
         if self.error is None:
@@ -143,9 +130,7 @@ class HashingReader:
         if not self.finished:
             self.read(1)
             if not self.finished:
-                raise self._fail(
-                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
-                )
+                raise self._fail(self._size_error(f"source holds more than the {self._expected} bytes files.size states"))
 
     def xxh3(self) -> str:
         return self._xxh.hexdigest()
@@ -160,119 +145,83 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _debugging() -> bool:
-    return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+@dataclass(frozen=True, kw_only=True)
+class CopyContext:
+    """What a copy worker needs, plain enough to pickle."""
 
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """Everything a worker needs, plain enough to pickle."""
-
-    src_backend: str
-    src_options: dict[str, Any]
-    dst_backend: str
-    dst_options: dict[str, Any]
+    stores: Stores
     checksum: str = "xxh3"  # xxh3 | md5 (md5 computed alongside, compared with files.md5)
-    extra: dict[str, Any] = field(default_factory=dict)
-    # The parent's secrets and log level, taken when the context is made in the parent.
-    secrets: tuple[str, ...] = field(default_factory=redact.registered)
-    verbose: bool = field(default_factory=_debugging)
 
 
-def make_handler(context: WorkerContext, *, lifeline: Any) -> "BlobHandler":
-    """Pool factory: runs in the worker process, whose logs and stderr are redacted first."""
-    redact.init_child(context.secrets, verbose=context.verbose)
-    return BlobHandler(context, lifeline=lifeline)
+def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> "CopyHandler":
+    """The copy's factory for a pool: runs in the worker, whose logs and stderr are redacted first."""
+    return CopyHandler(context, lifeline=lifeline)
 
 
 def lost_result(job: BlobJob, reason: str) -> BlobResult:
     """Pool callback for a job whose workers kept dying."""
-    return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="worker-died", error=reason)
+    return failed(job, Kind.WORKER_DIED, reason)
 
 
-class BlobHandler:
-    def __init__(self, context: WorkerContext, *, lifeline: Any) -> None:
-        self.context = context
-        self.lifeline = lifeline
-        self.src: DataBackend = open_backend(context.src_backend, context.src_options)
-        self.dst: DataBackend = open_backend(context.dst_backend, context.dst_options)
-        shared = context.extra.get("part_budget")
-        if shared is not None:  # upload parts in memory: tokens from the pool all the workers share
-            self.dst.use_part_budget(
-                PartBudget(shared, stopped=lifeline.stopped, ledger=lifeline.held) if lifeline is not None else PartBudget(shared)
-            )
+class CopyHandler(StoreHandler):
+    """Copies one blob per call, from its own source client to its own target client."""
+
+    def __init__(self, context: CopyContext, *, lifeline: Lifeline | None) -> None:
+        super().__init__(context.stores, lifeline=lifeline)
+        holder = part_holder(self.dst)
+        if holder is not None and lifeline is not None and lifeline.tokens is not None:
+            # Upload parts in memory: tokens from the pool all the workers share.
+            holder.use_part_budget(PartBudget(lifeline.tokens, stopped=lifeline.stopped, ledger=lifeline.held))
         self._md5 = context.checksum == "md5"
         # Set by a fatal error: the run is stopping, and every further blob
         # would meet the same wall (a full disk), so none is tried.
         self._fatal = False
         self._server_side = self.dst.features.server_side_copy
         self._note = ""  # for the next result: the parent reports it once
-        for b in (self.src, self.dst):
-            try:
-                b.prepare()  # clients built now, while the parent enumerates
-            except Exception:  # noqa: BLE001 - the first blob meets the same error and reports it
-                log.debug("preparing %s failed", b.name, exc_info=True)
 
-    def close(self) -> None:
-        for b in (self.src, self.dst):
-            try:
-                b.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                log.debug("closing %s failed", b.name, exc_info=True)
+    def finish(self, results: list[BlobResult]) -> None:
+        """The blobs of this chunk made durable on this host (a no-op on object stores)."""
+        if any(r.outcome == COPIED for r in results):
+            self.dst.sync()
 
     def __call__(self, job: BlobJob) -> BlobResult:
-        method = getattr(self, f"do_{job.mode}", None)
-        if method is None:
-            return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind="error", error=f"unknown job mode {job.mode!r}")
-        return method(job)
-
-    # -- verify ------------------------------------------------------------------
-    def do_verify(self, job: Any) -> Any:
-        """Read one target blob in full and check it: pmigrate.verify.blobjob says how."""
-        from pmigrate.verify.blobjob import verify_blob
-
-        return verify_blob(job, src=self.src, dst=self.dst, stopped=self.lifeline.stopped)
-
-    # -- dry run -----------------------------------------------------------------
-    def do_stat(self, job: BlobJob) -> BlobResult:
-        """Look at one blob as a copy would, reading no byte: pmigrate.transfer.precheck says how."""
-        from pmigrate.transfer.precheck import stat_blob
-
-        return stat_blob(job, src=self.src, dst=self.dst, look_at_target=bool(self.context.extra.get("stat_target")))
-
-    # -- copy --------------------------------------------------------------------
-    def do_copy(self, job: BlobJob) -> BlobResult:
         t0 = time.perf_counter()
         ref = job.ref
         if self._fatal:
             return BlobResult(job.seq, ref.file_id, CANCELLED)
+        counted = self.lifeline.streamed if self.lifeline is not None else None
+        before = counted.value if counted is not None else 0
         for attempt in range(RETRIES):
+            if counted is not None:
+                counted.value = before  # a stream tried again counts from the start: the parent's bar goes back
             try:
-                result = self._copy_once(job)
+                result = self._copy_once(job, counted)
             except RetryableError as exc:
-                if attempt + 1 < RETRIES and not self.lifeline.stopped():
+                if attempt + 1 < RETRIES and not self.stopped():
                     time.sleep(0.5 * 2**attempt)
                     continue
-                result = _failed(job, exc.kind if exc.kind != "error" else "retry-exhausted", _describe(exc))
+                result = failed(job, exc.kind if exc.kind != Kind.ERROR else Kind.RETRY_EXHAUSTED, _describe(exc))
             except Cancelled:
                 result = BlobResult(job.seq, ref.file_id, CANCELLED)
             except StoreError as exc:
                 self._fatal = True
-                result = _failed(job, store_kind(exc.side or "target", exc.cause), _describe(exc))
+                result = failed(job, store_kind(exc.side or "target", exc.cause), _describe(exc))
             except FatalError as exc:
                 self._fatal = True
-                result = _failed(job, "fatal", _describe(exc))
+                result = failed(job, Kind.FATAL, _describe(exc))
             except ItemError as exc:
-                result = _failed(job, _KINDS.get(exc.kind, exc.kind), _describe(exc))
+                result = failed(job, exc.kind, _describe(exc))
             except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
-                result = _failed(job, "error", _describe(exc))
+                result = failed(job, Kind.ERROR, _describe(exc))
             result.seconds = time.perf_counter() - t0
+            if counted is not None and result.outcome != COPIED:
+                counted.value = before  # bytes that came to nothing
             if self._note:
                 result.note, self._note = self._note, ""
             return result
         raise AssertionError("unreachable")
 
-    def _copy_once(self, job: BlobJob) -> BlobResult:
+    def _copy_once(self, job: BlobJob, counted: Any) -> BlobResult:
         ref = job.ref
         if job.check_target:
             st = self.dst.stat(ref)
@@ -292,9 +241,9 @@ class BlobHandler:
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
                 return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)
-        return self._stream(job)
+        return self._stream(job, counted)
 
-    def _stream(self, job: BlobJob) -> BlobResult:
+    def _stream(self, job: BlobJob, counted: Any) -> BlobResult:
         ref = job.ref
         try:
             raw = self.src.open_read(ref)
@@ -304,8 +253,8 @@ class BlobHandler:
         except (ItemError, FatalError):
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ReadError(f"opening the source failed: {_describe(exc)}", item=ref.file_id) from exc
-        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
+            raise ItemError(f"opening the source failed: {_describe(exc)}", item=ref.file_id, kind=Kind.READ_ERROR) from exc
+        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
         try:
             try:
                 self.dst.write(ref, reader)
@@ -313,9 +262,9 @@ class BlobHandler:
                 if reader.error is not None and reader.error is not exc:
                     raise reader.error from exc  # the backend wrapped our own error
                 if reader.error is None and not isinstance(exc, (ItemError, FatalError, Cancelled)):
-                    raise ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind="write-error") from exc
-                if reader.error is None and isinstance(exc, ItemError) and exc.kind == "error":
-                    exc.kind = "write-error"
+                    raise ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind=Kind.WRITE_ERROR) from exc
+                if reader.error is None and isinstance(exc, ItemError) and exc.kind == Kind.ERROR:
+                    exc.kind = Kind.WRITE_ERROR
                 raise
             try:
                 reader.ensure_complete()
@@ -329,11 +278,12 @@ class BlobHandler:
                 pass
         result = BlobResult(job.seq, ref.file_id, COPIED, size=reader.count, xxh3=reader.xxh3(), md5=reader.md5())
         if self._md5 and ref.md5 and result.md5 != ref.md5.lower():
-            result.warning_kind = "md5-mismatch"
+            result.warning_kind = Kind.MD5_MISMATCH
             result.warning = f"source bytes have MD5 {result.md5}, files.md5 records {ref.md5} (copied as they are)"
         return result
 
 
-def _failed(job: BlobJob, kind: str, message: str) -> BlobResult:
+def failed(job: BlobJob, kind: Kind, message: str) -> BlobResult:
+    """The result of a job that failed, as the parent reports it."""
     return BlobResult(job.seq, job.ref.file_id, FAILED, error_kind=kind, error=message)
 

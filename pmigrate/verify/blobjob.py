@@ -25,7 +25,8 @@ from typing import BinaryIO, Callable
 import xxhash
 
 from pmigrate.data.base import BlobRef, DataBackend
-from pmigrate.errors import BlobNotFound, Cancelled, ItemError
+from pmigrate.errors import BlobNotFound, Cancelled, ItemError, Kind
+from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
 
 BUFFER = 256 << 10  # fits in L2 beside the kernel copy: hashing reads it from cache
 MAP_STEP = 8 << 20  # mapped files are hashed in steps, to notice a stop request
@@ -41,13 +42,13 @@ def _view() -> memoryview:
 
 # Outcome kinds, as they appear in the report.
 OK = "ok"
-MISSING = "missing"
-SIZE = "size-mismatch"
-HASH = "hash-mismatch"
-CORRUPT_SOURCE = "corrupt-source"
-SOURCE_MISSING = "source-missing"
-UNVERIFIABLE = "unverifiable"  # by md5: files.md5 is empty
-ERROR = "error"
+MISSING = Kind.MISSING
+SIZE = Kind.SIZE_MISMATCH
+HASH = Kind.HASH_MISMATCH
+CORRUPT_SOURCE = Kind.CORRUPT_SOURCE
+SOURCE_MISSING = Kind.SOURCE_MISSING
+UNVERIFIABLE = Kind.UNVERIFIABLE  # by md5: files.md5 is empty
+ERROR = Kind.ERROR
 
 
 @dataclass(slots=True)
@@ -59,7 +60,6 @@ class VerifyJob:
     expected_xxh3: str = ""  # from the journal; empty: hash the source
     md5: bool = False  # --checksum md5
     attempt: int = 0
-    mode: str = "verify"  # the worker's handler dispatches on it (transfer/worker.py do_verify)
 
     @property
     def size(self) -> int:
@@ -186,13 +186,25 @@ def verify_blob(job: VerifyJob, *, src: DataBackend, dst: DataBackend, stopped: 
     except Cancelled:
         res.problems = [(ERROR, "not verified: the run was stopping")]
     except ItemError as exc:
-        res.problems.append((exc.kind if exc.kind != "missing" else ERROR, str(exc)))
+        res.problems.append((exc.kind if exc.kind != MISSING else ERROR, str(exc)))
     except OSError as exc:
         res.problems.append((ERROR, f"read error: {exc}"))
     except Exception as exc:  # noqa: BLE001 - one bad blob must not end the worker
         res.problems.append((ERROR, f"{type(exc).__name__}: {exc}"))
     res.seconds = time.perf_counter() - start
     return res
+
+
+class VerifyHandler(StoreHandler):
+    """Verify's handler for a pool: verify_blob() on each job, with this worker's clients."""
+
+    def __call__(self, job: VerifyJob) -> VerifyResult:
+        return verify_blob(job, src=self.src, dst=self.dst, stopped=self.stopped)
+
+
+def make_handler(context: Stores, *, lifeline: Lifeline | None) -> VerifyHandler:
+    """Verify's factory for a pool: runs in the worker."""
+    return VerifyHandler(context, lifeline=lifeline)
 
 
 def lost(job: VerifyJob, reason: str) -> VerifyResult:

@@ -157,31 +157,21 @@ def audit(
 ) -> BlobTotals:
     """Verify every blob of the source's uploaded and removed files on the target.
 
-    Runs in the blob engine's worker pool: the jobs have mode "verify", which
-    its worker hands to blobjob.verify_blob. ``on_target_wrong`` hears the ids
+    Runs in the blob engine's worker pool, with verify's own handler
+    (blobjob.VerifyHandler) in each worker. ``on_target_wrong`` hears the ids
     of blobs missing or wrong on the target, batch by batch. ``keyring``
     (pmigrate.data.ssekeys) gives files without an SSE-C key the one the copy
     made, to read the target with. ``cluster``: on a Dask cluster's workers
     instead (transfer/cluster.py).
     """
     from pmigrate import progress
-    from pmigrate.data.registry import backend_class
-    from pmigrate.transfer import worker as worker_mod
-    from pmigrate.transfer.pool import Pool
+    from pmigrate.transfer.handler import Stores
+    from pmigrate.transfer.pool import Pool, Workers
 
     t = BlobTotals()
     t.files, t.bytes = totals(engine)
     invalid: list[tuple[str, ItemError]] = []
-    context = worker_mod.WorkerContext(
-        src_backend=src.name,
-        src_options=dict(src.options),
-        dst_backend=dst.name,
-        dst_options=dict(dst.options),
-        checksum="md5" if md5 else "xxh3",
-    )
-    preload = ["pmigrate.transfer.worker", "pmigrate.verify.blobjob"] + sorted(
-        {backend_class(src.name).__module__, backend_class(dst.name).__module__}
-    )
+    context = Stores(src_backend=src.name, src_options=dict(src.options), dst_backend=dst.name, dst_options=dict(dst.options))
     # fork: workers start in milliseconds (forkserver costs a second per run), and
     # nothing of the parent's is used in them: they build their own backends.
     # Chunks smaller than the copy's: a verify reads at page-cache speed, so a
@@ -190,17 +180,18 @@ def audit(
     if cluster:  # on a Dask cluster's workers instead (transfer/cluster.py)
         from pmigrate.transfer.cluster import ClusterPool
 
-        pool: Any = ClusterPool(address=cluster, context=context, lost=blobjob.lost)
+        pool: Workers = ClusterPool(address=cluster, factory=blobjob.make_handler, context=context, lost=blobjob.lost)
     else:
-        pool = Pool(factory=worker_mod.make_handler, context=context, workers=workers, lost=blobjob.lost, preload=preload,
-                    start_method="fork", **chunks)  # fmt: skip
+        pool = Pool(factory=blobjob.make_handler, context=context, workers=workers, lost=blobjob.lost, start_method="fork", **chunks)
     start = time.perf_counter()
     with progress.bar(quiet=quiet, every=stats, desc="verify blobs", label=AREA, total=t.bytes, unit=progress.BYTES) as bar:
+        heard = progress.Bars(progress.NullBar(), bar)  # bytes read, as the copy's bars count bytes copied
 
         def on_results(results: list[blobjob.VerifyResult]) -> None:
             for res in results:
                 _record(res, t, report)
-                bar.update(res.target_bytes)
+                heard.on_progress(res.target_bytes)
+                heard.on_done(ok=res.ok)
             if on_target_wrong is not None:
                 wrong = [r.file_id for r in results if r.problems and r.problems[0][0] in TARGET_WRONG]
                 if wrong:

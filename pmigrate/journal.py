@@ -6,6 +6,10 @@ nothing for object stores, whose PUT is durable when it returns) and only then
 commits the batch. So a row here always means "these bytes survive a crash";
 losing the last uncommitted batch only means copying it again.
 
+It is the run's record of one target, apart from any stage: the blob copy
+writes it, verify reads and corrects it, the metadata copy keeps the SSE-C
+secret there, and the run's lock finds it.
+
 The journal belongs to one target: its data identity (backend and non-secret
 options) is stored inside and checked, and its default file name carries a
 short hash of it. It may also keep a secret of that target (the one SSE-C
