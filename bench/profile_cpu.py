@@ -70,7 +70,7 @@ LAYERS: list[tuple[str, str]] = [
     ("s3transfer: scheduling, futures", "s3transfer/"),
     ("pipes to and from workers", "multiprocessing/connection.py"),
     ("metadata reads (SQLAlchemy, sqlite3)", "sqlalchemy/|pmigrate/enumerate.py"),
-    ("journal", "pmigrate/transfer/journal.py"),
+    ("journal", "pmigrate/journal.py"),
     ("memory governor (PSS sampling)", "pmigrate/transfer/memory.py"),
     ("progress and report", "pmigrate/progress.py|pmigrate/report.py|tqdm/"),
     ("reading the source through the hashing reader", "readinto (pmigrate/transfer/worker.py|read (pmigrate/transfer/worker.py|pmigrate/data/sizing.py"),

@@ -17,7 +17,7 @@ from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import ConfigError
 from pmigrate.ids import check_id
-from pmigrate.transfer.journal import target_identity
+from pmigrate.journal import target_identity
 
 PASSPHRASE = "Vault-Passphrase-Nobody-Guesses-7"  # under a key name no generic rule masks
 

@@ -37,7 +37,7 @@ WATCH: dict[str, tuple[str, ...]] = {
     "pmigrate.transfer.checks": ("run_checks", "_child", "_check"),
     "pmigrate.transfer.precheck": ("room", "probe"),
     "pmigrate.transfer.uploads": ("sweep",),
-    "pmigrate.transfer.journal": ("Journal.open", "Journal.peek", "Journal.done", "Journal.commit", "Journal.close"),
+    "pmigrate.journal": ("Journal.open", "Journal.peek", "Journal.done", "Journal.commit", "Journal.close"),
     "pmigrate.transfer.memory": ("governor",),
     "pmigrate.transfer.pool": ("Pool.start", "Pool._start", "Pool.run", "Pool._stop", "_serve"),
     "pmigrate.transfer.worker": ("make_handler", "BlobHandler.__call__", "BlobHandler.close"),
