@@ -42,7 +42,7 @@ from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, 
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, precheck, stopcause, uploads
+from pmigrate.transfer import checks, memory, precheck, prune, stopcause, uploads
 from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -166,6 +166,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     )
     if not skip:
         plan.owner, plan.target, plan.probe, plan.room = owner, target, probe, room
+        if opts.prune:
+            prune.check(owner, where=target)
     if not skip and not opts.dry_run:
         # Workers start now and build their clients while the parent goes on
         # (other stages' checks, the metadata copy): starting processes and
@@ -246,8 +248,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         _skip_all(plan, opts=opts, report=report)
     elif opts.dry_run:
         _dry_run(plan, opts=opts, report=report)
+        if opts.prune:
+            prune.dry_run(plan, opts=opts, report=report)
     else:
         _Copy(plan, opts=opts, report=report).run()
+        if opts.prune:  # once the copy ended well: the blobs of files plikd deleted or purged
+            prune.run(plan, opts=opts, report=report)
 
 
 def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
@@ -333,7 +339,8 @@ def _dry_summary(
         report.line(AREA, f"journal {plan.journal_path} lists {known[0]} ({_size(known[1])}) as done: {found.present} on the target, skipped{again}")
     if found.replace:
         report.line(AREA, f"would replace {plural(found.replace, 'blob')} ({_size(found.replace_bytes)}) the target holds under the same name")
-    report.line(AREA, "would delete no blob: pmigrate deletes none from a target store")
+    if not opts.prune:
+        report.line(AREA, "would delete no blob: without --prune, pmigrate deletes none from a target store")
     if plan.room is not None:
         _dry_room(plan.room, found, opts=opts, report=report)
     if found.errors:
@@ -553,6 +560,7 @@ class _Copy:
                     xxh3=r.xxh3 or worker_mod.SERVER_SIDE,
                     md5=r.md5,
                     seconds=r.seconds,
+                    upload_id=r.upload_id,
                 )
                 if r.warning_kind:
                     fig.warnings += 1

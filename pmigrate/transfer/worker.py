@@ -267,6 +267,7 @@ class BlobHandler:
             except Exception as exc:  # noqa: BLE001 - one blob's failure is reported, not raised
                 result = _failed(job, "error", _describe(exc))
             result.seconds = time.perf_counter() - t0
+            result.upload_id = ref.upload_id
             if self._note:
                 result.note, self._note = self._note, ""
             return result
