@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
-from pmigrate.transfer import sealed
+from pmigrate.transfer import bwlimit, sealed
 from pmigrate.words import plural
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,8 @@ class ClusterPool:
         salt = sealed.new_salt()
         self._seal = sealed.Seal(self._passphrase, salt=salt, context=self._name)
         plugin = RunPlugin(
-            name=self._name, salt=salt, sealed=self._seal.seal(self._context), local=self._local, probe_target=self._probe_target
+            name=self._name, salt=salt, local=self._local, probe_target=self._probe_target,
+            sealed=self._seal.seal(bwlimit.for_cluster(self._context, len(self._threads))),  # each its share of the limits
         )
         self._client.subscribe_topic("all", self._on_event)
         try:

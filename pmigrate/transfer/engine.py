@@ -42,7 +42,7 @@ from pmigrate.errors import FATAL_KINDS, STORE_KINDS, UNREACHABLE, ConfigError, 
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, precheck, prune, stopcause, uploads
+from pmigrate.transfer import bwlimit, checks, memory, precheck, prune, stopcause, uploads
 from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -183,15 +183,17 @@ def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool | 
         from pmigrate.transfer.cluster import ClusterPool
 
         absent = opts.dry_run and plan.probe is not None and not plan.probe.exists  # the run would create it
-        return ClusterPool(address=opts.cluster, context=_context(plan, opts=opts, stat_target=stat_target),
+        limits = bwlimit.Limits(bw=opts.bwlimit, tps=opts.tpslimit)  # divided among its workers (transfer/bwlimit.py)
+        return ClusterPool(address=opts.cluster, context=_context(plan, opts=opts, stat_target=stat_target, limits=limits),
                            lost=worker_mod.lost_result, probe_target=not absent)  # fmt: skip
     with interrupt.held():  # the semaphore may start the resource tracker, which must outlive a stop signal
         parts = PartBudget.shared_pool(mp.get_context(START_METHOD), opts.workers)  # upload-part tokens
+        limits = bwlimit.shared(mp.get_context(START_METHOD), bw=opts.bwlimit, tps=opts.tpslimit)  # one for the pool
     log.info("blobs: a pool of %s (processes from a fork server), %s to %s", plural(opts.workers, "worker"),
              plan.src.data.describe(), plan.dst.data.describe())  # fmt: skip
     return Pool(
         factory=worker_mod.make_handler,
-        context=_context(plan, opts=opts, stat_target=stat_target, parts=parts),
+        context=_context(plan, opts=opts, stat_target=stat_target, parts=parts, limits=limits),
         workers=opts.workers,
         lost=worker_mod.lost_result,
         start_method=START_METHOD,
@@ -200,14 +202,14 @@ def _pool(plan: Plan, *, opts: RunOptions, stat_target: bool = False) -> Pool | 
     )
 
 
-def _context(plan: Plan, *, opts: RunOptions, stat_target: bool, parts: Any = None) -> worker_mod.WorkerContext:
+def _context(plan: Plan, *, opts: RunOptions, stat_target: bool, parts: Any = None, limits: Any = None) -> worker_mod.WorkerContext:
     return worker_mod.WorkerContext(
         src_backend=plan.src.data.backend,
         src_options=dict(plan.src.data.options),
         dst_backend=plan.dst.data.backend,
         dst_options=dict(plan.dst.data.options),
         checksum=opts.checksum,
-        extra={"part_budget": parts, "stat_target": stat_target},
+        extra={"part_budget": parts, "stat_target": stat_target, "limits": limits},
     )
 
 

@@ -21,6 +21,7 @@ from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
+from pmigrate.transfer import bwlimit
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class WorkerContext:
 def make_handler(context: WorkerContext, *, lifeline: Any) -> "BlobHandler":
     """Pool factory: runs in the worker process, whose logs and stderr are redacted first."""
     redact.init_child(context.secrets, verbose=context.verbose)
+    bwlimit.install(context.extra.get("limits"))  # before the backends build their clients
     return BlobHandler(context, lifeline=lifeline)
 
 
@@ -306,6 +308,7 @@ class BlobHandler:
             raise
         except Exception as exc:  # noqa: BLE001
             raise ReadError(f"opening the source failed: {_describe(exc)}", item=ref.file_id) from exc
+        raw = bwlimit.reader(raw, stopped=self.lifeline.stopped)  # --bwlimit: the pool's shared budget
         reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
         try:
             try:
