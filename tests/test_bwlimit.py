@@ -205,3 +205,17 @@ def test_a_dask_cluster_shares_the_limit_among_its_workers(tmp_path, run_cli):
     assert data["bytes"] == 12 * 512 * KiB
     assert data["seconds"] >= 0.8 * data["bytes"] / (2 * MiB)
     assert bd.file_target_blobs(tmp_path / "dst" / "files") == {b.file_id: b.data for b in dep.blobs}
+
+
+def test_tpslimit_on_gcs(tmp_path, run_cli, gcs_server, gcs_bucket):
+    """The GCS client's requests pay the same bucket: 20 blobs by 2 workers under --tpslimit 8 take at least 2 s."""
+    dep = _deployment(tmp_path, n=20, size=1000, seed=75)
+    root = tmp_path / "gcs"
+    root.mkdir()
+    target = root / "target.cfg"
+    target.write_text(gcs_server.toml(gcs_bucket))
+    code, doc, err = _run(run_cli, dep.config, target, tmp_path, "--workers", "2", "--tpslimit", "8")
+    assert code == 0, err
+    data = doc["sections"]["data"]
+    assert data["copied"] == 20
+    assert data["seconds"] >= 0.8 * 20 / 8
