@@ -47,7 +47,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", default="20M", help="--bwlimit of the run (default: 20M)")
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--files", type=int, default=20000, help="fakedb file rows (default 20000: ~1.3 GB of blobs)")
+    ap.add_argument("--files", type=int, default=7500, help="fakedb file rows (default 7500: ~1.3 GB of blobs)")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--work", type=Path, default=None, help="folder for the generated data (default: a new one in $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
