@@ -277,12 +277,11 @@ class _Limited:
         return data
 
     def readinto(self, buf: Any) -> int:
-        readinto = getattr(self._raw, "readinto", None)
-        if readinto is None:
-            data = self.read(len(buf))
-            buf[: len(data)] = data
-            return len(data)
-        n = readinto(buf)
+        if hasattr(self._raw, "readinto"):
+            n = self._raw.readinto(buf)
+        else:  # a stream with read() alone
+            n = len(data := self._raw.read(len(buf)))
+            buf[:n] = data
         self._bucket.take(n or 0, stopped=self._stopped)
         return n
 

@@ -135,7 +135,7 @@ def dry_run(plan: Any, *, opts: RunOptions, report: Report) -> None:
     sec.update(would_prune=fig.pruned, would_prune_bytes=fig.pruned_bytes, would_prune_by_reason=fig.by_reason,
                would_prune_blobs=listed, would_delete=fig.pruned)  # fmt: skip
     if fig.pruned and plan.owner != ownership.OWNED and plan.owner != ownership.EMPTY:
-        report.line(AREA, f"--prune would delete no blob: the target store is not one pmigrate filled from this source")
+        report.line(AREA, "--prune would delete no blob: the target store is not one pmigrate filled from this source")
         return
     shown = ", ".join(listed[:10]) + (", ..." if fig.pruned > 10 else "")
     report.line(AREA, f"--prune would delete {plural(fig.pruned, 'blob')} ({_size(fig.pruned_bytes)}) the journal says "
