@@ -149,3 +149,47 @@ def test_prune_refused_in_a_target_filled_from_another_source(tmp_path, run_cli,
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert bd.file_target_blobs(tmp_path / "dst" / "files") == before
+
+
+def test_prune_on_a_gcs_target_finds_purged_keys_by_their_upload(tmp_path, run_cli, gcs_server, gcs_bucket):
+    """GCS keys name the upload: a purged row's key comes from the upload id the journal kept."""
+    from google.cloud import storage
+
+    dep = bd.file_source(tmp_path / "src", _blobs(66))
+    root = tmp_path / "gcs"
+    root.mkdir()
+    target = root / "target.cfg"
+    target.write_text(gcs_server.toml(gcs_bucket))
+    code, _doc, err = _run(run_cli, dep.config, target, tmp_path)
+    assert code == 0, err
+    bucket = storage.Client().bucket(gcs_bucket)
+    hand = f"HandUploadAbcde1.{HAND}"
+    bucket.blob(hand).upload_from_string(b"by hand")
+    deleted, purged = _churn(dep, blob_gone=_file_gone(dep))
+    gone = {f"{b.upload_id}.{b.file_id}" for b in dep.blobs if b.file_id in {deleted, *purged}}
+    before = {b.name for b in bucket.list_blobs()}
+    assert gone <= before
+    code, doc, err = _run(run_cli, dep.config, target, tmp_path, "--prune")
+    assert code == 0, err
+    assert doc["sections"]["data"]["pruned"] == len(gone)
+    assert {b.name for b in bucket.list_blobs()} == before - gone
+    assert bucket.blob(hand).download_as_bytes() == b"by hand"
+
+
+def test_a_journal_older_than_upload_ids_still_prunes_a_file_target(tmp_path, run_cli):
+    """A journal without the upload_id column is extended on open; a file target's keys need the file id only."""
+    dep = bd.file_source(tmp_path / "src", _blobs(67))
+    target = bd.file_target(tmp_path / "dst")
+    assert _run(run_cli, dep.config, target, tmp_path)[0] == 0
+    (j,) = target.parent.glob(".pmigrate-journal-*.db")
+    con = sqlite3.connect(j)
+    with con:
+        con.execute("ALTER TABLE blobs DROP COLUMN upload_id")
+    con.close()
+    deleted, purged = _churn(dep, blob_gone=_file_gone(dep))
+    gone = {deleted, *purged}
+    before = bd.file_target_blobs(tmp_path / "dst" / "files")
+    code, doc, err = _run(run_cli, dep.config, target, tmp_path, "--prune")
+    assert code == 0, err
+    assert doc["sections"]["data"]["pruned"] == len(gone)
+    assert set(bd.file_target_blobs(tmp_path / "dst" / "files")) == set(before) - gone

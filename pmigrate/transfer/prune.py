@@ -33,7 +33,7 @@ from pmigrate import enumerate as enum_mod
 from pmigrate import ownership
 from pmigrate.data.base import BlobRef, DataBackend
 from pmigrate.data.registry import open_backend
-from pmigrate.errors import ConfigError, PmigrateError
+from pmigrate.errors import ConfigError, InvalidId, PmigrateError
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
 from pmigrate.transfer.journal import Journal
@@ -47,6 +47,7 @@ CHUNK = 1000  # blobs deleted, then forgotten by the journal, per round
 THREADS = 8  # deletions in flight: one request each on an object store
 LISTED = 1000  # ids of the blobs a dry run would delete, listed in the JSON report
 GONE = "purged"  # the reason of a blob whose row plikd purged
+UNLOCATED = "unlocated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,8 @@ def _delete_all(plan: Any, dst: DataBackend, journal: Journal, fig: Figures, *, 
         ref = BlobRef(file_id=g.file_id, upload_id=g.upload_id, size=g.size)
         try:
             backend().delete(ref)
+        except InvalidId as exc:  # no upload id to name the key with (a journal older than them)
+            return UNLOCATED if not g.upload_id else str(exc)
         except PmigrateError as exc:
             return str(exc)
         return ""
@@ -187,7 +190,7 @@ def _delete_all(plan: Any, dst: DataBackend, journal: Journal, fig: Figures, *, 
             for chunk in _chunks(gone(plan.metadata, plan.journal_path, batch_size=opts.batch_size)):
                 done: list[Gone] = []
                 for g, error in zip(chunk, pool.map(delete, chunk)):
-                    if error and not g.upload_id and "upload id" in error:
+                    if error == UNLOCATED:
                         fig.unlocated += 1
                     elif error:
                         fig.errors += 1
