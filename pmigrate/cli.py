@@ -77,6 +77,24 @@ def _memory_size(text: str) -> int:
 _SECONDS = {"": 1, "S": 1, "M": 60, "H": 3600}
 
 
+def _bwlimit(text: str) -> Any:
+    from pmigrate.transfer import bwlimit
+
+    try:
+        return bwlimit.parse_timetable(text)
+    except bwlimit.LimitSyntaxError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tpslimit(text: str) -> float:
+    from pmigrate.transfer import bwlimit
+
+    try:
+        return bwlimit.parse_tps(text)
+    except bwlimit.LimitSyntaxError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _duration(text: str) -> float:
     """Seconds, from 90, 90s, 1.5m or 1h, as rclone's --stats takes them."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]?)\s*", text)
@@ -89,7 +107,8 @@ def _duration(text: str) -> float:
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
 STATS = 10.0  # seconds between progress lines off a terminal
-MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check", "lock_timeout")
+MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check", "lock_timeout", "bwlimit",
+                "tpslimit")
 
 
 def _defaults() -> dict[str, Any]:
@@ -99,7 +118,7 @@ def _defaults() -> dict[str, Any]:
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
         "retry_for": RETRY_FOR,
         "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
-        "cluster": None,
+        "cluster": None, "bwlimit": None, "tpslimit": 0.0,
     }  # fmt: skip
 
 
@@ -255,6 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. onto a filesystem that compresses (default: refuse before writing anything)",
     )
     parser.add_argument(
+        "--bwlimit",
+        type=_bwlimit,
+        metavar="RATE",
+        help="bytes per second read from the source by all the workers together, in rclone's notation: 10M "
+        "(MiB/s), 512k, off, or a timetable such as '08:00,10M 19:00,off' or 'Mon-08:00,2M Sat-00:00,off' "
+        "(local time); with --cluster, divided among its workers (default: off)",
+    )
+    parser.add_argument(
+        "--tpslimit",
+        type=_tpslimit,
+        metavar="N",
+        help="requests per second to the S3, GCS or Swift stores, by all the workers together, e.g. 10 "
+        "(default: 0, no limit)",
+    )
+    parser.add_argument(
         "--lock-timeout",
         type=_positive_int,
         metavar="SECONDS",
@@ -351,6 +385,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         stats=args.stats,
         verbose=args.verbose,
         cluster=args.cluster,
+        bwlimit=args.bwlimit,
+        tpslimit=args.tpslimit,
     )
 
 

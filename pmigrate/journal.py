@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     xxh3 TEXT NOT NULL,          -- hex xxh3-128; 'server-side' when no byte passed through pmigrate
     md5 TEXT NOT NULL DEFAULT '',-- hex MD5 when --checksum md5
     seconds REAL NOT NULL DEFAULT 0,
-    done_at REAL NOT NULL
+    done_at REAL NOT NULL,
+    upload_id TEXT NOT NULL DEFAULT '' -- where the blob's key is, after plikd purged its row (--prune)
 ) WITHOUT ROWID;
 """
 
@@ -77,7 +78,7 @@ class Journal:
         self._con = con
         self.path = path
         self.readonly = readonly
-        self._pending: list[tuple[str, int, str, str, float, float]] = []
+        self._pending: list[tuple[str, int, str, str, float, float, str]] = []
         # One connection, used by the parent's main thread (lookups) and by
         # the thread that commits after the target is made durable.
         self._lock = threading.Lock()
@@ -93,6 +94,8 @@ class Journal:
         # row only means copying that blob again.
         con.execute("PRAGMA synchronous=NORMAL")
         con.executescript(SCHEMA)
+        if "upload_id" not in _columns(con):  # a journal written before rows named their upload
+            con.execute("ALTER TABLE blobs ADD COLUMN upload_id TEXT NOT NULL DEFAULT ''")
         j = cls(con, path, readonly=False)
         stored = j.identity()
         if stored is not None and stored != identity and not restart:
@@ -196,8 +199,8 @@ class Journal:
             return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]
 
     # -- writing -----------------------------------------------------------------
-    def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0) -> None:
-        self._pending.append((file_id, size, xxh3, md5, seconds, time.time()))
+    def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0, upload_id: str = "") -> None:
+        self._pending.append((file_id, size, xxh3, md5, seconds, time.time(), upload_id))
 
     @property
     def pending(self) -> int:
@@ -214,7 +217,7 @@ class Journal:
             with self._lock:
                 self._con.execute("BEGIN IMMEDIATE")
                 self._con.executemany(
-                    "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at, upload_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 self._con.execute("COMMIT")
@@ -234,6 +237,10 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _columns(con: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in con.execute("PRAGMA table_info(blobs)")}
 
 
 def unwritable(path: Path, exc: sqlite3.Error) -> ConfigError:

@@ -115,6 +115,10 @@ def _described(command: str, opts: RunOptions) -> str:
     parts = [command + (" (dry run)" if opts.dry_run else ""), what, f"{opts.workers} workers", f"batch size {opts.batch_size}",
              f"checksum {opts.checksum}"]  # fmt: skip
     parts += ["--" + name.replace("_", "-") for name in ("restart", "merge", "prune", "ignore_errors", "with_sessions") if getattr(opts, name)]
+    if opts.bwlimit is not None:
+        parts.append(f"--bwlimit {opts.bwlimit.text}")
+    if opts.tpslimit:
+        parts.append(f"--tpslimit {opts.tpslimit:g}")
     if opts.verify and command == "migrate":
         parts.append("then verify")
     return ", ".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pmigrate.data.retry import RETRY_FOR
 
@@ -37,3 +38,5 @@ class RunOptions:
     stats: float = 10.0  # seconds between progress lines when stderr is not a terminal; 0: none
     verbose: bool = False
     cluster: str | None = None  # --cluster: a Dask scheduler's address, or local:N; None: this host's worker processes
+    bwlimit: Any = None  # --bwlimit: a transfer.bwlimit.Timetable of bytes/s read from the source; None: no limit
+    tpslimit: float = 0.0  # --tpslimit: requests per second to object stores, for the whole pool; 0: no limit

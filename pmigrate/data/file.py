@@ -82,7 +82,8 @@ class FileBackend(DataBackend):
         return os.path.join(self.directory, uid[:2], uid, fid)
 
     def candidate_keys(self, ref: BlobRef) -> tuple[str, ...]:
-        return (self.key(ref), self.legacy_key(ref))
+        # No upload id: a blob known only by its file id (a journal row older than upload ids)
+        return (self.key(ref), self.legacy_key(ref)) if ref.upload_id else (self.key(ref),)
 
     def describe(self) -> str:
         return f"file:{self.directory}"

@@ -33,6 +33,7 @@ from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, 
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
+from pmigrate.transfer import bwlimit
 
 MIB = 1024 * 1024
 GCS_CHUNK_UNIT = 256 * 1024  # resumable chunks must be multiples of this
@@ -111,6 +112,7 @@ class GCSBackend(DataBackend):
         if self._client_obj is None:
             try:
                 self._client_obj = storage.Client()
+                bwlimit.throttle(self._client_obj._http, "request")  # --tpslimit: every request goes through it
             except auth_exc.DefaultCredentialsError as exc:
                 raise ConfigError(
                     "no Google credentials for gcs: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file "

@@ -66,6 +66,7 @@ from pmigrate.errors import (
     Unsupported,
 )
 from pmigrate.ids import ID_PATTERN, check_id
+from pmigrate.transfer import bwlimit
 
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
@@ -221,6 +222,8 @@ class S3Backend(DataBackend):
         )
         self._retry = self._policy()  # this process's: what another one saw of the store says nothing here
         s3_retry.install(self._client, self._retry)
+        if bwlimit.tps_limited():  # every HTTP request, retries included, pays --tpslimit
+            self._client.meta.events.register("before-send.s3", bwlimit.request)
         self._hedger = Hedger(self._client, longest=self.read_timeout)
         tconfig = TransferConfig(
             multipart_threshold=self.part_size,

@@ -35,6 +35,7 @@ from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, Size
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
+from pmigrate.transfer import bwlimit
 
 GIB = 1024 * 1024 * 1024
 MAX_SINGLE_OBJECT = 5 * GIB  # Swift's default max_file_size
@@ -201,6 +202,7 @@ class SwiftBackend(DataBackend):
     def _conn(self) -> swiftclient.Connection:
         if self._conn_obj is None:
             self._conn_obj = swiftclient.Connection(**self._kwargs)
+            bwlimit.throttle(self._conn_obj, "_retry")  # --tpslimit: every request goes through it
         return self._conn_obj
 
     def storage_url(self) -> str:

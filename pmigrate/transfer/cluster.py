@@ -42,7 +42,7 @@ from typing import Any, Iterator, Mapping
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
-from pmigrate.transfer import sealed
+from pmigrate.transfer import sealed, bwlimit
 from pmigrate.transfer.handler import Factory, Lost
 from pmigrate.transfer.pool import Workers
 from pmigrate.words import plural
@@ -228,7 +228,9 @@ class ClusterPool(Workers):
         salt = sealed.new_salt()
         self._seal = sealed.Seal(self._passphrase, salt=salt, context=self._name)
         plugin = RunPlugin(
-            name=self._name, salt=salt, sealed=self._seal.seal((self._factory, self._context)), local=self._local, probe_target=self._probe_target
+            name=self._name, salt=salt, local=self._local, probe_target=self._probe_target,
+            # each worker its share of the limits
+            sealed=self._seal.seal((self._factory, bwlimit.for_cluster(self._context, len(self._threads)))),
         )
         self._client.subscribe_topic("all", self._on_event)
         try:

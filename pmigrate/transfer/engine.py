@@ -43,7 +43,7 @@ from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, precheck, stopcause, summary, uploads
+from pmigrate.transfer import bwlimit, checks, memory, precheck, prune, stopcause, summary, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
 from pmigrate.transfer.handler import Stores
@@ -159,6 +159,8 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     )
     if not skip:
         plan.owner, plan.target, plan.probe, plan.room = owner, target, probe, room
+        if opts.prune:
+            prune.check(owner, where=target)
     if not skip and not opts.dry_run:
         # Workers start now and build their clients while the parent goes on
         # (other stages' checks, the metadata copy): starting processes and
@@ -174,7 +176,8 @@ def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
     stores = _stores(plan.src, plan.dst)
     context: worker_mod.CopyContext | precheck.StatContext
     if look is None:
-        factory, context = worker_mod.make_handler, worker_mod.CopyContext(stores=stores, checksum=opts.checksum)
+        limits = _limits(opts)
+        factory, context = worker_mod.make_handler, worker_mod.CopyContext(stores=stores, checksum=opts.checksum, limits=limits)
     else:
         factory, context = precheck.make_handler, precheck.StatContext(stores=stores, look_at_target=look)
     if opts.cluster:  # Dask workers instead of this host's processes (transfer/cluster.py)
@@ -200,6 +203,14 @@ def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
 HANDLERS = ("pmigrate.transfer.worker", "pmigrate.transfer.precheck")  # the modules of this stage's handlers
 
 
+def _limits(opts: RunOptions) -> bwlimit.Limits | None:
+    """--bwlimit/--tpslimit: one budget in shared memory for this host's pool; a Dask pool divides it."""
+    if opts.cluster:
+        return bwlimit.Limits(bw=opts.bwlimit, tps=opts.tpslimit)
+    with interrupt.held():  # the shared memory may start the resource tracker, which must outlive a stop signal
+        return bwlimit.shared(mp.get_context(START_METHOD), bw=opts.bwlimit, tps=opts.tpslimit)
+
+
 def _stores(src: PlikConfig, dst: PlikConfig) -> Stores:
     return Stores(src_backend=src.data.backend, src_options=dict(src.data.options),
                   dst_backend=dst.data.backend, dst_options=dict(dst.data.options))  # fmt: skip
@@ -223,8 +234,12 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
         _skip_all(plan, opts=opts, report=report)
     elif opts.dry_run:
         _dry_run(plan, opts=opts, report=report)
+        if opts.prune:
+            prune.dry_run(plan, opts=opts, report=report)
     else:
         _Copy(plan, opts=opts, report=report).run()
+        if opts.prune:  # once the copy ended well: the blobs of files plikd deleted or purged
+            prune.run(plan, opts=opts, report=report)
 
 
 def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
@@ -453,7 +468,8 @@ class _Copy:
                 fig.bytes += r.size
                 if r.server_side:
                     fig.server_side += 1
-                self.journal.record(file_id=r.file_id, size=r.size, xxh3=r.xxh3 or worker_mod.SERVER_SIDE, md5=r.md5, seconds=r.seconds)
+                self.journal.record(file_id=r.file_id, size=r.size, xxh3=r.xxh3 or worker_mod.SERVER_SIDE, md5=r.md5,
+                                    seconds=r.seconds, upload_id=r.upload_id)  # fmt: skip
                 if r.warning_kind:
                     fig.warnings += 1
                     self.report.problem(area=AREA, kind=r.warning_kind, item=r.file_id, message=r.warning)

@@ -63,8 +63,9 @@ class BlobResult:
     warning_kind: str = ""  # a problem that does not undo the copy, e.g. md5-mismatch
     warning: str = ""
     note: str = ""  # something the worker learnt about the stores, reported once for the run
+    upload_id: str = ""  # of a copied blob: the journal keeps it to find the key once plikd purged the row
 
     def __reduce__(self) -> tuple:
         return (BlobResult, (self.seq, self.file_id, self.outcome, self.size, self.xxh3, self.md5, self.seconds,
                              self.server_side, self.error_kind, self.error, self.warning_kind, self.warning,
-                             self.note))  # fmt: skip
+                             self.note, self.upload_id))  # fmt: skip

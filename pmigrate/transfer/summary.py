@@ -159,7 +159,8 @@ def dry_summary(report: Report, tally: enum_mod.Tally, found: precheck.Survey, l
         report.line(AREA, f"journal {looked.journal} lists {known[0]} ({_size(known[1])}) as done: {found.present} on the target, skipped{again}")
     if found.replace:
         report.line(AREA, f"would replace {plural(found.replace, 'blob')} ({_size(found.replace_bytes)}) the target holds under the same name")
-    report.line(AREA, "would delete no blob: pmigrate deletes none from a target store")
+    if not opts.prune:
+        report.line(AREA, "would delete no blob: without --prune, pmigrate deletes none from a target store")
     if looked.room is not None:
         _dry_room(looked.room, found, opts=opts, report=report)
     if found.errors:

@@ -17,6 +17,7 @@ import xxhash
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
+from pmigrate.transfer import bwlimit
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,12 @@ class CopyContext:
 
     stores: Stores
     checksum: str = "xxh3"  # xxh3 | md5 (md5 computed alongside, compared with files.md5)
+    limits: bwlimit.Limits | None = None  # --bwlimit/--tpslimit: the pool's shared budget (transfer/bwlimit.py)
 
 
 def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> "CopyHandler":
     """The copy's factory for a pool: runs in the worker, whose logs and stderr are redacted first."""
+    bwlimit.install(context.limits)  # before the backends build their clients
     return CopyHandler(context, lifeline=lifeline)
 
 
@@ -216,6 +219,7 @@ class CopyHandler(StoreHandler):
             result.seconds = time.perf_counter() - t0
             if counted is not None and result.outcome != COPIED:
                 counted.value = before  # bytes that came to nothing
+            result.upload_id = ref.upload_id
             if self._note:
                 result.note, self._note = self._note, ""
             return result
@@ -254,6 +258,7 @@ class CopyHandler(StoreHandler):
             raise
         except Exception as exc:  # noqa: BLE001
             raise ItemError(f"opening the source failed: {_describe(exc)}", item=ref.file_id, kind=Kind.READ_ERROR) from exc
+        raw = bwlimit.reader(raw, stopped=self.stopped)  # --bwlimit: the pool's shared budget
         reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
         try:
             try:
