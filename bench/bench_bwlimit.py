@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import print_table, write_csv  # noqa: E402
-from pmigrate.transfer.bwlimit import parse_rate  # noqa: E402
+from pmigrate.data.bwlimit import parse_rate  # noqa: E402
 
 MiB = 1 << 20
 SAMPLE = 0.5  # seconds between looks at the target

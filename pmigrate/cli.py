@@ -78,7 +78,7 @@ _SECONDS = {"": 1, "S": 1, "M": 60, "H": 3600}
 
 
 def _bwlimit(text: str) -> Any:
-    from pmigrate.transfer import bwlimit
+    from pmigrate.data import bwlimit
 
     try:
         return bwlimit.parse_timetable(text)
@@ -87,7 +87,7 @@ def _bwlimit(text: str) -> Any:
 
 
 def _tpslimit(text: str) -> float:
-    from pmigrate.transfer import bwlimit
+    from pmigrate.data import bwlimit
 
     try:
         return bwlimit.parse_tps(text)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pmigrate.transfer import bwlimit
-from pmigrate.transfer.bwlimit import LimitSyntaxError, parse_rate, parse_timetable, parse_tps
+from pmigrate.data import bwlimit
+from pmigrate.data.bwlimit import LimitSyntaxError, parse_rate, parse_timetable, parse_tps
 from tests import blobdeploy as bd
 
 KiB, MiB = 1 << 10, 1 << 20

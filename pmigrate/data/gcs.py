@@ -33,7 +33,7 @@ from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, 
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
-from pmigrate.transfer import bwlimit
+from pmigrate.data import bwlimit
 
 MIB = 1024 * 1024
 GCS_CHUNK_UNIT = 256 * 1024  # resumable chunks must be multiples of this

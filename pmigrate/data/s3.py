@@ -66,7 +66,7 @@ from pmigrate.errors import (
     Unsupported,
 )
 from pmigrate.ids import ID_PATTERN, check_id
-from pmigrate.transfer import bwlimit
+from pmigrate.data import bwlimit
 
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB

@@ -35,7 +35,7 @@ from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, Size
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
 from pmigrate.ids import check_id
-from pmigrate.transfer import bwlimit
+from pmigrate.data import bwlimit
 
 GIB = 1024 * 1024 * 1024
 MAX_SINGLE_OBJECT = 5 * GIB  # Swift's default max_file_size

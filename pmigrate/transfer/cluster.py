@@ -42,7 +42,8 @@ from typing import Any, Iterator, Mapping
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
-from pmigrate.transfer import sealed, bwlimit
+from pmigrate.data import bwlimit
+from pmigrate.transfer import sealed
 from pmigrate.transfer.handler import Factory, Lost
 from pmigrate.transfer.pool import Workers
 from pmigrate.words import plural

@@ -43,7 +43,8 @@ from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import bwlimit, checks, memory, precheck, prune, stopcause, summary, uploads
+from pmigrate.data import bwlimit
+from pmigrate.transfer import checks, memory, precheck, prune, stopcause, summary, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
 from pmigrate.transfer.handler import Stores

@@ -17,7 +17,7 @@ import xxhash
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
-from pmigrate.transfer import bwlimit
+from pmigrate.data import bwlimit
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class CopyContext:
 
     stores: Stores
     checksum: str = "xxh3"  # xxh3 | md5 (md5 computed alongside, compared with files.md5)
-    limits: bwlimit.Limits | None = None  # --bwlimit/--tpslimit: the pool's shared budget (transfer/bwlimit.py)
+    limits: bwlimit.Limits | None = None  # --bwlimit/--tpslimit: the pool's shared budget (data/bwlimit.py)
 
 
 def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> "CopyHandler":
