@@ -31,6 +31,7 @@ import xxhash
 
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import dialects
+from pmigrate.metadata.convert import column_converter
 from pmigrate.metadata import values as V
 from pmigrate.options import RunOptions
 
@@ -150,7 +151,7 @@ def _key_columns(plan: Any, t: Any, conn: Any) -> list[_Key] | None:
             keys.append(_Key(name, True, f"VARCHAR({limit}){ddl[0]}", limit, c.kind))
             continue
         fsp = V.time_fsp("mysql", c.dst_type) if c.dst_type is not None else 3
-        conv = V.column_converter(
+        conv = column_converter(
             kind=c.kind, src=plan.src_driver, dst="mysql", src_zone=plan.src_zone, dst_zone=plan.dst_zone, dst_fsp=fsp
         )
         keys.append(_Key(name, False, "", 0, c.kind, conv))

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError, PmigrateError
-from pmigrate.metadata import collisions, dialects, faults, grants, lockwait, staging
+from pmigrate.metadata import collisions, convert, dialects, faults, grants, lockwait, staging
 from pmigrate.metadata import values as V
 from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
@@ -105,7 +105,7 @@ class Plan:
 
 
 def _zone(meta: Any) -> tzinfo:
-    return V.mysql_zone(meta) if meta.driver == "mysql" else V.UTC
+    return V.zone_of(meta)
 
 
 def _sqlite_target_absent(meta: Any) -> bool:
@@ -452,7 +452,7 @@ def _converters(plan: Plan, t: TablePlan) -> tuple[list[tuple[int, Any]], list[t
             if (t.name, c.name) in plan.nul_columns:
                 convs.append((i, _no_nul))
             continue  # text passes as is; its length is checked inline
-        f = V.column_converter(
+        f = convert.column_converter(
             kind=c.kind,
             src=plan.src_driver,
             dst=plan.dst_driver,
@@ -574,12 +574,12 @@ def _copy_table(
 
 def _no_nul(value: Any) -> Any:
     if value.__class__ is str and "\x00" in value:
-        raise V.ValueError_("holds a NUL character, which postgres text cannot store")
+        raise V.UnfitValue("holds a NUL character, which postgres text cannot store")
     return value
 
 
 def _too_long(value: Any, limit: int) -> Any:
-    raise V.ValueError_(f"{len(value)} characters do not fit the target's {limit}")
+    raise V.UnfitValue(f"{len(value)} characters do not fit the target's {limit}")
 
 
 def _row_function(convs: list[tuple[int, Any]], checks: list[tuple[int, int]], width: int) -> Any:
@@ -630,7 +630,7 @@ def _convert(
             continue  # into sqlite3 as it is
         try:
             r[i] = f(r[i])
-        except (V.ValueError_, ValueError, TypeError, OverflowError) as exc:
+        except (V.UnfitValue, ValueError, TypeError, OverflowError) as exc:
             raise _BadRow(_item(t, row, names), f"column {names[i]}: {exc}") from None
     for i, n in checks:
         v = r[i]
@@ -793,8 +793,8 @@ def _dry_diff(plan: Plan, *, opts: RunOptions) -> dict[str, tuple[int, int, int]
     """(insert, update, delete) per table on a target that holds rows: the row audit's missing, changed, extra."""
     from pmigrate.verify import rows
 
-    src = rows.Side(engine=plan.src_engine, driver=plan.src_driver, naive_tz=plan.src_zone)
-    dst = rows.Side(engine=plan.dst_engine, driver=plan.dst_driver, naive_tz=plan.dst_zone)
+    src = rows.Side(engine=plan.src_engine, driver=plan.src_driver, zone=plan.src_zone)
+    dst = rows.Side(engine=plan.dst_engine, driver=plan.dst_driver, zone=plan.dst_zone)
     plans, _problems = rows.plan_tables(src, dst)
     wanted = {t.name for t in plan.tables}
     out = {}
