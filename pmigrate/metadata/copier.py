@@ -928,6 +928,8 @@ def _load(
             _attach_reflected(plan, conn, unknown, stage)
             for t in unknown:
                 _copy_table(plan, t, reader, writer, results[t.name], skipped_keys, opts=opts, report=report)
+            if plan.dst_driver == "postgres":
+                _sync_sequences(conn, [t.name for t in unknown])
         if not fresh:
             prune = opts.prune and plan.owner.owned
             for t in reversed(plan.tables):
@@ -969,6 +971,18 @@ def _load(
             raise FatalError(f"metadata copy failed: {detail}. {state}") from exc
         raise
     conn.close()
+
+
+def _sync_sequences(conn: Any, names: Sequence[str]) -> None:
+    """Move each copied table's serial or identity sequence past its largest key.
+
+    The rows came with their keys, which a sequence does not see: without
+    this the application's next INSERT would be given a key already taken.
+    """
+    from pmigrate.metadata import schema
+
+    for name in names:
+        schema.sync_autoincrement(conn, sa.Table(name, sa.MetaData(), autoload_with=conn), driver="postgres")
 
 
 def _record_owner(plan: Plan, raw: Any, *, create: bool = False, write: bool = True, table: str = ownership.OWNER_TABLE) -> None:
