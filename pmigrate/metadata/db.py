@@ -12,6 +12,7 @@ from sqlalchemy import event
 from pmigrate import dsn
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import rawtext
+from pmigrate.metadata.dialects.mysql import allow_local_files
 from pmigrate.redact import redact
 
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
@@ -34,7 +35,7 @@ def engine(
     values.zone_of() for the zone they are read in). ``local_infile`` (mysql) lets the
     connection send files for LOAD DATA LOCAL; the driver refuses a server's
     request for one except while pmigrate's own bulk load runs
-    (dialects._MysqlLoad).
+    (dialects.mysql.MysqlLoad).
 
     ``read_only``: the server itself refuses every write, whatever the
     statement: sqlite3 opened with mode=ro (and from meta.snapshot, the
@@ -71,7 +72,7 @@ def engine(
 
         @event.listens_for(eng, "connect")
         def _no_local_files(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
-            dbapi_conn._local_infile = False  # the capability stays; sending waits for our own LOAD DATA
+            allow_local_files(dbapi_conn, False)  # the capability stays; sending waits for our own LOAD DATA
 
     if t.driver == "postgres" and lock_timeout is not None:
 

@@ -1,0 +1,31 @@
+"""SQLite writes: executemany, with ON CONFLICT DO UPDATE on a re-run."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from pmigrate.metadata.dialects.base import Row, Sink
+
+
+class SqliteInsert(Sink):
+    def __init__(self, w: Any, table: str, columns: Sequence[str], pk: Sequence[str], *, upsert: bool) -> None:
+        self._w = w
+        cols = ", ".join(w.q(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {w.q(table)} ({cols}) VALUES ({marks})"
+        if upsert:
+            others = [c for c in columns if c not in pk]
+            conflict = ", ".join(w.q(c) for c in pk)
+            if others:
+                sets = ", ".join(f"{w.q(c)} = excluded.{w.q(c)}" for c in others)
+                differ = " OR ".join(f"{w.q(table)}.{w.q(c)} IS NOT excluded.{w.q(c)}" for c in others)
+                sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets} WHERE {differ}"
+            else:
+                sql += f" ON CONFLICT ({conflict}) DO NOTHING"
+        self._sql = sql
+
+    def write(self, rows: Sequence[Row]) -> int | None:
+        conn = self._w.conn
+        before = conn.total_changes
+        conn.executemany(self._sql, rows)
+        return conn.total_changes - before
