@@ -31,8 +31,8 @@ import xxhash
 
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import dialects
-from pmigrate.metadata.convert import column_converter
 from pmigrate.metadata import values as V
+from pmigrate.metadata.convert import column_converter
 from pmigrate.options import RunOptions
 
 TEMP = "pmigrate_keys"
@@ -255,11 +255,12 @@ def _indexed(tt: _Table) -> str:
 
 def _source_keys(plan: Any, t: Any, reader: Any, *, batch: int) -> Iterator[list[tuple]]:
     """The source's keys, without orphans (the copy leaves those out)."""
-    from pmigrate.metadata import copier
+    from pmigrate.metadata.load import select_sql
+    from pmigrate.metadata.plan import TablePlan
 
     cols = {c.name: c for c in t.columns}
-    keyed = copier.TablePlan(t.name, [cols[k] for k in t.pk], list(t.pk), t.known, t.fks)
-    return reader.stream(copier._select(keyed, plan.src_driver, where_orphans=True), batch=batch)
+    keyed = TablePlan(t.name, [cols[k] for k in t.pk], list(t.pk), t.known, t.fks)
+    return reader.stream(select_sql(keyed, plan.src_driver, where_orphans=True), batch=batch)
 
 
 def _load(plan: Any, t: Any, tt: _Table, reader: Any, conn: Any, *, batch: int) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
+from pmigrate.metadata import values as V
+from pmigrate.metadata.prechecks import target_limits
+from pmigrate.metadata.rawtext import RawText
 from pmigrate.metadata.values import (
     GO_ZERO,
     KIND_BOOL,
@@ -26,6 +29,10 @@ from pmigrate.metadata.values import (
     read_mysql_time,
     to_bool,
 )
+from pmigrate.quote import shown
+
+if TYPE_CHECKING:
+    from pmigrate.metadata.plan import Plan, TablePlan
 
 _DIGITS = re.compile(r"\d*")
 
@@ -240,3 +247,112 @@ def column_converter(
     if kind == KIND_TEXT:
         return text_converter(dst=dst, limit=limit)
     return None
+
+
+# -- rows ----------------------------------------------------------------------
+
+
+class BadRow(Exception):
+    def __init__(self, item: str, message: str) -> None:
+        super().__init__(message)
+        self.item = item
+        self.message = message
+
+
+def _item(t: TablePlan, row: Sequence[Any], names: Sequence[str]) -> str:
+    if not t.pk:
+        return f"{t.name}:(no primary key)"
+    idx = [names.index(k) for k in t.pk]
+    return f"{t.name}:" + "/".join(str(row[i]) for i in idx)
+
+
+def row_converters(plan: Plan, t: TablePlan) -> tuple[list[tuple[int, Any]], list[tuple[int, int]]]:
+    """(column index, value function) for columns that change on the way; (index, max characters) to check."""
+    limits = target_limits(plan, t)
+    convs, checks = [], []
+    for i, c in enumerate(t.columns):
+        fsp = V.time_fsp(plan.dst_driver, c.dst_type) if c.dst_type is not None else 9
+        if c.name in limits:
+            checks.append((i, limits[c.name]))
+        if c.kind == V.KIND_TEXT:
+            if (t.name, c.name) in plan.nul_columns:
+                convs.append((i, _no_nul))
+            continue  # text passes as is; its length is checked inline
+        f = column_converter(
+            kind=c.kind,
+            src=plan.src_driver,
+            dst=plan.dst_driver,
+            src_zone=plan.src_zone,
+            dst_zone=plan.dst_zone,
+            dst_fsp=fsp,
+        )
+        if f is not None:
+            convs.append((i, f))
+    return convs, checks
+
+
+def _no_nul(value: Any) -> Any:
+    if value.__class__ is str and "\x00" in value:
+        raise V.UnfitValue("holds a NUL character, which postgres text cannot store")
+    return value
+
+
+def _too_long(value: Any, limit: int) -> Any:
+    raise V.UnfitValue(f"{len(value)} characters do not fit the target's {limit}")
+
+
+def row_function(convs: list[tuple[int, Any]], checks: list[tuple[int, int]], width: int) -> Any:
+    """One compiled function converting a whole row: no per-column loop, length checks inline."""
+    env: dict[str, Any] = {f"f{i}": f for i, f in convs}
+    env["too_long"] = _too_long
+    limits = dict(checks)
+    parts = []
+    for i in range(width):
+        x = f"f{i}(r[{i}])" if f"f{i}" in env else f"r[{i}]"
+        if i in limits:
+            n = limits[i]
+            x = f"(v if (v := {x}).__class__ is not str or len(v) <= {n} else too_long(v, {n}))"
+        parts.append(x)
+    code = f"def row(r):\n    return ({', '.join(parts)},)\n"
+    exec(compile(code, "<pmigrate row converter>", "exec"), env)  # noqa: S102 - built from column indexes only
+    return env["row"]
+
+
+def convert_row(
+    row: Sequence[Any],
+    convs: list[tuple[int, Any]],
+    checks: list[tuple[int, int]],
+    parent_skips: list[tuple[int, set]],
+    names: Sequence[str],
+    t: TablePlan,
+    raw_to: str | None = None,
+) -> tuple:
+    """The slow path, row by row: names the table, key and column of a value that cannot go.
+
+    ``raw_to``: the target's driver when the batch holds text that is not
+    UTF-8 (RawText, from a sqlite3 source): it goes as it is into sqlite3,
+    and stops the row for postgres and mysql, which store UTF-8 only.
+    """
+    for i, keys in parent_skips:
+        if row[i] in keys:
+            raise BadRow(_item(t, row, names), f"{names[i]} {shown(row[i])} names a row skipped above")
+    if raw_to not in (None, "sqlite3"):
+        for i, v in enumerate(row):
+            if v.__class__ is RawText:
+                raise BadRow(
+                    _item(t, row, names),
+                    f"column {names[i]}: text that is not valid UTF-8 ({shown(v)}), which {raw_to} cannot store",
+                )
+    r = list(row)
+    for i, f in convs:
+        if raw_to is not None and r[i].__class__ is RawText:
+            continue  # into sqlite3 as it is
+        try:
+            r[i] = f(r[i])
+        except (V.UnfitValue, ValueError, TypeError, OverflowError) as exc:
+            raise BadRow(_item(t, row, names), f"column {names[i]}: {exc}") from None
+    for i, n in checks:
+        v = r[i]
+        if v.__class__ is str and len(v) > n:
+            raise BadRow(_item(t, row, names), f"column {names[i]}: {len(v)} characters do not fit the target's {n}")
+    return tuple(r)

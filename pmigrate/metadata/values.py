@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from decimal import Decimal
 from datetime import date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
