@@ -23,6 +23,7 @@ def test_timestamps_are_instants_truncated_to_the_coarser_precision():
     assert ns("2000-01-01 00:00:00+00:00") == 946684800 * canon.NS
     assert ns("0001-01-01 00:00:00+00:00") < 0
     assert ns(None) is None and ns("not a time") == "not a time"
+    assert ns(946684800) == ns("2000-01-01 00:00:00+00:00")  # Unix seconds, as the copy reads them
 
 
 def test_naive_values_read_in_their_zone():

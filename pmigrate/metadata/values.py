@@ -316,6 +316,11 @@ def time_ns(v: Any, *, zone: tzinfo = UTC) -> Any:
         return _ns(v if v.tzinfo else v.replace(tzinfo=zone))
     if isinstance(v, date):
         return _ns(datetime(v.year, v.month, v.day, tzinfo=zone))
+    if v.__class__ is int or v.__class__ is float:
+        try:
+            return _ns(parse_sqlite_time(v))  # a number in a sqlite timestamp column: Unix seconds
+        except (OverflowError, OSError, ValueError):
+            return v
     v = _text(v)
     if not isinstance(v, str):
         return v
@@ -380,8 +385,6 @@ def canonical(value: Any, *, kind: str, driver: str, zone: tzinfo = UTC) -> Any:
     if kind == KIND_BOOL:
         return to_bool(value)
     if kind == KIND_TIME:
-        if driver == "sqlite3" and isinstance(value, (int, float)):
-            return parse_sqlite_time(value)
         ns = time_ns(value, zone=zone)
         if type(ns) is not int:
             raise UnfitValue(f"timestamp {shown(value)} is in no format plikd writes")
