@@ -1,4 +1,4 @@
-"""MySQL/MariaDB writes: one LOAD DATA LOCAL per fresh table, else multi-row INSERT within max_allowed_packet.
+"""MySQL/MariaDB: reads in one consistent snapshot; writes by LOAD DATA LOCAL into a fresh table, else multi-row INSERT.
 
 PyMySQL offers no public way to allow LOAD DATA LOCAL for one statement only,
 nor a public string escape that honours NO_BACKSLASH_ESCAPES: this module
@@ -14,6 +14,25 @@ from datetime import date, datetime
 from typing import Any, Sequence
 
 from pmigrate.metadata.dialects.base import Row, Sink
+
+
+def begin_read(conn: Any) -> None:
+    """A consistent InnoDB snapshot, read-only, for every read of the run."""
+    conn.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+
+
+def end_read(conn: Any) -> None:
+    """Nothing to undo: the session's settings are the next transaction's to set."""
+
+
+def server_cursor(conn: Any, *, name: str, batch: int) -> Any:
+    """An unbuffered cursor: rows stream from the server instead of arriving all at once."""
+    import pymysql.cursors
+
+    return conn.cursor(pymysql.cursors.SSCursor)
 
 
 def allow_local_files(conn: Any, allowed: bool) -> None:

@@ -1,10 +1,32 @@
-"""PostgreSQL writes: COPY into a fresh table, or COPY into a temporary table merged with ON CONFLICT on a re-run."""
+"""PostgreSQL: reads in one REPEATABLE READ snapshot; writes by COPY, merged through a temporary table on a re-run."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from pmigrate.metadata.dialects.base import Row, Sink, assignments
+
+
+def begin_read(conn: Any) -> None:
+    """REPEATABLE READ, READ ONLY: one snapshot for every read of the run."""
+    import psycopg
+
+    conn.rollback()
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.execute("SELECT 1").fetchall()  # the snapshot starts at the first query
+
+
+def end_read(conn: Any) -> None:
+    conn.read_only = None
+    conn.isolation_level = None
+
+
+def server_cursor(conn: Any, *, name: str, batch: int) -> Any:
+    """A named (server-side) cursor: rows come ``batch`` at a time."""
+    cur = conn.cursor(name=name)
+    cur.itersize = batch
+    return cur
 
 
 class PgCopy(Sink):

@@ -9,7 +9,10 @@ import threading
 from typing import Any, Iterator, Sequence
 
 from pmigrate.metadata import rawtext
+from pmigrate.metadata.dialects import mysql, postgres, sqlite
 from pmigrate.metadata.dialects.base import Row, quote, raw_connection
+
+_DRIVERS: dict[str, Any] = {"sqlite3": sqlite, "postgres": postgres, "mysql": mysql}
 
 
 class SnapshotReader:
@@ -29,25 +32,10 @@ class SnapshotReader:
         self._tolerant = False
 
     def begin(self) -> None:
-        c = self.conn
         if self.driver == "sqlite3":
-            if c.in_transaction:
-                c.rollback()
-            c.text_factory = self._decode if self._tolerant else str
-            c.execute("BEGIN")
-            c.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read snapshot now
-        elif self.driver == "postgres":
-            import psycopg
-
-            c.rollback()
-            c.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            c.read_only = True
-            c.execute("SELECT 1").fetchall()  # the snapshot starts at the first query
+            sqlite.begin_read(self.conn, text_factory=self._decode if self._tolerant else str)
         else:
-            c.rollback()
-            with c.cursor() as cur:
-                cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            _DRIVERS[self.driver].begin_read(self.conn)
         self._open = True
 
     def close(self) -> None:
@@ -56,11 +44,7 @@ class SnapshotReader:
         try:
             if self._open:
                 self.conn.rollback()
-            if self.driver == "sqlite3":
-                self.conn.text_factory = rawtext.decode  # the engine's own, for the pool's next user
-            if self.driver == "postgres":
-                self.conn.read_only = None
-                self.conn.isolation_level = None
+            _DRIVERS[self.driver].end_read(self.conn)
         except Exception:  # noqa: BLE001 - a stop amid a read leaves the connection unusable: closed, not pooled
             self._proxy.invalidate()
         finally:
@@ -110,13 +94,8 @@ class SnapshotReader:
             # In-process reads: a second thread only trades the GIL row by row with the
             # writer (half the time went to that, in futex calls); read between writes.
             return self._sqlite_batches(sql, batch)
-        if self.driver == "postgres":
-            cur = self.conn.cursor(name=f"pmigrate_{next(self._cursors)}")
-            cur.itersize = batch
-        else:
-            import pymysql.cursors
+        cur = _DRIVERS[self.driver].server_cursor(self.conn, name=f"pmigrate_{next(self._cursors)}", batch=batch)
 
-            cur = self.conn.cursor(pymysql.cursors.SSCursor)
         def batches() -> Iterator[list[Row]]:
             try:
                 cur.execute(sql)

@@ -1,10 +1,24 @@
-"""SQLite writes: executemany, with ON CONFLICT DO UPDATE on a re-run."""
+"""SQLite: the read transaction's start and end; writes by executemany, with ON CONFLICT DO UPDATE on a re-run."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from pmigrate.metadata import rawtext
 from pmigrate.metadata.dialects.base import Row, Sink
+
+
+def begin_read(conn: Any, *, text_factory: Callable[[bytes], Any]) -> None:
+    """A read transaction whose snapshot is taken now (on a private copy of a live file, see snapshot.py)."""
+    if conn.in_transaction:
+        conn.rollback()
+    conn.text_factory = text_factory
+    conn.execute("BEGIN")
+    conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # takes the read snapshot now
+
+
+def end_read(conn: Any) -> None:
+    conn.text_factory = rawtext.decode  # the engine's own, for the pool's next user
 
 
 class SqliteInsert(Sink):
