@@ -245,10 +245,10 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
     from pmigrate.fake import parallel
     from pmigrate.fake.rows import plan_parts
     from pmigrate.fake.sink import Writer, clock_for
-    from pmigrate.metadata import db
+    from pmigrate.metadata.values import zone_of
     from pmigrate.progress import bar
 
-    zone = db.time_zone(target.meta())
+    zone = zone_of(target.meta()) if target.driver == "mysql" else None
     gen = Generator(seed=args.seed, shape=shape, blobs=None, clock=clock_for(target.driver, mysql_zone=zone))
     batch = max(args.batch_size, 1)
     raw = engine.raw_connection()

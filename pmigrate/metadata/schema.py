@@ -421,8 +421,9 @@ def sync_autoincrement(dst: Connection, table: sa.Table, *, driver: str) -> None
     _check_driver(dst, driver)
     if driver != "postgres":
         return
+    name = dst.dialect.identifier_preparer.quote(table.name)  # the function parses its argument as SQL
     for col in table.primary_key.columns:
-        seq = dst.execute(sa.select(sa.func.pg_get_serial_sequence(table.name, col.name))).scalar()
+        seq = dst.execute(sa.select(sa.func.pg_get_serial_sequence(name, col.name))).scalar()
         if seq:
             top = dst.execute(sa.select(sa.func.max(table.c[col.name]))).scalar()
             dst.execute(sa.select(sa.func.setval(seq, top if top is not None else 1, top is not None)))

@@ -55,12 +55,10 @@ def _check_db(meta: Any, *, what: str, need_files: bool) -> None:
 
 
 def _naive_zone(meta: Any) -> Any:
-    """The zone naive timestamps are in: mysql's loc= (as the copier reads it), else UTC."""
-    import datetime as dt
+    """The zone naive timestamps are in: mysql's loc=, read as the copier reads it (values.zone_of), else UTC."""
+    from pmigrate.metadata.values import zone_of
 
-    from pmigrate.metadata.db import time_zone
-
-    return time_zone(meta) or dt.timezone.utc
+    return zone_of(meta)
 
 
 def _check_backend(data: Any) -> None:
@@ -262,8 +260,8 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
             dst_engine = _engine(plan.dst.metadata)
             try:
                 rows.audit(
-                    rows.Side(engine=src_engine, driver=plan.src.metadata.driver, naive_tz=_naive_zone(plan.src.metadata)),
-                    rows.Side(engine=dst_engine, driver=plan.dst.metadata.driver, naive_tz=_naive_zone(plan.dst.metadata)),
+                    rows.Side(engine=src_engine, driver=plan.src.metadata.driver, zone=_naive_zone(plan.src.metadata)),
+                    rows.Side(engine=dst_engine, driver=plan.dst.metadata.driver, zone=_naive_zone(plan.dst.metadata)),
                     report=report,
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,
