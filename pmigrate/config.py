@@ -23,9 +23,10 @@ import json
 import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pmigrate import dsn, redact
 from pmigrate.errors import ConfigError

@@ -22,7 +22,8 @@ pool, and the others do not wait forever for parts that no longer exist.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 WAIT = 0.05  # seconds between looks at whether to give up while no token is free
 

@@ -24,7 +24,8 @@ import errno
 import os
 import secrets
 import stat as stat_mod
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error

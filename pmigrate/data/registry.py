@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pmigrate.data.base import DataBackend
 from pmigrate.errors import ConfigError

@@ -39,7 +39,8 @@ import os
 import socket
 import threading
 import urllib.request
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 from pmigrate import redact
 from pmigrate.data import s3_retry
@@ -155,7 +156,7 @@ class S3Backend(DataBackend):
 
     @property
     def manager(self) -> Any:
-        self.client
+        self.client  # noqa: B018 - the client property builds the manager too
         return self._manager
 
     @property
@@ -222,7 +223,7 @@ class S3Backend(DataBackend):
             self._budget_hooked = _hook_budget(self._manager, budget)
 
     def prepare(self) -> None:
-        self.client
+        self.client  # noqa: B018 - the property builds the client in this process
 
     def close(self) -> None:
         if self._manager is not None and self._pid == os.getpid():

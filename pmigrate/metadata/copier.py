@@ -24,9 +24,10 @@ import contextlib
 import functools
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -319,7 +320,7 @@ _CREATE = re.compile(r"CREATE TABLE `(\w+)` \((.*?)\n\)", re.S)
 _VARCHAR = re.compile(r"^\s*`(\w+)` (?:varchar|char)\((\d+)\)", re.M)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mysql_ddl_types(level: str) -> dict[str, dict[str, Any]]:
     """Bounded string columns of Plik's mysql tables at a level, read from the DDL the target will get."""
     from sqlalchemy.dialects.mysql import VARCHAR

@@ -72,20 +72,20 @@ def engine(
     if t.driver == "mysql" and local_infile:
 
         @event.listens_for(eng, "connect")
-        def _no_local_files(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+        def _no_local_files(dbapi_conn, _record) -> None:  # DB-API objects
             dbapi_conn._local_infile = False  # the capability stays; sending waits for our own LOAD DATA
 
     if t.driver == "postgres" and lock_timeout is not None:
 
         @event.listens_for(eng, "connect")
-        def _lock_timeout(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+        def _lock_timeout(dbapi_conn, _record) -> None:  # DB-API objects
             dbapi_conn.execute(f"SET lock_timeout = '{int(lock_timeout)}s'")
             dbapi_conn.commit()  # a SET rolled back with its transaction would be undone
 
     if t.driver == "sqlite3":
 
         @event.listens_for(eng, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+        def _pragmas(dbapi_conn, _record) -> None:  # DB-API objects
             dbapi_conn.text_factory = rawtext.decode
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys = ON")
@@ -97,7 +97,7 @@ def engine(
         session = {"postgres": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "mysql": "SET SESSION TRANSACTION READ ONLY"}
 
         @event.listens_for(eng, "connect")
-        def _read_only(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
+        def _read_only(dbapi_conn, _record) -> None:  # DB-API objects
             cur = dbapi_conn.cursor()
             cur.execute(session[t.driver])
             cur.close()
@@ -126,7 +126,7 @@ def time_zone(meta) -> dt.tzinfo | None:
         return None
     name = t.time_zone
     if name == "UTC" or not name:
-        return dt.timezone.utc
+        return dt.UTC
     if name == "Local":
         return dt.datetime.now().astimezone().tzinfo
     try:

@@ -22,8 +22,9 @@ import queue
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from pmigrate.metadata import rawtext
 
@@ -258,7 +259,7 @@ class TargetWriter:
         return self._tables.get(table, table)
 
     @classmethod
-    def from_engine(cls, engine: Any, driver: str) -> "TargetWriter":
+    def from_engine(cls, engine: Any, driver: str) -> TargetWriter:
         proxy, conn = raw_connection(engine)
         return cls(conn, driver, proxy=proxy)
 

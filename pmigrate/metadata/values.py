@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pmigrate.quote import shown
 
-UTC = timezone.utc
+UTC = UTC
 
 # Go's zero time.Time; mysql keeps it as the zero date '0000-00-00'.
 GO_ZERO = datetime(1, 1, 1, tzinfo=UTC)

@@ -36,8 +36,9 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from pmigrate import redact
 from pmigrate.errors import ConfigError, FatalError
@@ -273,7 +274,7 @@ class ClusterPool:
             return
         try:
             self._threads = dict(self._client.nthreads())
-        except Exception:  # noqa: BLE001 - the scheduler gone: _check_scheduler says so
+        except Exception:  # the scheduler gone: _check_scheduler says so
             log.debug("could not list the Dask workers", exc_info=True)
         self._refreshed = time.monotonic()
 
@@ -401,7 +402,7 @@ class ClusterPool:
         for job in chunk.jobs:
             try:
                 self.on_death(job)
-            except Exception:  # noqa: BLE001 - clearing is best effort; a re-run's sweep finds open uploads too
+            except Exception:  # clearing is best effort; a re-run's sweep finds open uploads too
                 log.warning("could not clear what a lost Dask worker left of job %s", job.seq, exc_info=True)
 
     # -- stopping -----------------------------------------------------------------
@@ -416,13 +417,13 @@ class ClusterPool:
             if alive:
                 try:
                     self._client.cancel([c.future for c in self._pending.values()])
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.debug("cancelling the Dask tasks failed", exc_info=True)
         self._note_removals()
         if self._registered and alive:
             try:
                 self._client.unregister_worker_plugin(self._name)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("removing pmigrate's worker plugin failed", exc_info=True)
             self._registered = False
         for chunk in list(self._pending.values()):
@@ -451,14 +452,14 @@ class ClusterPool:
         if client is not None and client.status == "running":
             try:
                 client.unsubscribe_topic("all")  # or the scheduler tries to tell a closed client that it left
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("unsubscribing from the scheduler's events failed", exc_info=True)
         for thing in (client, cluster):
             if thing is None:
                 continue
             try:
                 thing.close(timeout=10)
-            except Exception:  # noqa: BLE001 - closing what is already gone
+            except Exception:  # closing what is already gone
                 log.debug("closing %r failed", thing, exc_info=True)
 
 

@@ -62,7 +62,7 @@ class TaskLifeline:
 
     held = None  # tokens are counted per worker here, and a dead worker takes its own with it
 
-    def __init__(self, plugin: "RunPlugin") -> None:
+    def __init__(self, plugin: RunPlugin) -> None:
         self._plugin = plugin
         self.key: Any = None
         self._next_check = 0.0

@@ -43,7 +43,7 @@ class BlobJob:
         return (_job, (self.seq, self.mode, r.file_id, r.upload_id, r.size, r.content_type, r.md5, r.backend_details, self.check_target, self.attempt))
 
 
-def _job(seq, mode, file_id, upload_id, size, content_type, md5, details, check_target, attempt) -> BlobJob:  # noqa: ANN001
+def _job(seq, mode, file_id, upload_id, size, content_type, md5, details, check_target, attempt) -> BlobJob:
     return BlobJob(seq, mode, BlobRef(file_id, upload_id, size, content_type, md5, details), check_target, attempt)
 
 

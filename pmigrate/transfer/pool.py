@@ -32,10 +32,11 @@ import multiprocessing as mp
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import util
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from pmigrate import interrupt
 from pmigrate.errors import FatalError
@@ -427,7 +428,7 @@ class Pool:
             return
         try:
             self.on_death(job)
-        except Exception:  # noqa: BLE001 - clearing is best effort; the retry overwrites anyway
+        except Exception:  # clearing is best effort; the retry overwrites anyway
             log.warning("could not clear what a dead worker left of job %s", job.seq, exc_info=True)
 
     # -- stopping --------------------------------------------------------------

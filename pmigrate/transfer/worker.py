@@ -84,7 +84,7 @@ class HashingReader:
         self._check()
         try:
             data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
-        except Exception as exc:  # noqa: BLE001 - classified as a read error
+        except Exception as exc:  # classified as a read error
             raise self._failed_read(exc) from exc
         self._take(data)
         return data
@@ -98,7 +98,7 @@ class HashingReader:
         self._check()
         try:
             n = readinto(buf)
-        except Exception as exc:  # noqa: BLE001 - classified as a read error
+        except Exception as exc:  # classified as a read error
             raise self._failed_read(exc) from exc
         self._take(memoryview(buf)[:n] if n else b"")
         return n
@@ -179,7 +179,7 @@ class WorkerContext:
     verbose: bool = field(default_factory=_debugging)
 
 
-def make_handler(context: WorkerContext, *, lifeline: Any) -> "BlobHandler":
+def make_handler(context: WorkerContext, *, lifeline: Any) -> BlobHandler:
     """Pool factory: runs in the worker process, whose logs and stderr are redacted first."""
     redact.init_child(context.secrets, verbose=context.verbose)
     return BlobHandler(context, lifeline=lifeline)
@@ -210,14 +210,14 @@ class BlobHandler:
         for b in (self.src, self.dst):
             try:
                 b.prepare()  # clients built now, while the parent enumerates
-            except Exception:  # noqa: BLE001 - the first blob meets the same error and reports it
+            except Exception:  # the first blob meets the same error and reports it
                 log.debug("preparing %s failed", b.name, exc_info=True)
 
     def close(self) -> None:
         for b in (self.src, self.dst):
             try:
                 b.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:  # closing is best effort
                 log.debug("closing %s failed", b.name, exc_info=True)
 
     def __call__(self, job: BlobJob) -> BlobResult:
@@ -303,7 +303,7 @@ class BlobHandler:
             raise
         except (ItemError, FatalError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ReadError(f"opening the source failed: {_describe(exc)}", item=ref.file_id) from exc
         reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
         try:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import types as sqltypes
 
 NS = 1_000_000_000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
 _FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
 _INT = re.compile(r"-?\d+")
@@ -149,7 +150,7 @@ def time_ns(v: Any, *, naive_tz: dt.tzinfo | None) -> Any:
         base = base.replace(tzinfo=naive_tz) if naive_tz is not None else base.astimezone()
         delta = base - _EPOCH
     else:
-        delta = base.replace(tzinfo=dt.timezone.utc) - _EPOCH - _offset(off)
+        delta = base.replace(tzinfo=dt.UTC) - _EPOCH - _offset(off)
     ns = (delta.days * 86400 + delta.seconds) * NS + delta.microseconds * 1000
     if frac:
         ns += int(frac[:9].ljust(9, "0"))
@@ -180,7 +181,7 @@ def time_canon(*, precision: int, naive_tz: dt.tzinfo | None) -> Canon:
     return canon
 
 
-def canon_for(kind: str, *, precision: int = 9, naive_tz: dt.tzinfo | None = dt.timezone.utc) -> Canon:
+def canon_for(kind: str, *, precision: int = 9, naive_tz: dt.tzinfo | None = dt.UTC) -> Canon:
     if kind == "time":
         return time_canon(precision=precision, naive_tz=naive_tz)
     return {"bool": canon_bool, "int": canon_int}.get(kind, canon_text)

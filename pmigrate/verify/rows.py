@@ -18,8 +18,9 @@ import marshal
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import xxhash
