@@ -14,10 +14,9 @@ import threading
 
 import pytest
 
-from pmigrate.data.base import BlobRef
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetriesExhausted, StoreError
-from tests.conformance import MiB, BackendConformance, make_ref, payload, read_all
+from tests.conformance import BackendConformance, MiB, make_ref, payload, read_all
 
 
 def _file_residue(backend) -> list[str]:

@@ -92,7 +92,7 @@ def _scheduler_state(address: str) -> bytes:
     """Everything the scheduler keeps of a run in flight: worker plugins, each task's spec, its log."""
     from distributed import Client
 
-    def state(dask_scheduler) -> tuple:  # noqa: ANN001 - runs on the scheduler
+    def state(dask_scheduler) -> tuple:  # runs on the scheduler
         import pickle
 
         plugins = b"".join(dask_scheduler.worker_plugins.values())

@@ -204,7 +204,7 @@ def test_plikd_started_once_on_the_target_counts_as_empty(tmp_path, run_cli):
     """Schema, migrations and plikd's own settings row, nothing else: filled and claimed."""
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
-    fresh = make(tmp_path / "fresh", seed=4)
+    make(tmp_path / "fresh", seed=4)
     con = sqlite3.connect(tmp_path / "fresh" / "plik.db")
     with con:
         for t in ("files", "uploads", "tokens", "usage_stats", "download_stats_daily", "upload_stats_daily", "users"):

@@ -246,7 +246,7 @@ def _child(secrets, leak):
 
     redact.init_child(secrets)
     logging.getLogger("pmigrate.child").warning("connecting with %s", leak)
-    warnings.warn(f"library warning holding {leak}")
+    warnings.warn(f"library warning holding {leak}", stacklevel=1)
     raise RuntimeError(f"uncaught, holding {leak}")
 
 

@@ -46,7 +46,7 @@ def test_keys_have_plikds_form_and_come_out_the_same_every_time():
 
 def test_a_key_goes_into_backend_details_as_plikd_writes_it():
     ring = Keyring(b"s" * 32)
-    assert ring.details("", "AbCdEfGh12345678") == '{"SSEKey":"%s"}' % ring.key("AbCdEfGh12345678")
+    assert ring.details("", "AbCdEfGh12345678") == f'{{"SSEKey":"{ring.key("AbCdEfGh12345678")}"}}'
     assert json.loads(ring.details('{"Other":1}', "AbCdEfGh12345678")) == {"Other": 1, "SSEKey": ring.key("AbCdEfGh12345678")}
     kept = json.dumps({"SSEKey": PLIKD_KEY})
     assert ring.details(kept, "AbCdEfGh12345678") == kept

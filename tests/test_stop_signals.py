@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from tests import blobdeploy as bd
 from tests import heldfs
 from tests.metadata_helpers import engine, write_cfg
+from tests.servers import unavailable
 from tests.test_engine_file import (
     _cli_env,
     _copying,
@@ -34,7 +35,6 @@ from tests.test_engine_file import (
     _journal,
     _journal_rows,
 )
-from tests.servers import unavailable
 
 MiB = 1 << 20
 PART = "PartSize = 5242880\n"
