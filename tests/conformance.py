@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+from collections.abc import Iterator
 
 import pytest
 
@@ -112,6 +113,13 @@ class UntouchableSource(io.RawIOBase):
     def refuse(ref: BlobRef):
         """In place of a source backend's open_read: fails the test if anything reads through it."""
         raise AssertionError(f"{ref.file_id} was read through this host")
+
+
+def in_use(backend: DataBackend) -> Iterator[DataBackend]:
+    """A backend's life in a fixture (``yield from in_use(b)``): checked and created as plikd would, closed after."""
+    backend.check(create=True)
+    yield backend
+    backend.close()
 
 
 def read_all(backend: DataBackend, ref: BlobRef) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetriesExhausted, StoreError
-from tests.conformance import BackendConformance, MiB, make_ref, payload, read_all
+from tests.conformance import BackendConformance, MiB, in_use, make_ref, payload, read_all
 
 
 def _file_residue(backend) -> list[str]:
@@ -30,10 +30,7 @@ def _file_residue(backend) -> list[str]:
 class TestFileBackend(BackendConformance):
     @pytest.fixture
     def backend(self, tmp_path):
-        b = open_backend("file", {"Directory": str(tmp_path / "files")})
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("file", {"Directory": str(tmp_path / "files")}))
 
     @pytest.fixture
     def residue(self):
@@ -41,10 +38,7 @@ class TestFileBackend(BackendConformance):
 
     @pytest.fixture
     def peer(self, tmp_path):
-        b = open_backend("file", {"Directory": str(tmp_path / "peer")})
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("file", {"Directory": str(tmp_path / "peer")}))
 
     @pytest.fixture
     def same_places(self, backend):
@@ -155,17 +149,11 @@ class S3Fixtures:
 
     @pytest.fixture
     def backend(self, s3_server, s3_bucket):
-        b = open_backend("s3", s3_options(s3_server, s3_bucket, **self.extra))
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("s3", s3_options(s3_server, s3_bucket, **self.extra)))
 
     @pytest.fixture
     def peer(self, s3_server):
-        b = open_backend("s3", s3_options(s3_server, s3_server.new_bucket(), **{**self.extra, "Prefix": "old"}))
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("s3", s3_options(s3_server, s3_server.new_bucket(), **{**self.extra, "Prefix": "old"})))
 
     @pytest.fixture
     def other_places(self):

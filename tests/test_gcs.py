@@ -9,7 +9,7 @@ import pytest
 
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import ConfigError
-from tests.conformance import BackendConformance, make_ref, payload, read_all
+from tests.conformance import BackendConformance, in_use, make_ref, payload, read_all
 
 CHUNK = 256 * 1024  # the smallest resumable chunk GCS accepts
 
@@ -23,10 +23,7 @@ class GCSFixtures:
 
     @pytest.fixture
     def backend(self, gcs_bucket):
-        b = open_backend("gcs", gcs_options(gcs_bucket, **self.extra))
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("gcs", gcs_options(gcs_bucket, **self.extra)))
 
     @pytest.fixture
     def large_size(self):
@@ -42,10 +39,7 @@ class GCSFixtures:
 
     @pytest.fixture
     def peer(self, gcs_server):
-        b = open_backend("gcs", gcs_options(gcs_server.new_bucket(), **{**self.extra, "Folder": "old"}))
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(open_backend("gcs", gcs_options(gcs_server.new_bucket(), **{**self.extra, "Folder": "old"})))
 
     @pytest.fixture
     def other_places(self):

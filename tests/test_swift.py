@@ -9,7 +9,7 @@ import pytest
 from pmigrate.data.registry import open_backend
 from pmigrate.data.swift import SwiftBackend, connection_kwargs
 from pmigrate.errors import ConfigError
-from tests.conformance import BackendConformance, make_ref, payload, read_all
+from tests.conformance import BackendConformance, in_use, make_ref, payload, read_all
 
 SEGMENT = 256 * 1024  # small segments, so that a few hundred KiB take the large-object path
 
@@ -54,10 +54,7 @@ class TestSwiftBackend(BackendConformance):
     @pytest.fixture
     def peer(self, swift_server):
         """Segments larger than large_size: its blobs are single objects, which Swift copies server-side."""
-        b = SwiftBackend(swift_server.options(swift_server.new_container_name()), segment_size=4 * SEGMENT)
-        b.check(create=True)
-        yield b
-        b.close()
+        yield from in_use(SwiftBackend(swift_server.options(swift_server.new_container_name()), segment_size=4 * SEGMENT))
 
     @pytest.fixture
     def other_places(self):
