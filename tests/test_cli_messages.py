@@ -186,10 +186,10 @@ def test_verify_of_a_source_without_blobs_is_not_refused(run_cli, tmp_path):
 
 
 def test_the_man_page_has_no_placeholder_and_lists_options_before_commands(tmp_path):
-    """`make man` with this interpreter's argparse-manpage (the dev extra), written into tmp_path."""
+    """`make man` with this interpreter's argparse-manpage (the test extra), written into tmp_path."""
     tool = Path(sys.executable).parent / "argparse-manpage"
     if not tool.exists() or shutil.which("make") is None:
-        unavailable("argparse-manpage (the dev extra) or make is not installed")
+        unavailable("argparse-manpage (the test extra) or make is not installed")
     stamp = tmp_path / "installed"
     stamp.touch()  # newer than pyproject.toml: make installs nothing
     page = tmp_path / "pmigrate.1"
