@@ -380,7 +380,7 @@ def faulty_s3(monkeypatch):
     "status, code, error, write_error",
     [
         # tried again by the backend's policy until it gave up: not to be tried again above it
-        (503, "SlowDown", RetriesExhausted, RetriesExhausted),
+        pytest.param(503, "SlowDown", RetriesExhausted, RetriesExhausted, marks=pytest.mark.slow),  # backs off for minutes
         (500, "InternalError", RetriesExhausted, RetriesExhausted),
         (404, "NoSuchKey", BlobNotFound, BlobNotFound),
         # a read refused may be one key's; a write refused is the bucket's policy: it stops the run

@@ -160,6 +160,7 @@ def test_a_data_store_holding_objects_pmigrate_did_not_write_is_refused(tmp_path
     assert not (tmp_path / "dst" / "plik.db").exists()
 
 
+@pytest.mark.slow
 def test_re_runs_into_an_owned_target_merge_and_prune_only_on_request(tmp_path, run_cli):
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
@@ -217,6 +218,7 @@ def test_plikd_started_once_on_the_target_counts_as_empty(tmp_path, run_cli):
     assert rows(tmp_path / "dst" / "plik.db", f"SELECT part FROM {OWNER_TABLE}") == [("metadata",)]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_swapped_postgres_and_s3_side_is_refused(tmp_path, run_cli, pg_db, s3_server, s3_bucket):
     """The live deployment on postgres + S3 given as the target of a pass from its own copy."""
@@ -250,6 +252,7 @@ def test_swapped_postgres_and_s3_side_is_refused(tmp_path, run_cli, pg_db, s3_se
     assert sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])) == keys_before
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_mysql_target_is_claimed_before_its_first_row_and_merged_on_a_re_run(tmp_path, run_cli, mysql_db, mysql_server):
     """mysql's DDL commits by itself: the record is there before any row, so a run cut short is still ours."""
