@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# each extra of pyproject.toml on top of the test one (.venv/.installed-docs, .venv/.installed-bench)
-EXTRA  := $(VENV)/.installed-
+DOCS_STAMP  := $(VENV)/.installed-docs
+BENCH_STAMP := $(VENV)/.installed-bench
 DEMO   := demo/run-$(shell date +%Y%m%d-%H%M%S)
 MANPAGE ?= pmigrate.1
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-$(EXTRA)%: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[$*]'
+# the docs and bench extras, on top of the test one
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
 
 demo: $(STAMP)
@@ -28,7 +33,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-man: $(EXTRA)docs
+man: $(DOCS_STAMP)
 	COLUMNS=1000 $(BIN)/argparse-manpage --module pmigrate.cli --function man_parser \
 	  --prog pmigrate --project-name pmigrate --author "the pmigrate authors" \
 	  --description "migrate a Plik deployment between metadata and data backends" \
@@ -38,7 +43,7 @@ man: $(EXTRA)docs
 	@echo "wrote $(MANPAGE); read it with: man -l $(MANPAGE)"
 
 # The reference run of bench/results/README.md: small scale, minutes rather than hours.
-bench: $(EXTRA)bench
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_metadata.py --files 50000 --rounds 2
 	for w in 1 2 4; do $(BIN)/python bench/bench_blobs.py --scale 0.05 --rounds 2 --workers $$w || exit 1; done
 	for w in 1 2 4; do $(BIN)/python bench/bench_cloud.py --rounds 2 --workers $$w || exit 1; done
@@ -47,10 +52,10 @@ bench: $(EXTRA)bench
 	$(BIN)/python bench/plots.py
 
 # pmigrate against rclone (defaults and fastest), cp and pgloader, case by case (bench/results/README.md#peers).
-bench-peers: $(EXTRA)bench
+bench-peers: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_peers.py --case all --scale 1 --rounds 3 --metadata-files 100000
 
-bench-plots: $(EXTRA)bench
+bench-plots: $(BENCH_STAMP)
 	$(BIN)/python bench/plots.py
 
 clean:
