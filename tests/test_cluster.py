@@ -63,6 +63,7 @@ def _start(held: _Held, target: Path, tmp_path: Path, *extra: str) -> subprocess
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_local_cluster_writes_what_the_local_pool_writes(tmp_path, run_cli, s3_server):
     blobs = bd.make_blobs(150, seed=5)
     blobs[0].data = b""

@@ -199,6 +199,7 @@ def test_mysql_connection_killed_mid_merge_leaves_the_target_as_before(big, mysq
     _rerun_and_verify(run_cli, args)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_connection_terminated_mid_load_leaves_nothing(big, pg_server, pg_db, tmp_path, run_cli):
     dst = write_cfg(pg_db, tmp_path / "dst.cfg")

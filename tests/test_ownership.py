@@ -88,6 +88,7 @@ def one_line_refusal(res, *words: str) -> None:
         assert w in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_swapped_flags_after_a_pass_leave_the_live_source_untouched(tmp_path, run_cli):
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
@@ -104,6 +105,7 @@ def test_swapped_flags_after_a_pass_leave_the_live_source_untouched(tmp_path, ru
     assert OWNER_TABLE not in {r[0] for r in rows(tmp_path / "src" / "plik.db", "SELECT name FROM sqlite_master")}
 
 
+@pytest.mark.slow
 def test_a_foreign_deployment_as_target_is_refused_and_merge_never_deletes(tmp_path, run_cli):
     a = make(tmp_path / "a", seed=1)
     b = make(tmp_path / "b", seed=2)  # another deployment, same schema level
@@ -137,6 +139,7 @@ def test_a_foreign_deployment_as_target_is_refused_and_merge_never_deletes(tmp_p
     one_line_refusal(run_cli("--config", str(a), "--to", str(b), "-q"), "already holds")
 
 
+@pytest.mark.slow
 def test_a_target_filled_from_another_source_is_refused(tmp_path, run_cli):
     a = make(tmp_path / "a", seed=1)
     c = make(tmp_path / "c", seed=3)

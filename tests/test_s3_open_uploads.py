@@ -50,6 +50,7 @@ def _dangle(server, bucket: str, key: str) -> None:
     client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=b"left behind")
 
 
+@pytest.mark.slow
 def test_a_run_aborts_the_open_uploads_of_its_own_blobs_and_no_other(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = bd.make_blobs(6, seed=91)
     blobs[5].status = "deleted"  # no blob: pmigrate never writes its key
