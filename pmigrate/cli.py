@@ -10,8 +10,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pmigrate import __version__, console, interrupt
 from pmigrate.data.retry import RETRY_FOR
@@ -405,7 +406,7 @@ def _setup_logging(verbose: bool) -> None:
     sys.unraisablehook = _log_unraisable
 
 
-def _log_unraisable(info: "sys.UnraisableHookArgs") -> None:
+def _log_unraisable(info: sys.UnraisableHookArgs) -> None:
     """An exception Python can only ignore (raised in __del__, ...): in the log with -v."""
     log.debug("exception ignored in %r", info.object, exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
 
@@ -488,7 +489,7 @@ def _main(args: argparse.Namespace) -> int:
             log.debug("details", exc_info=True)
         sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
         return EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - the edge: no raw traceback, no secret, ever
+    except Exception as exc:  # the edge: no raw traceback, no secret, ever
         if type(exc).__module__.startswith("sqlalchemy"):
             if verbose:
                 log.debug("details", exc_info=True)

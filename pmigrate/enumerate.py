@@ -13,8 +13,8 @@ checked before they can become a path or key.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import sqlalchemy as sa
 

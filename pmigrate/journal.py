@@ -27,8 +27,9 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pmigrate.data import registry
 from pmigrate.errors import ConfigError
@@ -85,7 +86,7 @@ class Journal:
 
     # -- opening -----------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, *, identity: str, restart: bool = False) -> "Journal":
+    def open(cls, path: Path, *, identity: str, restart: bool = False) -> Journal:
         """Open or create for writing; ``restart`` empties it first."""
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -109,7 +110,7 @@ class Journal:
         return j
 
     @classmethod
-    def peek(cls, path: Path, *, identity: str) -> "Journal | None":
+    def peek(cls, path: Path, *, identity: str) -> Journal | None:
         """Open an existing journal read-only (preflight, dry run); None when absent."""
         if not path.exists():
             return None

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from pmigrate.metadata import values as canon
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_timestamps_are_instants_truncated_to_the_coarser_precision():

@@ -8,7 +8,8 @@ stream. These adapters bridge the two without buffering a whole blob.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 from pmigrate.errors import ItemError, Kind
 
@@ -44,7 +45,7 @@ class Shielded:
     def read(self, n: int = -1) -> bytes:
         try:
             return self._src.read(n)  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - unwrapped again by the backend
+        except Exception as exc:  # unwrapped again by the backend
             raise SourceFailure(exc) from exc
 
 
@@ -186,7 +187,7 @@ class ChunkReader(io.RawIOBase):
         else:
             try:
                 data = self._read(want)
-            except Exception as exc:  # noqa: BLE001 - re-raised as pmigrate's class
+            except Exception as exc:  # re-raised as pmigrate's class
                 raise self._translate(exc) from exc
             if len(data) > want:
                 data, self._pending = data[:want], data[want:]

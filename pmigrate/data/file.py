@@ -24,12 +24,13 @@ import errno
 import os
 import secrets
 import stat as stat_mod
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error
 from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError, Kind
+from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, Kind, StoreAbsent, StoreError
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
 

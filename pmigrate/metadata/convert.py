@@ -10,8 +10,9 @@ timestamp never moves to a later second.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pmigrate.metadata import values as V
 from pmigrate.metadata.prechecks import target_limits

@@ -10,9 +10,10 @@ error says what it holds.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -247,7 +248,7 @@ _CREATE = re.compile(r"CREATE TABLE `(\w+)` \((.*?)\n\)", re.S)
 _VARCHAR = re.compile(r"^\s*`(\w+)` (?:varchar|char)\((\d+)\)", re.M)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mysql_ddl_types(level: str) -> dict[str, dict[str, Any]]:
     """Bounded string columns of Plik's mysql tables at a level, read from the DDL the target will get."""
     from sqlalchemy.dialects.mysql import VARCHAR

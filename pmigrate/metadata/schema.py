@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -121,7 +122,7 @@ def ddl(*, driver: str, level: str | SchemaLevel) -> list[str]:
     return [s.strip() for s in text.split(";\n") if s.strip().rstrip(";")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(level: str) -> dict[str, tuple[str, ...]]:
     """table -> column names at ``level``, read from the sqlite3 DDL run in memory."""
     con = sqlite3.connect(":memory:")

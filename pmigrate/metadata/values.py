@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pmigrate.quote import shown
 
-UTC = timezone.utc
+UTC = UTC
 
 # Go's zero time.Time; mysql keeps it as the zero date '0000-00-00'.
 GO_ZERO = datetime(1, 1, 1, tzinfo=UTC)

@@ -24,9 +24,10 @@ import logging
 import multiprocessing as mp
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -34,7 +35,7 @@ from pmigrate import enumerate as enum_mod
 from pmigrate import interrupt, ownership, progress
 from pmigrate import journal as journal_mod
 from pmigrate.config import PlikConfig
-from pmigrate.data import ssekeys
+from pmigrate.data import bwlimit, ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.data.registry import open_backend
@@ -43,7 +44,6 @@ from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.data import bwlimit
 from pmigrate.transfer import checks, memory, precheck, prune, stopcause, summary, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer

@@ -26,8 +26,9 @@ delete marker and an empty noncurrent version.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pmigrate.data.base import BlobStat, DataBackend, FreeSpace
 from pmigrate.data.sizing import size_error

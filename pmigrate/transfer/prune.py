@@ -22,10 +22,11 @@ import logging
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -34,9 +35,9 @@ from pmigrate import ownership
 from pmigrate.data.base import BlobRef, DataBackend
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import ConfigError, InvalidId, PmigrateError
+from pmigrate.journal import Journal
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
-from pmigrate.journal import Journal
 from pmigrate.transfer.stopcause import size as _size
 from pmigrate.words import plural
 

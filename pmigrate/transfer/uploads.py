@@ -21,8 +21,9 @@ upload on one of its keys then belongs to no live run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from pmigrate.data.base import OpenUpload
 from pmigrate.data.registry import open_backend

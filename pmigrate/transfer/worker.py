@@ -14,10 +14,10 @@ from typing import Any, BinaryIO
 
 import xxhash
 
+from pmigrate.data import bwlimit
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
-from pmigrate.data import bwlimit
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class CopyContext:
     limits: bwlimit.Limits | None = None  # --bwlimit/--tpslimit: the pool's shared budget (data/bwlimit.py)
 
 
-def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> "CopyHandler":
+def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> CopyHandler:
     """The copy's factory for a pool: runs in the worker, whose logs and stderr are redacted first."""
     bwlimit.install(context.limits)  # before the backends build their clients
     return CopyHandler(context, lifeline=lifeline)

@@ -19,8 +19,9 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import xxhash
 

@@ -8,7 +8,8 @@ so the report names both keys instead of a bare "missing".
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Missing keys looked up per statement.
 BATCH = 500

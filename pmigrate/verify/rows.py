@@ -18,15 +18,16 @@ import marshal
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import xxhash
 from sqlalchemy.engine import Engine
 
-from pmigrate.quote import shown
 from pmigrate.metadata import values
+from pmigrate.quote import shown
 from pmigrate.words import plural
 
 AREA = "verify-rows"

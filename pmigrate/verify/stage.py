@@ -10,8 +10,9 @@ objects the target stores that no file row claims are listed, never deleted
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -95,7 +96,7 @@ def open_uploads(*, backend: DataBackend, report: Any) -> int:
 
     found = backend.open_uploads()
     for u in found:
-        when = dt.datetime.fromtimestamp(u.initiated, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if u.initiated else "at an unknown time"
+        when = dt.datetime.fromtimestamp(u.initiated, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if u.initiated else "at an unknown time"
         whose = f"the blob key of file {u.file_id}" if u.file_id else "no blob key"
         report.problem(
             area=AREA,

@@ -10,8 +10,9 @@ they change.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, Sequence
+from typing import Any
 
 from pmigrate.metadata.dialects.base import Row, Sink
 

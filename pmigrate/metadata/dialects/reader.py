@@ -6,7 +6,8 @@ import itertools
 import queue
 import sqlite3
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pmigrate.metadata import rawtext
 from pmigrate.metadata.dialects import mysql, postgres, sqlite

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pmigrate.metadata import rawtext
 from pmigrate.metadata.dialects.base import Row, Sink

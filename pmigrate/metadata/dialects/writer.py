@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pmigrate.metadata import rawtext
 from pmigrate.metadata.dialects import mysql, postgres, sqlite
@@ -31,7 +32,7 @@ class TargetWriter:
         return self._tables.get(table, table)
 
     @classmethod
-    def from_engine(cls, engine: Any, driver: str) -> "TargetWriter":
+    def from_engine(cls, engine: Any, driver: str) -> TargetWriter:
         proxy, conn = raw_connection(engine)
         return cls(conn, driver, proxy=proxy)
 
