@@ -20,6 +20,7 @@ from pmigrate import redact
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.registry import open_backend
+from pmigrate.data.sizing import SizedReader
 from pmigrate.errors import Cancelled, FatalError, ItemError, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
@@ -32,76 +33,42 @@ SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody co
 _KINDS = {"size": "size-mismatch"}  # the backends' names for kinds this module also raises
 
 
-class SizeMismatch(ItemError):
-    def __init__(self, message: str, *, item: str = "") -> None:
-        super().__init__(message, item=item, kind="size-mismatch")
-
-
 class ReadError(ItemError):
     def __init__(self, message: str, *, item: str = "") -> None:
         super().__init__(message, item=item, kind="read-error")
 
 
-class HashingReader:
-    """A read-only stream over a source blob that hashes and counts every byte.
+class HashingReader(SizedReader):
+    """The source blob as the backend reads it, held to files.size, every byte hashed and counted.
 
-    It refuses to deliver more or fewer bytes than ``expected``: the error is
-    raised from read(), inside the backend's write, so the backend aborts and
-    nothing appears under the final name.
+    A size error is raised from read(), inside the backend's write, so the
+    backend aborts and nothing appears under the final name.
     """
 
-    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "count", "finished", "error")
-
     def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any) -> None:
-        self._raw = raw
-        self._expected = expected
-        self._item = item
+        super().__init__(raw, expected=expected, item=item)
         self._lifeline = lifeline
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
-        self.count = 0
-        self.finished = False
-        self.error: BaseException | None = None
 
-    # io-ish surface the backends may use
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
-
-    @property
-    def closed(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def read(self, n: int | None = -1) -> bytes:
+    def _source_read(self, n: int) -> bytes:
         self._check()
         try:
-            data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
+            return super()._source_read(n)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
             raise self._failed_read(exc) from exc
-        self._take(data)
-        return data
 
-    def readinto(self, buf: Any) -> int:
-        readinto = getattr(self._raw, "readinto", None)
-        if readinto is None:
-            data = self.read(len(buf))
-            buf[: len(data)] = data
-            return len(data)
+    def _source_readinto(self, view: memoryview) -> int:
         self._check()
         try:
-            n = readinto(buf)
+            return super()._source_readinto(view)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
             raise self._failed_read(exc) from exc
-        self._take(memoryview(buf)[:n] if n else b"")
-        return n
+
+    def _took(self, data: Any) -> None:
+        self._xxh.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
 
     def _failed_read(self, exc: Exception) -> BaseException:
         """This blob's read error; a source store that stopped answering (StoreError) stops the run instead."""
@@ -113,39 +80,6 @@ class HashingReader:
     def _check(self) -> None:
         if self._lifeline is not None and self._lifeline.stopped():
             raise self._fail(Cancelled("stopping"))
-
-    def _take(self, data: Any) -> None:
-        if data:
-            self._xxh.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            self.count += len(data)
-            if self.count > self._expected:
-                raise self._fail(
-                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
-                )
-        else:
-            if self.count != self._expected:
-                raise self._fail(
-                    SizeMismatch(
-                        f"source holds {self.count} bytes, files.size states {self._expected}", item=self._item
-                    )
-                )
-            self.finished = True
-
-    def _fail(self, exc: BaseException) -> BaseException:
-        if self.error is None:
-            self.error = exc
-        return exc
-
-    def ensure_complete(self) -> None:
-        """Read on to EOF if the backend stopped early (it may trust files.size)."""
-        if not self.finished:
-            self.read(1)
-            if not self.finished:
-                raise self._fail(
-                    SizeMismatch(f"source holds more than the {self._expected} bytes files.size states", item=self._item)
-                )
 
     def xxh3(self) -> str:
         return self._xxh.hexdigest()
@@ -291,7 +225,7 @@ class BlobHandler:
             if copied:
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
-                return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)
+                return BlobResult(job.seq, ref.file_id, COPIED, size=max(ref.size, 0), xxh3="", server_side=True)
         return self._stream(job)
 
     def _stream(self, job: BlobJob) -> BlobResult:
@@ -305,7 +239,7 @@ class BlobHandler:
             raise
         except Exception as exc:  # noqa: BLE001
             raise ReadError(f"opening the source failed: {_describe(exc)}", item=ref.file_id) from exc
-        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
+        reader = HashingReader(raw, expected=ref.size, item=ref.file_id, md5=self._md5, lifeline=self.lifeline)
         try:
             try:
                 self.dst.write(ref, reader)
