@@ -60,7 +60,7 @@ def own_blobs(source: Any, ids: Sequence[str]) -> set[str]:
     """Those of ids that are files of this source with a blob, compared exactly (mysql compares ids without case)."""
     import sqlalchemy as sa
 
-    from pmigrate.enumerate import BLOB_STATUSES, FILES
+    from pmigrate.filerows import BLOB_STATUSES, FILES
 
     out: set[str] = set()
     with source.connect() as conn:
