@@ -23,7 +23,7 @@ import re
 import sqlite3
 import threading
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from pmigrate.metadata import rawtext
 
@@ -681,8 +681,3 @@ def _mysql_row_literal(conn: Any, width: int):
     exec(compile(code, "<pmigrate mysql row>", "exec"), env)  # noqa: S102 - built from column indexes only
     return env["row"]
 
-
-def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    it = iter(rows)
-    while batch := list(itertools.islice(it, size)):
-        yield batch

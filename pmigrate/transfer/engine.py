@@ -47,8 +47,8 @@ from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.journal import Journal, locate
 from pmigrate.transfer.pool import Pool
-from pmigrate.transfer.stopcause import size as _size
 from pmigrate.words import plural
+from pmigrate.words import size as _size
 
 if TYPE_CHECKING:
     from pmigrate.transfer.cluster import ClusterPool
