@@ -12,7 +12,7 @@ An expected size below 0 is unknown (files.size NULL): nothing is checked.
 from __future__ import annotations
 
 import io
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from pmigrate.errors import ItemError
 
@@ -28,8 +28,8 @@ class SizedReader:
     """Read-only, non-seekable view of src that fills every read and raises ItemError(kind="size") on a length mismatch.
 
     ``error`` keeps the first error raised, for a caller whose SDK wrapped it.
-    Subclasses see the source through _source_read/_source_readinto and every
-    byte that goes through in _took.
+    Subclasses see every read of the source in _guard and every byte that
+    goes through in _took.
     """
 
     def __init__(self, src: BinaryIO, *, expected: int, item: str) -> None:
@@ -65,16 +65,20 @@ class SizedReader:
         pass
 
     # what subclasses may change
+    def _guard(self, read: Callable[[Any], Any], arg: Any) -> Any:
+        """Every read of the source goes through here."""
+        return read(arg)
+
     def _source_read(self, n: int) -> bytes:
-        return self._src.read(n)
+        return self._guard(self._src.read, n)
 
     def _source_readinto(self, view: memoryview) -> int:
         readinto = getattr(self._src, "readinto", None)
         if readinto is None:
-            data = self._src.read(len(view))
+            data = self._source_read(len(view))
             view[: len(data)] = data
             return len(data)
-        return readinto(view) or 0
+        return self._guard(readinto, view) or 0
 
     def _took(self, data: Any) -> None:
         """Every byte that goes through, once, in order."""

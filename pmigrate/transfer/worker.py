@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import xxhash
 
@@ -51,17 +51,10 @@ class HashingReader(SizedReader):
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
 
-    def _source_read(self, n: int) -> bytes:
+    def _guard(self, read: Callable[[Any], Any], arg: Any) -> Any:
         self._check()
         try:
-            return super()._source_read(n)
-        except Exception as exc:  # noqa: BLE001 - classified as a read error
-            raise self._failed_read(exc) from exc
-
-    def _source_readinto(self, view: memoryview) -> int:
-        self._check()
-        try:
-            return super()._source_readinto(view)
+            return read(arg)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
             raise self._failed_read(exc) from exc
 
