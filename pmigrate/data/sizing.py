@@ -115,14 +115,16 @@ class SizedReader:
         return self._account(data)
 
     def readinto(self, buf: Any) -> int:
-        view = memoryview(buf).cast("B")
-        got = 0
-        while got < len(view) and not self.finished:
+        view = buf if buf.__class__ is memoryview and buf.format == "B" else memoryview(buf).cast("B")
+        got = 0 if self.finished else self._source_readinto(view)
+        while 0 < got < len(view):  # filled up, unless the source ends
             n = self._source_readinto(view[got:])
             if not n:
-                self.finished = True
+                break
             got += n
-        self._account(view[:got])
+        if got < len(view):
+            self.finished = True
+        self._account(view[:got] if got else b"")
         return got
 
     def _account(self, data: Any) -> Any:
