@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from pmigrate.batching import batched
 from pmigrate.data.base import OpenUpload
 from pmigrate.data.registry import open_backend
 from pmigrate.transfer import checks
@@ -64,8 +65,7 @@ def own_blobs(source: Any, ids: Sequence[str]) -> set[str]:
 
     out: set[str] = set()
     with source.connect() as conn:
-        for i in range(0, len(ids), LOOKUP_CHUNK):
-            part = list(ids[i : i + LOOKUP_CHUNK])
+        for part in batched(ids, LOOKUP_CHUNK):
             q = sa.select(FILES.c.id).where(FILES.c.id.in_(part), FILES.c.status.in_(BLOB_STATUSES))
             wanted = set(part)
             out.update(fid for (fid,) in conn.execute(q) if fid in wanted)
