@@ -1,7 +1,7 @@
 """Blob audit: every blob the source metadata says exists, read and hashed from the target.
 
-The parent streams the source `files` rows (uploaded and removed: the only
-statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
+The parent streams the source `files` rows as the copy reads them
+(pmigrate.filerows: uploaded and removed, the only statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
 bounded, worker death detected, jobs handed out again); each worker builds its
 own backends and runs blobjob.verify_blob on each job; only the parent writes
 the report. Memory stays flat: the parent holds at most the chunks in flight.
@@ -20,7 +20,6 @@ from pmigrate.batching import batched
 from pmigrate.verify import blobjob
 
 AREA = "verify-blobs"
-WITH_BLOB = ("uploaded", "removed")
 KINDS = (
     blobjob.OK,
     blobjob.MISSING,
