@@ -144,5 +144,5 @@ class SizedReader:
     def ensure_complete(self) -> None:
         """Read on to the end when the consumer stopped early (it may trust files.size): a longer source fails here."""
         if not self.finished and self.read(1):
-            taken = self.count - 1
-            raise self._fail(ItemError(f"blob {self._item}: the target took {taken} bytes, the source holds more", item=self._item, kind="size"))
+            message = f"blob {self._item}: the target took {self.count - 1} bytes, the source holds more"
+            raise self._fail(ItemError(message, item=self._item, kind="size"))
