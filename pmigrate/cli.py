@@ -20,7 +20,7 @@ from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
 from pmigrate.redact import LogFormatter, quiet_libraries, redact
-from pmigrate.words import plural
+from pmigrate.words import plural, size
 
 log = logging.getLogger("pmigrate")
 
@@ -434,8 +434,7 @@ def _warn_many_workers(workers: int, cpus: int) -> None:
     """Far more workers than the tuning guide ever advises: say what they cost before paying it."""
     if workers <= max(64, 16 * cpus):
         return
-    mib = workers * WORKER_MIB
-    memory = f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib} MiB"
+    memory = size(workers * WORKER_MIB << 20)
     log.warning(
         "--workers %d is far above the %s here: every worker is a process of its own, up to %d MiB and some "
         "%.2f s to start (here up to %s and %.0f s before the first blob); more than 64 workers, or 16 per CPU, "

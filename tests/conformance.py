@@ -279,6 +279,14 @@ class BackendConformance:
         assert info.value.kind == "size-mismatch"
         self.assert_absent(backend, ref, residue)
 
+    def test_unknown_size_stores_what_comes(self, backend, mkref, large_size):
+        """files.size NULL (size -1): the blob is stored as long as it is, one request or many."""
+        for n, size in ((21, 10_000), (22, large_size)):
+            data = payload(size, seed=n)
+            ref = mkref(n, data, size=-1)
+            backend.write(ref, io.BytesIO(data))
+            assert read_all(backend, ref) == data
+
     # -- missing, stat, delete ---------------------------------------------------
     def test_missing_blob(self, backend, mkref):
         ref = mkref(10, size=5)

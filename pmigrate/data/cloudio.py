@@ -11,21 +11,6 @@ import io
 from collections.abc import Callable
 from typing import BinaryIO
 
-from pmigrate.errors import ItemError, Kind
-
-
-def read_up_to(src: BinaryIO, n: int) -> bytes:
-    """Up to n bytes from src; fewer only at end of stream (short reads are retried)."""
-    parts: list[bytes] = []
-    left = n
-    while left > 0:
-        chunk = src.read(left)
-        if not chunk:
-            break
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
 
 class SourceFailure(Exception):
     """A source stream's error carried through an SDK, which might otherwise retry or
@@ -47,39 +32,6 @@ class Shielded:
             return self._src.read(n)  # type: ignore[attr-defined]
         except Exception as exc:  # unwrapped again by the backend
             raise SourceFailure(exc) from exc
-
-
-class SizeChecked:
-    """src's bytes, failing with ItemError(kind=Kind.SIZE_MISMATCH) as soon as the count cannot match.
-
-    A longer source is caught by peeking one byte once `expected` bytes went
-    through, before an SDK could finalise an upload of exactly `expected`.
-    expected < 0 means: unknown, anything goes.
-    """
-
-    def __init__(self, src: BinaryIO, expected: int, *, item: str) -> None:
-        self._src = src
-        self._expected = expected
-        self._item = item
-        self.count = 0
-
-    def _fail(self, got: str) -> ItemError:
-        return ItemError(
-            f"{self._item}: the source gave {got} bytes but files.size says {self._expected}", item=self._item, kind=Kind.SIZE_MISMATCH
-        )
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._src.read(-1 if n is None else n)
-        self.count += len(data)
-        if self._expected < 0:
-            return data
-        if self.count > self._expected:
-            raise self._fail(f"more than {self._expected}")
-        if not data and n != 0 and self.count < self._expected:
-            raise self._fail(str(self.count))
-        if data and self.count == self._expected and self._src.read(1):
-            raise self._fail(f"more than {self._expected}")
-        return data
 
 
 class Prefixed:

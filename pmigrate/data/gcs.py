@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - the gcs extra is not installed
 
 from pmigrate.data import bwlimit
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
-from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
+from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SourceFailure
+from pmigrate.data.sizing import SizedReader
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
@@ -230,9 +231,9 @@ class GCSBackend(DataBackend):
         # The object resource (JSON, UTF-8) carries the real type; HTTP headers
         # cannot carry non-ASCII, so the media part gets a neutral one then.
         header_type = content_type if content_type.isascii() else "application/octet-stream"
-        src = Shielded(SizeChecked(src, ref.size, item=key))  # type: ignore[assignment]
+        src = Shielded(SizedReader.over(src, expected=ref.size, item=key))  # type: ignore[assignment]
         try:
-            head = read_up_to(src, self.chunk_size + 1)
+            head = src.read(self.chunk_size + 1)  # filled: short only at the end
             if len(head) <= self.chunk_size:
                 blob = self._bucket.blob(key)
                 blob.content_type = content_type

@@ -389,7 +389,7 @@ class S3Backend(DataBackend):
         extra = self._write_args(ref)
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
-        reader = SizedReader(src, expected=ref.size, item=ref.file_id)
+        reader = SizedReader.over(src, expected=ref.size, item=ref.file_id)
         if 0 <= ref.size < self.part_size:
             if ref.size < BUDGETED:
                 self._put(ref, key, reader, extra)

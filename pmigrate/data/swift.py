@@ -33,7 +33,8 @@ except ImportError:  # pragma: no cover - the swift extra is not installed
 
 from pmigrate.data import bwlimit
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
-from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
+from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SourceFailure
+from pmigrate.data.sizing import SizedReader
 from pmigrate.data.spec import BackendSpec, Option
 from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError, StoreAbsent
 from pmigrate.ids import check_id
@@ -297,7 +298,7 @@ class SwiftBackend(DataBackend):
         """One chunked PUT, or segments and a manifest above segment_size; visible only once complete."""
         key = self.key(ref)
         content_type = ref.content_type or "application/octet-stream"
-        checked = SizeChecked(src, ref.size, item=key)
+        checked = SizedReader.over(src, expected=ref.size, item=key)
         try:
             if ref.size > self.segment_size:
                 self._write_large(key, checked, content_type)
@@ -328,7 +329,7 @@ class SwiftBackend(DataBackend):
         prefix = f"/{self.segment_container}/"
         return [p[len(prefix) :] for p in paths if p.startswith(prefix) and p not in keep]
 
-    def _write_large(self, key: str, src: SizeChecked, content_type: str) -> None:
+    def _write_large(self, key: str, src: SizedReader, content_type: str) -> None:
         """A static large object; segments of a failed upload are deleted again."""
         conn = self._conn()
         conn.put_container(self.segment_container)

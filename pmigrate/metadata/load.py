@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pmigrate import ownership
+from pmigrate.batching import batched
 from pmigrate.data import ssekeys
 from pmigrate.errors import FatalError, ItemError
 from pmigrate.metadata import collisions, dialects, faults, lockwait, staging
@@ -186,7 +187,7 @@ def _gone(plan: Plan, t: TablePlan, reader: dialects.SnapshotReader, writer: dia
     for batch in writer.keys(t.name, t.pk, batch=opts.batch_size):
         gone.extend(r for r in batch if canon(r, plan.dst_driver, plan.dst_zone) not in source)
     if delete:
-        for chunk in dialects.chunks(gone, opts.batch_size):
+        for chunk in batched(gone, opts.batch_size):
             writer.delete(t.name, t.pk, chunk)
     return len(gone)
 

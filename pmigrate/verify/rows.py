@@ -26,6 +26,7 @@ import sqlalchemy as sa
 import xxhash
 from sqlalchemy.engine import Engine
 
+from pmigrate.batching import batched
 from pmigrate.metadata import values
 from pmigrate.quote import shown
 from pmigrate.words import plural
@@ -270,14 +271,12 @@ def _load_sorted(rows: Iterator[tuple], key: list[int], db: sqlite3.Connection, 
     """Store (exact key encoding, row) on disk, to read back in key order."""
     db.execute(f"CREATE TABLE {table} (k BLOB NOT NULL, v BLOB NOT NULL)")
     insert = f"INSERT INTO {table} VALUES (?, ?)"
-    batch: list[tuple[bytes, bytes]] = []
-    for row in rows:
+
+    def entry(row: tuple) -> tuple[bytes, bytes]:
         k = tuple([row[i] for i in key]) if key else row
-        batch.append((repr(k).encode("utf-8", "surrogatepass"), marshal.dumps(row)))
-        if len(batch) >= 5000:
-            db.executemany(insert, batch)
-            batch.clear()
-    if batch:
+        return repr(k).encode("utf-8", "surrogatepass"), marshal.dumps(row)
+
+    for batch in batched(map(entry, rows), 5000):
         db.executemany(insert, batch)
     db.commit()
 

@@ -150,7 +150,7 @@ def _blobs_absent(src: Any, dst: Any, *, opts: RunOptions) -> bool:
 def _source_has_blobs(meta: Any) -> bool:
     import sqlalchemy as sa
 
-    from pmigrate.enumerate import BLOB_STATUSES
+    from pmigrate.filerows import BLOB_STATUSES
 
     engine = _engine(meta)
     try:

@@ -18,7 +18,6 @@ the copy itself.
 from pmigrate.metadata.dialects.base import (
     Row,
     Sink,
-    chunks,
     placeholder,
     quote,
     raw_connection,
@@ -26,4 +25,4 @@ from pmigrate.metadata.dialects.base import (
 from pmigrate.metadata.dialects.reader import SnapshotReader, prefetch
 from pmigrate.metadata.dialects.writer import TargetWriter
 
-__all__ = ["Row", "Sink", "SnapshotReader", "TargetWriter", "chunks", "placeholder", "prefetch", "quote", "raw_connection"]
+__all__ = ["Row", "Sink", "SnapshotReader", "TargetWriter", "placeholder", "prefetch", "quote", "raw_connection"]

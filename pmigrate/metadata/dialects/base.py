@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 Row = tuple[Any, ...]
@@ -41,8 +40,3 @@ class Sink:
 def assignments(w: Any, columns: Sequence[str], pk: Sequence[str], fmt: str) -> list[str]:
     return [f"{w.q(c)} = {fmt.format(w.q(c))}" for c in columns if c not in pk]
 
-
-def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    it = iter(rows)
-    while batch := list(itertools.islice(it, size)):
-        yield batch
