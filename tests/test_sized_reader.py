@@ -58,7 +58,7 @@ def test_a_wrong_length_fails(consume, delta):
     r = SizedReader(Trickle(DATA), expected=len(DATA) + delta, item="F")
     with pytest.raises(ItemError) as info:
         consume(r, 4096)
-    assert info.value.kind == "size" and r.error is info.value
+    assert info.value.kind == "size-mismatch" and r.error is info.value
 
 
 def test_a_longer_source_fails_once_files_size_went_through():
