@@ -34,6 +34,7 @@ from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError, FatalError, ItemError, PmigrateError
 from pmigrate.metadata import collisions, dialects, faults, grants, lockwait, staging
+from pmigrate.metadata import delta as mdelta
 from pmigrate.metadata import values as V
 from pmigrate.metadata.rawtext import RawText
 from pmigrate.options import RunOptions
@@ -99,6 +100,7 @@ class Plan:
     collisions: dict[str, dict[str, collisions.Skip]] = field(default_factory=dict)  # mysql: keys one on the target
     leftovers: list[str] = field(default_factory=list)  # staging tables a stopped run left (mysql target)
     watches: lockwait.Watches = field(default_factory=lambda: lockwait.Watches(timeout=60))
+    changes: dict[str, mdelta.TableChanges] = field(default_factory=dict)  # merge: the rows that differ (metadata/delta.py)
 
 
 # -- preflight ---------------------------------------------------------------
@@ -513,7 +515,10 @@ def _copy_table(
     raw_seen = reader.raw_texts
     try:
         with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
-            for batch in reader.stream(sql, batch=opts.batch_size):
+            stream = reader.stream(sql, batch=opts.batch_size)
+            if t.name in plan.changes:  # a merge writes only the rows that differ on the target
+                stream = mdelta.kept(stream, plan.changes[t.name].filter(names), on_dropped=pbar.update)
+            for batch in stream:
                 if collide:
                     batch, dropped = collisions.drop(batch, collide, key_at)
                     for row, skip in dropped:
@@ -693,6 +698,8 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             _dry_report(plan, results, skipped_counts, opts=opts, report=report)
             return
         keyring = _keyring(plan)
+        if plan.state != "empty":  # which rows differ on the target: only those are written
+            plan.changes = mdelta.plan_changes(plan, batch_size=opts.batch_size, fixes={"files": keyring.row_fixer} if keyring else None)
         _load(plan, reader, results, opts=opts, report=report, keyring=keyring)
         if keyring is not None:
             sec["sse_keys_made"] = keyring.made
@@ -1052,7 +1059,12 @@ def _prove(plan: Plan, results: dict[str, _TableResult], skipped_counts: dict[st
             notes.append(f"{plural(r.orphans, 'orphan')} skipped")
         if r.bad:
             notes.append(f"{plural(r.bad, 'bad row')} skipped")
-        if r.changed is not None:
+        ch = plan.changes.get(t.name)
+        if ch is not None:
+            entry.update(ch.figures(written=r.source - r.orphans - r.bad, source=r.source - r.orphans))
+            entry["changed"] = entry["inserted"] + entry["updated"]
+            notes.append(f"{entry['inserted']} inserted, {entry['updated']} updated, {entry['unchanged']} unchanged")
+        elif r.changed is not None:
             entry["changed"] = r.changed
             notes.append(f"{r.changed} inserted or updated")
         if r.deleted:

@@ -4,12 +4,15 @@ The parent streams ``files`` rows (pmigrate.enumerate), turns them into jobs,
 feeds the pool, and alone writes the journal, the progress bars and the
 report. Workers build their own backend clients and hash as bytes pass.
 
-Resume: a blob the journal lists as done with the same size is still checked
-on the target before it is skipped. That check is a stat done by the worker
-holding the job (a HEAD on S3, run in parallel with the other workers'
-copies), and only for journal hits; blobs the journal does not know are
-simply copied. Listing the whole target up front was rejected: it costs as
-much as the stats on a fresh target, and holds every key in memory.
+Resume: a blob the journal lists as done from a source row that has not
+changed since is trusted and makes no job (transfer/delta.py), so a pass
+costs what changed. A listed blob whose row changed, or whose journal row
+predates that digest (or every listed blob, with --recheck), is checked on the
+target before it is skipped: a stat done by the worker holding the job (a
+HEAD on S3, run in parallel with the other workers' copies). Blobs the
+journal does not know are simply copied. Listing the whole target up front
+was rejected: it costs as much as the stats on a fresh target, and holds
+every key in memory.
 
 Workers start from a fork server, not by fork: by then the parent holds
 boto3 clients, database connections and a progress thread, none of which
@@ -43,6 +46,7 @@ from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
 from pmigrate.transfer import checks, memory, precheck, stopcause, uploads
+from pmigrate.transfer import delta as delta_mod
 from pmigrate.transfer import journal as journal_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -386,6 +390,7 @@ class _Copy:
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
         self.keyring: ssekeys.Keyring | None = None
+        self.delta: delta_mod.Delta | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -403,6 +408,9 @@ class _Copy:
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
+            if not delta_mod.anchor(self.journal, self.dst.read_marker()):
+                log.info("journal: the target's ownership record is not the one its rows were checked against: each is checked again")
+            self.delta = delta_mod.Delta(self.journal, trust=not (opts.recheck or opts.restart), restart=opts.restart)
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
@@ -512,8 +520,8 @@ class _Copy:
         log.info("cleared what the dead worker left of blob %s", job.ref.file_id)
 
     def _jobs(self) -> Iterator[BlobJob]:
-        seq = 0
-        assert self.journal is not None
+        assert self.journal is not None and self.delta is not None
+        prepare = self.keyring.ref if self.keyring is not None else None
         for batch in enum_mod.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
             for item, message in batch.invalid:
                 self._error("invalid-id", item, message)
@@ -521,11 +529,10 @@ class _Copy:
                 raise self.stop
             if not batch.refs:
                 continue
-            done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
-            refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
-            for ref in refs:
-                yield BlobJob(seq, "copy", ref, check_target=done.get(ref.file_id) == ref.size)
-                seq += 1
+            trusted = self.delta.trusted, self.delta.trusted_bytes
+            yield from self.delta.jobs(batch.refs, prepare=prepare)  # blobs the journal vouches for make no job
+            self.files_bar.update(self.delta.trusted - trusted[0])
+            self.bytes_bar.update(self.delta.trusted_bytes - trusted[1])
 
     def _on_results(self, results: list[BlobResult]) -> None:
         self._account(results)
@@ -553,11 +560,14 @@ class _Copy:
                     xxh3=r.xxh3 or worker_mod.SERVER_SIDE,
                     md5=r.md5,
                     seconds=r.seconds,
+                    src=self.delta.copied(r.seq) if self.delta is not None else "",
                 )
                 if r.warning_kind:
                     fig.warnings += 1
                     self.report.problem(area=AREA, kind=r.warning_kind, item=r.file_id, message=r.warning)
             elif r.outcome == PRESENT:
+                if self.delta is not None:
+                    self.delta.present(r.seq, r.file_id)
                 fig.present += 1
                 fig.present_bytes += r.size
                 files += 1
@@ -565,8 +575,8 @@ class _Copy:
             elif r.outcome == FAILED:
                 files += 1
                 self._error(r.error_kind, r.file_id, r.error)
-            elif r.outcome == CANCELLED:
-                pass
+            if r.outcome in (FAILED, CANCELLED) and self.delta is not None:
+                self.delta.ended((r.seq,))
         self.files_bar.update(files)
         self.bytes_bar.update(nbytes)
         if self.journal.pending >= COMMIT_ROWS:
@@ -636,9 +646,10 @@ class _Copy:
         self, seconds: float, *, workers: int, deaths: int, complete: bool, halt: stopcause.Halt | None = None
     ) -> None:
         fig, tally = self.fig, self.tally
+        trust = delta_mod.figures(self.delta)
         skipped = {f"status {s}": n for s, n in tally.skipped_by_status().items()}
-        if fig.present:
-            skipped["already done"] = fig.present
+        if fig.present + trust["trusted"]:
+            skipped["already done"] = fig.present + trust["trusted"]
         rate = fig.copied_bytes / seconds if seconds > 0 else 0.0
         fps = fig.copied / seconds if seconds > 0 else 0.0
         sec = self.report.section(AREA)
@@ -648,8 +659,9 @@ class _Copy:
             copied=fig.copied,
             bytes=fig.copied_bytes,
             server_side=fig.server_side,
-            already_done=fig.present,
-            already_done_bytes=fig.present_bytes,
+            already_done=fig.present + trust["trusted"],
+            already_done_bytes=fig.present_bytes + trust["trusted_bytes"],
+            **trust,
             skipped=skipped,
             errors=fig.errors,
             errors_by_kind=fig.errors_by_kind,
@@ -668,6 +680,8 @@ class _Copy:
         self.report.line(AREA, line)
         if skipped:
             self.report.line(AREA, "skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
+        if trust["trusted"] or trust["checked_on_target"]:
+            self.report.line(AREA, delta_mod.summary(trust))
         if fig.errors:
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(fig.errors_by_kind.items()))
             self.report.line(AREA, f"errors: {fig.errors} ({kinds})")

@@ -296,8 +296,17 @@ def _read_sorted(db: sqlite3.Connection, table: str) -> Iterator[tuple[bytes, tu
 _END = object()
 
 
-def _merge(a: Iterator[tuple[Any, tuple]], b: Iterator[tuple[Any, tuple]], plan: TablePlan, res: TableResult) -> None:
-    """Merge-join two key-ordered streams of (key, row) and record every difference."""
+def _merge(
+    a: Iterator[tuple[Any, tuple]],
+    b: Iterator[tuple[Any, tuple]],
+    plan: TablePlan,
+    res: TableResult,
+    on_diff: Callable[[str, tuple], None] | None = None,
+) -> None:
+    """Merge-join two key-ordered streams of (key, row) and record every difference.
+
+    ``on_diff(kind, source row)``: told of every source row missing from the target or changed there.
+    """
     na, nb = (lambda: next(a, _END)), (lambda: next(b, _END))
     x, y = na(), nb()
     while x is not _END or y is not _END:
@@ -307,6 +316,8 @@ def _merge(a: Iterator[tuple[Any, tuple]], b: Iterator[tuple[Any, tuple]], plan:
             res.add("missing", _show_key(plan, x[1]), "in the source, not in the target")
             if plan.key and len(res.missing_keys) < MAX_LISTED:
                 res.missing_keys.append(tuple(x[1][i] for i in plan.key))
+            if on_diff is not None:
+                on_diff("missing", x[1])
             x = na()
         elif x is _END or y[0] < x[0]:
             res.target_rows += 1
@@ -326,6 +337,8 @@ def _merge(a: Iterator[tuple[Any, tuple]], b: Iterator[tuple[Any, tuple]], plan:
                 diffs = _differing(plan, sr, tr)
                 if diffs:
                     res.add("changed", _show_key(plan, sr), "columns differ: " + "; ".join(diffs))
+                    if on_diff is not None:
+                        on_diff("changed", sr)
                 else:
                     res.ok += 1
             x, y = na(), nb()
@@ -351,8 +364,16 @@ def _show_key(plan: TablePlan, row: tuple) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_dir: str | None = None) -> TableResult:
-    """Compare one table; the streams are merged straight when their order can be trusted."""
+def audit_table(
+    plan: TablePlan,
+    src: Side,
+    dst: Side,
+    *,
+    batch_size: int,
+    tmp_dir: str | None = None,
+    on_diff: Callable[[str, tuple], None] | None = None,
+) -> TableResult:
+    """Compare one table; the streams are merged straight when their order can be trusted (``on_diff``: see _merge)."""
     if plan.trusted_order:
         res = TableResult(name=plan.name)
         try:
@@ -361,7 +382,7 @@ def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_d
             )
             b = _keyed_in_order(_rows(dst, _select(dst, plan, plan.dst_order), plan.dst_canon, batch_size=batch_size), plan.key)
             try:
-                _merge(a, b, plan, res)
+                _merge(a, b, plan, res, on_diff)
             except TypeError:
                 raise _OutOfOrder from None  # keys Python cannot order (NULL, mixed types)
             finally:
@@ -378,7 +399,7 @@ def audit_table(plan: TablePlan, src: Side, dst: Side, *, batch_size: int, tmp_d
             db.execute("PRAGMA synchronous=OFF")
             _load_sorted(_rows(src, _select(src, plan, ()), plan.src_canon, batch_size=batch_size, fix=plan.src_fix), plan.key, db, "s")
             _load_sorted(_rows(dst, _select(dst, plan, ()), plan.dst_canon, batch_size=batch_size), plan.key, db, "t")
-            _merge(_read_sorted(db, "s"), _read_sorted(db, "t"), plan, res)
+            _merge(_read_sorted(db, "s"), _read_sorted(db, "t"), plan, res, on_diff)
         finally:
             db.close()
     return res
