@@ -94,7 +94,7 @@ def plan_changes(
         if fixes and tp.name in fixes:
             tp.src_fix = fixes[tp.name](tp.columns)
         ch = TableChanges(key_columns=list(t.pk), canons=[tp.src_canon[i] for i in tp.key])
-        res = rows.audit_table(tp, src, dst, batch_size=batch_size, on_diff=lambda kind, row, ch=ch, at=tp.key: ch.note(kind, row, at))
+        res = rows.differences(tp, src, dst, batch_size=batch_size, on_diff=lambda kind, row, ch=ch, at=tp.key: ch.note(kind, row, at))
         ch.missing, ch.changed = res.missing, res.changed
         out[tp.name] = ch
     return out
