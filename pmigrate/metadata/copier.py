@@ -491,6 +491,8 @@ def _copy_table(
     keyring: ssekeys.Keyring | None = None,
 ) -> None:
     fresh = plan.state == "empty"
+    if t.name in plan.changes and plan.changes[t.name].none:
+        return  # the target holds every row as the source does
     names = t.names
     convs, checks = _converters(plan, t)
     add_keys = keyring.row_fixer(names) if keyring is not None and t.name == "files" else None

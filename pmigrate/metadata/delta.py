@@ -38,6 +38,11 @@ class TableChanges:
     inserted: int = 0  # rows written, by kind
     updated: int = 0
 
+    @property
+    def none(self) -> bool:
+        """Nothing differs: the table need not even be read again."""
+        return not self.whole and not self.kinds
+
     def note(self, kind: str, row: tuple, key_at: Sequence[int]) -> None:
         if self.whole:
             return
