@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -25,6 +26,22 @@ def _run(run_cli, dep: bd.Deployment, target: Path, report: Path, *extra: str):
     cp = run_cli("--config", str(dep.config), "--to", str(target), "--data-only", "-q", "--workers", "2", "--json", str(report), *extra)
     doc = json.loads(report.read_text()) if report.exists() else {}
     return cp, doc
+
+
+def _trust(run_cli, dep: bd.Deployment, target: Path, report: Path, *extra: str) -> tuple[int, int, int]:
+    """(copied, trusted, checked on the target) of a pass that must succeed."""
+    cp, doc = _run(run_cli, dep, target, report, *extra)
+    assert cp.returncode == 0, cp.stderr
+    data = doc["sections"]["data"]
+    return data["copied"], data["trusted"], data["checked_on_target"]
+
+
+def _copied_once(tmp_path: Path, run_cli, n: int, *, seed: int, sizes: list[int]) -> tuple[bd.Deployment, Path]:
+    """A file deployment of n blobs, copied once to a file target."""
+    dep = bd.file_source(tmp_path / "src", bd.make_blobs(n, seed=seed, sizes=sizes))
+    target = bd.file_target(tmp_path / "dst")
+    assert _run(run_cli, dep, target, tmp_path / "p1.json")[0].returncode == 0
+    return dep, target
 
 
 def _churn(dep: bd.Deployment, *, seed: int, new: int, delete: int, purge: int) -> tuple[list[bd.Blob], list[bd.Blob], list[bd.Blob]]:
@@ -87,37 +104,25 @@ def test_file_target_second_pass_copies_only_the_new_blobs_and_trusts_the_journa
     # A blob removed from the target by hand is not noticed: the journal is trusted ...
     lost = dep.with_blob()[0]
     (tmp_path / "dst" / "files" / lost.file_id[:2] / lost.file_id).unlink()
-    cp, doc = _run(run_cli, dep, target, tmp_path / "p3.json")
-    assert cp.returncode == 0, cp.stderr
-    assert (doc["sections"]["data"]["copied"], doc["sections"]["data"]["trusted"]) == (0, len(dep.with_blob()))
+    assert _trust(run_cli, dep, target, tmp_path / "p3.json") == (0, len(dep.with_blob()), 0)
     assert lost.file_id not in bd.file_target_blobs(tmp_path / "dst" / "files")
     # ... until --recheck looks every journaled blob up on the target
-    cp, doc = _run(run_cli, dep, target, tmp_path / "p4.json", "--recheck")
-    assert cp.returncode == 0, cp.stderr
-    data = doc["sections"]["data"]
-    assert (data["copied"], data["trusted"], data["checked_on_target"]) == (1, 0, len(dep.with_blob()))
+    assert _trust(run_cli, dep, target, tmp_path / "p4.json", "--recheck") == (1, 0, len(dep.with_blob()))
     assert bd.file_target_blobs(tmp_path / "dst" / "files")[lost.file_id] == lost.data
 
 
 def test_a_changed_source_row_is_looked_up_again(tmp_path, run_cli):
-    dep = bd.file_source(tmp_path / "src", bd.make_blobs(10, seed=63, sizes=[100]))
-    target = bd.file_target(tmp_path / "dst")
-    assert _run(run_cli, dep, target, tmp_path / "p1.json")[0].returncode == 0
+    dep, target = _copied_once(tmp_path, run_cli, 10, seed=63, sizes=[100])
     changed = dep.blobs[2]
     con = sqlite3.connect(dep.db)
     con.execute("UPDATE files SET type = 'text/plain' WHERE id = ?", (changed.file_id,))
     con.commit()
     con.close()
-    cp, doc = _run(run_cli, dep, target, tmp_path / "p2.json")
-    assert cp.returncode == 0, cp.stderr
-    data = doc["sections"]["data"]
-    assert (data["copied"], data["trusted"], data["checked_on_target"]) == (0, 9, 1)
+    assert _trust(run_cli, dep, target, tmp_path / "p2.json") == (0, 9, 1)
 
 
 def test_a_journal_without_digests_is_checked_once_then_trusted(tmp_path, run_cli):
-    dep = bd.file_source(tmp_path / "src", bd.make_blobs(12, seed=64, sizes=[100, 2000]))
-    target = bd.file_target(tmp_path / "dst")
-    assert _run(run_cli, dep, target, tmp_path / "p1.json")[0].returncode == 0
+    dep, target = _copied_once(tmp_path, run_cli, 12, seed=64, sizes=[100, 2000])
     (journal,) = target.parent.glob(JOURNAL_GLOB)
     con = sqlite3.connect(journal)  # the journal as an older pmigrate wrote it: no src column
     con.executescript(
@@ -130,9 +135,7 @@ def test_a_journal_without_digests_is_checked_once_then_trusted(tmp_path, run_cl
     assert cp.returncode == 0, cp.stderr
     data = doc["sections"]["data"]
     assert (data["copied"], data["trusted"], data["checked_on_target"], data["already_done"]) == (0, 0, 12, 12)
-    cp, doc = _run(run_cli, dep, target, tmp_path / "p3.json")
-    data = doc["sections"]["data"]
-    assert (data["copied"], data["trusted"], data["checked_on_target"]) == (0, 12, 0)
+    assert _trust(run_cli, dep, target, tmp_path / "p3.json") == (0, 12, 0)
 
 
 def test_s3_target_final_pass_sends_no_head_for_unchanged_blobs(tmp_path, run_cli, s3_proxy, s3_bucket):
@@ -169,16 +172,9 @@ def test_s3_target_final_pass_sends_no_head_for_unchanged_blobs(tmp_path, run_cl
 
 
 def test_a_target_store_made_anew_is_not_trusted(tmp_path, run_cli):
-    dep = bd.file_source(tmp_path / "src", bd.make_blobs(8, seed=67, sizes=[100]))
-    target = bd.file_target(tmp_path / "dst")
-    assert _run(run_cli, dep, target, tmp_path / "p1.json")[0].returncode == 0
-    import shutil
-
+    dep, target = _copied_once(tmp_path, run_cli, 8, seed=67, sizes=[100])
     shutil.rmtree(tmp_path / "dst" / "files")  # the whole store wiped, its ownership record with it
-    cp, doc = _run(run_cli, dep, target, tmp_path / "p2.json")
-    assert cp.returncode == 0, cp.stderr
-    data = doc["sections"]["data"]
-    assert (data["copied"], data["trusted"], data["checked_on_target"]) == (8, 0, 8)
+    assert _trust(run_cli, dep, target, tmp_path / "p2.json") == (8, 0, 8)
 
 
 def test_repeated_passes_stop_below_the_threshold(tmp_path, run_cli):

@@ -942,7 +942,9 @@ def _load(
             for t in reversed(plan.tables):
                 res = results[t.name]
                 if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
-                    n = _gone(plan, t, reader, writer, opts=opts, delete=prune)
+                    n = mdelta.gone(plan.changes.get(t.name), writer, t.name, t.pk, delete=prune, batch=opts.batch_size) if not res.orphans else None
+                    if n is None:
+                        n = _gone(plan, t, reader, writer, opts=opts, delete=prune)
                     if prune:
                         res.deleted = n
                     else:

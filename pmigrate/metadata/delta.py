@@ -12,6 +12,9 @@ counts then come from the audit).
 The audit reads the source after the copy's snapshot began: a row plikd
 changes in between is seen as changed and written from the snapshot, and its
 newer state is for the next pass, as any change after the snapshot.
+The same comparison names the target's rows the source lacks (plikd purged
+them), so that they are counted, or deleted with --prune, without another
+read of both tables.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class TableChanges:
     changed: int = 0
     inserted: int = 0  # rows written, by kind
     updated: int = 0
+    gone: list[tuple] | None = None  # target keys, as read, of rows the source lacks; None: not known
 
     @property
     def none(self) -> bool:
@@ -44,6 +48,12 @@ class TableChanges:
         return not self.whole and not self.kinds
 
     def note(self, kind: str, row: tuple, key_at: Sequence[int]) -> None:
+        if kind == "extra":
+            if self.gone is not None:
+                self.gone.append(tuple(row[i] for i in key_at))
+                if len(self.gone) > MAX_KEYS:
+                    self.gone = None  # the copy finds them itself
+            return
         if self.whole:
             return
         self.kinds[tuple(row[i] for i in key_at)] = kind
@@ -98,18 +108,36 @@ def plan_changes(
             continue  # no key to write by, or one the audit reads otherwise: written whole as before
         if fixes and tp.name in fixes:
             tp.src_fix = fixes[tp.name](tp.columns)
-        ch = TableChanges(key_columns=list(t.pk), canons=[tp.src_canon[i] for i in tp.key])
+        ch = TableChanges(key_columns=list(t.pk), canons=[tp.src_canon[i] for i in tp.key], gone=[])
         res = rows.differences(tp, src, dst, batch_size=batch_size, on_diff=lambda kind, row, ch=ch, at=tp.key: ch.note(kind, row, at))
         ch.missing, ch.changed = res.missing, res.changed
+        # A mysql target's collation may take two keys as read for one: it finds its rows gone itself.
+        if not res.as_read or plan.dst_driver == "mysql":
+            ch.gone = None
         out[tp.name] = ch
     return out
 
 
 def kept(stream: Iterator[list], keep: Callable[[list], list], *, on_dropped: Callable[[int], Any]) -> Iterator[list]:
     """The batches of ``stream`` with only the rows ``keep`` keeps, empty ones left out; dropped rows counted."""
-    for batch in stream:
-        out = keep(batch)
-        if len(out) != len(batch):
-            on_dropped(len(batch) - len(out))
-        if out:
-            yield out
+    try:
+        for batch in stream:
+            out = keep(batch)
+            if len(out) != len(batch):
+                on_dropped(len(batch) - len(out))
+            if out:
+                yield out
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # now, while the source's connection is open
+
+
+def gone(ch: TableChanges | None, writer: Any, table: str, pk: Sequence[str], *, delete: bool, batch: int) -> int | None:
+    """Rows of the target the source lacks, as the comparison found them: deleted with ``delete``; None if not known."""
+    if ch is None or ch.gone is None:
+        return None
+    if delete:
+        for i in range(0, len(ch.gone), batch):
+            writer.delete(table, pk, ch.gone[i : i + batch])
+    return len(ch.gone)

@@ -81,6 +81,7 @@ class TableResult:
     listed: dict[str, int] = field(default_factory=dict)
     missing_keys: list[tuple] = field(default_factory=list)  # canonical keys of the listed missing rows
     collided: int = 0  # missing rows whose key the target holds under another spelling
+    as_read: bool = False  # compared as read (differences()): extra rows were told with their keys as read
 
     def add(self, kind: str, key: str, message: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -236,6 +237,9 @@ def _rows(
     side: Side, sql: str, canons: list[canon.Canon] | None, *, batch_size: int, fix: Callable[[Sequence[Any]], tuple] | None = None
 ) -> Iterator[tuple]:
     """Canonical rows (``canons`` None: as read), streamed with a server-side cursor, one batch in memory."""
+    if canons is None and side.driver == "sqlite3":
+        yield from _sqlite_rows(side, sql, batch_size=batch_size, fix=fix)
+        return
     with side.engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_size).exec_driver_sql(sql)
         try:
@@ -244,6 +248,18 @@ def _rows(
                     yield tuple(raw) if canons is None else tuple([c(v) for c, v in zip(canons, raw)])
         finally:
             result.close()
+
+
+def _sqlite_rows(side: Side, sql: str, *, batch_size: int, fix: Callable[[Sequence[Any]], tuple] | None) -> Iterator[tuple]:
+    """Rows as read, from the driver's own cursor: SQLite steps through them without a row object each."""
+    with side.engine.connect() as conn:
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            cur.execute(sql)
+            while batch := cur.fetchmany(batch_size):
+                yield from batch if fix is None else map(fix, batch)
+        finally:
+            cur.close()
 
 
 def _digest(values: tuple) -> int:
@@ -310,7 +326,8 @@ def _merge(
 ) -> None:
     """Merge-join two key-ordered streams of (key, row) and record every difference.
 
-    ``on_diff(kind, source row)``: told of every source row missing from the target or changed there.
+    ``on_diff(kind, source row)``: told of every source row missing from the target or changed there;
+    with ``raw``, also of every target row the source lacks (``extra``, the row as read).
     ``raw``: (source, target) canons of rows that come as read: a pair equal as read is equal, others are
     made canonical to be compared; no digests are summed then (see differences()).
     """
@@ -335,6 +352,8 @@ def _merge(
             res.target_rows += 1
             res.target_digest = (res.target_digest + digest(tr)) & MASK128
             res.add("extra", _show_key(plan, tr), "in the target, not in the source")
+            if on_diff is not None and raw is not None:
+                on_diff("extra", y[1])  # as read: the key to delete it by
             y = nb()
         else:
             sr, tr = x[1], y[1]
@@ -435,6 +454,7 @@ def differences(
         b = _keyed_in_order(_rows(dst, _select(dst, plan, plan.dst_order), None, batch_size=batch_size), plan.key)
         try:
             _merge(a, b, plan, res, on_diff, raw=(plan.src_canon, plan.dst_canon))
+            res.as_read = True
             return res
         except (TypeError, _OutOfOrder):
             pass  # keys as read that Python orders otherwise: the audit, on canonical keys
