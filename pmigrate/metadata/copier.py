@@ -517,9 +517,12 @@ def _copy_table(
     raw_seen = reader.raw_texts
     try:
         with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
-            stream = reader.stream(sql, batch=opts.batch_size)
             if t.name in plan.changes:  # a merge writes only the rows that differ on the target
-                stream = mdelta.kept(stream, plan.changes[t.name].filter(names), on_dropped=pbar.update)
+                key_text = all(c.kind == V.KIND_TEXT for c in t.columns if c.name in t.pk)
+                stream = mdelta.rows_to_write(plan.changes[t.name], reader, sql, names=names, key_text=key_text,
+                                              batch=opts.batch_size, total=res.source - res.orphans, on_dropped=pbar.update)  # fmt: skip
+            else:
+                stream = reader.stream(sql, batch=opts.batch_size)
             for batch in stream:
                 if collide:
                     batch, dropped = collisions.drop(batch, collide, key_at)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from pmigrate.verify import rows
 
+IN_KEYS = 500  # keys per IN (...) when only the differing rows are read again
 MAX_KEYS = 250_000  # differing keys held per table (a few tens of MB) before it is written whole
 INSERTED, UPDATED = "missing", "changed"  # the audit's names
 
@@ -141,3 +142,44 @@ def gone(ch: TableChanges | None, writer: Any, table: str, pk: Sequence[str], *,
         for i in range(0, len(ch.gone), batch):
             writer.delete(table, pk, ch.gone[i : i + batch])
     return len(ch.gone)
+
+
+def rows_to_write(
+    ch: TableChanges,
+    reader: Any,
+    sql: str,
+    *,
+    names: Sequence[str],
+    key_text: bool,
+    batch: int,
+    total: int,
+    on_dropped: Callable[[int], Any],
+) -> Iterator[list]:
+    """The source rows a merge writes, in batches, counted by kind.
+
+    Read again by key (``IN (...)``, a few hundred keys a query) when the
+    key is one text column, whose value as read is its canonical form; else
+    the table is read whole and filtered. ``sql``: the copy's SELECT of the
+    table, aliased ``c``; ``total``: the rows it would read (progress).
+    """
+    keep = ch.filter(names)
+    if ch.whole or len(ch.key_columns) != 1 or not key_text:
+        return kept(reader.stream(sql, batch=batch), keep, on_dropped=on_dropped)
+    return _by_key(ch, reader, sql, keep, total=total, on_dropped=on_dropped)
+
+
+def _by_key(ch: TableChanges, reader: Any, sql: str, keep: Callable[[list], list], *, total: int, on_dropped: Callable[[int], Any]) -> Iterator[list]:
+    from pmigrate.metadata.dialects import placeholder
+
+    keys = [k[0] for k in ch.kinds]
+    mark = placeholder(reader.driver)
+    glue = " AND " if " WHERE " in sql else " WHERE "
+    column = f"c.{reader.q(ch.key_columns[0])}"
+    written = 0
+    for i in range(0, len(keys), IN_KEYS):
+        part = keys[i : i + IN_KEYS]
+        rows = keep(reader.all(f"{sql}{glue}{column} IN ({', '.join([mark] * len(part))})", part))
+        written += len(rows)
+        if rows:
+            yield rows
+    on_dropped(max(0, total - written))
