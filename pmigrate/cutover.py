@@ -47,9 +47,12 @@ def final_command(config_path: str | None, target_path: str) -> str:
 def _pass_figures(number: int, report: Report, seconds: float) -> dict[str, Any]:
     data = report.sections.get("data", {})
     written = None
-    tables = report.sections.get("metadata", {}).get("tables")
+    meta = report.sections.get("metadata", {})
+    tables = meta.get("tables")
     if isinstance(tables, dict):
-        written = sum(t.get("inserted", 0) + t.get("updated", 0) for t in tables.values() if isinstance(t, dict))
+        fresh = meta.get("target_state") == "empty"  # every row loaded
+        entries = [t for t in tables.values() if isinstance(t, dict)]
+        written = sum(t.get("target") or 0 if fresh else t.get("changed") or 0 for t in entries)
     return {
         "pass": number,
         "copied": int(data.get("copied", 0)),
