@@ -91,12 +91,22 @@ def test_oversized_value_skipped_with_ignore_errors(source, mysql_db, tmp_path):
     assert _scalar(mysql_db, "SELECT MAX(CHAR_LENGTH(comments)) FROM uploads") < 256  # nothing truncated
 
 
-@pytest.mark.postgres
-@pytest.mark.mysql
-@pytest.mark.parametrize("target", ["sqlite3", "postgres", "mysql"])
+def _on_every_target(test):
+    """The test runs with a sqlite3, a postgres and a mysql target (its ``target`` argument)."""
+    for mark in (pytest.mark.parametrize("target", ["sqlite3", "postgres", "mysql"]), pytest.mark.mysql, pytest.mark.postgres):
+        test = mark(test)
+    return test
+
+
+def _target(driver: str, request, tmp_path):
+    """An empty target database of ``driver``."""
+    return sqlite_database(tmp_path / "t.db") if driver == "sqlite3" else request.getfixturevalue("pg_db" if driver == "postgres" else "mysql_db")
+
+
+@_on_every_target
 def test_rerun_moves_only_what_changed(target, source, request, tmp_path):
     db, con = source
-    dst = sqlite_database(tmp_path / "t.db") if target == "sqlite3" else request.getfixturevalue("pg_db" if target == "postgres" else "mysql_db")
+    dst = _target(target, request, tmp_path)
     first = migrate(db, dst, tmp_path / "1")
     assert first.exit_code == 0
     # plikd goes on: a comment changes, an upload with a file arrives, an expired upload is purged
@@ -304,12 +314,10 @@ def _xmins(db, table: str) -> dict[str, str]:
         eng.dispose()
 
 
-@pytest.mark.postgres
-@pytest.mark.mysql
-@pytest.mark.parametrize("target", ["sqlite3", "postgres", "mysql"])
+@_on_every_target
 def test_second_pass_writes_only_inserted_and_updated_rows(target, source, request, tmp_path):
     db, con = source
-    dst = sqlite_database(tmp_path / "t.db") if target == "sqlite3" else request.getfixturevalue("pg_db" if target == "postgres" else "mysql_db")
+    dst = _target(target, request, tmp_path)
     assert migrate(db, dst, tmp_path / "1").exit_code == 0
     before = _xmins(dst, "uploads") if target == "postgres" else {}
     uploads = con.execute("SELECT count(*) FROM uploads").fetchone()[0]
