@@ -30,8 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-import hashlib
-
 import xxhash
 
 from pmigrate.data.base import BlobRef
@@ -42,9 +40,11 @@ from pmigrate.transfer.journal import Journal
 MARKER_KEY = "target-marker"
 
 
-def anchor(journal: Journal, marker: bytes | None) -> bool:
-    """Tie the journal's digests to the target's ownership record; False when they were forgotten now."""
-    seen = hashlib.sha256(marker).hexdigest() if marker is not None else ""
+def anchor(journal: Journal, seen: str) -> bool:
+    """Tie the journal's digests to the target's ownership record (``seen``: its SHA-256, '' without one).
+
+    False when they were forgotten now.
+    """
     if seen and journal.meta(MARKER_KEY) == seen:
         return True
     journal.rebase(MARKER_KEY, seen)

@@ -397,10 +397,11 @@ class _Copy:
         pool = plan.pool or _pool(plan, opts=opts)
         try:
             found = checks.run_checks(
-                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)],
+                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts),
+                 _spec(plan.dst, checks.MARKER)],
                 start_method=START_METHOD,
-            )
-            self.report.section(AREA)["target_owner"] = found[-1]
+            )  # fmt: skip
+            self.report.section(AREA)["target_owner"] = found[-2]
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             try:
@@ -408,7 +409,7 @@ class _Copy:
             except sqlite3.Error as exc:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
-            if not delta_mod.anchor(self.journal, self.dst.read_marker()):
+            if not delta_mod.anchor(self.journal, found[-1]):
                 log.info("journal: the target's ownership record is not the one its rows were checked against: each is checked again")
             self.delta = delta_mod.Delta(self.journal, trust=not (opts.recheck or opts.restart), restart=opts.restart)
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
