@@ -20,8 +20,8 @@ from typing import Any
 
 from pmigrate import interrupt
 from pmigrate.report import Report
-from pmigrate.transfer.stopcause import size as _size
 from pmigrate.words import plural
+from pmigrate.words import size as _size
 
 AREA = "passes"
 

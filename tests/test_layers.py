@@ -34,6 +34,7 @@ TOP = {
     "journal": "config",
     "filerows": "enumerate",
     "migrate": "run",
+    "cutover": "run",
     "cli": "run",
     "lock": "run",
     "fakedb": "run",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pmigrate.batching import batched
 from pmigrate.metadata import compare
 
 IN_KEYS = 500  # keys per IN (...) when only the differing rows are read again
@@ -177,8 +178,7 @@ def _by_key(ch: TableChanges, reader: Any, sql: str, keep: Callable[[list], list
     glue = " AND " if " WHERE " in sql else " WHERE "
     column = f"c.{reader.q(ch.key_columns[0])}"
     written = 0
-    for i in range(0, len(keys), IN_KEYS):
-        part = keys[i : i + IN_KEYS]
+    for part in batched(keys, IN_KEYS):
         rows = keep(reader.all(f"{sql}{glue}{column} IN ({', '.join([mark] * len(part))})", part))
         written += len(rows)
         if rows:
