@@ -446,9 +446,17 @@ def differences(
 
     No digests: between two databases of one driver and zone, rows equal as
     read are taken as equal without being made canonical, which is most of
-    the cost of an audit when few rows changed. Elsewhere, the audit itself.
+    the cost of an audit when few rows changed; between two sqlite3 files,
+    SQLite joins them and names those rows (metadata/sqlitediff.py).
+    Elsewhere, the audit itself.
     """
     if plan.key and src.driver == dst.driver and src.zone == dst.zone:
+        if src.driver == "sqlite3":
+            from pmigrate.metadata import sqlitediff
+
+            found = sqlitediff.differences(plan, src, dst, batch_size=batch_size, on_diff=on_diff)
+            if found is not None:
+                return found  # joined by SQLite, only the rows it found different compared here
         # Keys as read, in each database's order: where Python orders them otherwise, _OutOfOrder says so.
         res = TableResult(name=plan.name)
         a = _keyed_in_order(_rows(src, _select(src, plan, plan.src_order), None, batch_size=batch_size, fix=plan.src_fix), plan.key)
