@@ -349,3 +349,66 @@ def test_second_pass_writes_only_inserted_and_updated_rows(target, source, reque
     third = migrate(db, dst, tmp_path / "3")
     assert third.exit_code == 0
     assert all(v.get("inserted", 0) + v.get("updated", 0) == 0 for v in third.sections["metadata"]["tables"].values())
+
+
+def _differences(src, dst, *, in_python: bool) -> dict[str, tuple]:
+    """Per table: what compare.differences() finds between two sqlite3 databases (``in_python``: without SQLite's join)."""
+    from pmigrate.metadata import compare, sqlitediff
+
+    engines = [sa.create_engine(src.url), sa.create_engine(dst.url)]
+    try:
+        a, b = (compare.Side(engine=e, driver="sqlite3") for e in engines)
+        plans, _ = compare.plan_tables(a, b)
+        out = {}
+        for tp in plans:
+            if in_python:
+                tp.src_fix = tuple  # a row fix: SQLite's join does not apply
+            told: list[tuple] = []
+            found = compare.differences if in_python else sqlitediff.differences
+            res = found(tp, a, b, batch_size=2, on_diff=lambda kind, row, told=told: told.append((kind, row)))
+            assert res is not None, f"{tp.name}: SQLite's join did not apply"
+            out[tp.name] = (res.source_rows, res.target_rows, res.ok, res.missing, res.changed, res.extra, res.as_read, told, res.problems)
+        return out
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def test_sqlite_rerun_finds_exactly_the_changed_rows(source, tmp_path):
+    """sqlite3 -> sqlite3: SQLite names the differing rows; an instant in another text form is no change, NULL for '' is one."""
+    db, con = source
+    dst = sqlite_database(tmp_path / "t.db")
+    assert migrate(db, dst, tmp_path / "1").exit_code == 0
+    con.execute("UPDATE uploads SET created_at = '2026-07-08 10:00:28.111626847+00:00' WHERE id = 'UPLOAD2XXXXXXXXX'")  # same instant
+    con.execute("UPDATE uploads SET token = NULL WHERE id = 'UPLOAD3XXXXXXXXX'")  # was ''
+    con.execute("UPDATE uploads SET download_count = 9 WHERE id = 'UPLOAD1XXXXXXXXX'")
+    con.execute("INSERT INTO uploads (id, ttl, comments, created_at) VALUES ('UPLOAD5XXXXXXXXX', 60, 'new', '2026-07-09 08:00:00+02:00')")
+    con.execute("DELETE FROM files WHERE upload_id = 'UPLOAD4XXXXXXXXX'")
+    con.execute("DELETE FROM uploads WHERE id = 'UPLOAD4XXXXXXXXX'")
+
+    joined, python = _differences(db, dst, in_python=False), _differences(db, dst, in_python=True)
+    assert joined == {name: (*found[:6], True, *found[7:]) for name, found in python.items()}
+    uploads = joined["uploads"]
+    assert uploads[:6] == (4, 4, 1, 1, 2, 1)  # rows, ok, missing, changed, extra
+    assert sorted((kind, row[0]) for kind, row in uploads[7]) == [
+        ("changed", "UPLOAD1XXXXXXXXX"),
+        ("changed", "UPLOAD3XXXXXXXXX"),
+        ("extra", "UPLOAD4XXXXXXXXX"),
+        ("missing", "UPLOAD5XXXXXXXXX"),
+    ]
+
+    second = migrate(db, dst, tmp_path / "2", prune=True)
+    assert second.exit_code == 0, "\n".join(t for _, t in second.lines)
+    tables = second.sections["metadata"]["tables"]
+    assert (tables["uploads"]["inserted"], tables["uploads"]["updated"], tables["uploads"]["unchanged"]) == (1, 2, 1)
+    assert tables["uploads"]["deleted"] == 1
+    assert (tables["files"]["inserted"], tables["files"]["updated"]) == (0, 0)
+    assert_same_rows(db, dst)
+    target = sqlite3.connect(tmp_path / "t.db")
+    try:
+        rows = dict(target.execute("SELECT id, token FROM uploads"))
+        created = target.execute("SELECT created_at FROM uploads WHERE id = 'UPLOAD2XXXXXXXXX'").fetchone()[0]
+    finally:
+        target.close()
+    assert rows["UPLOAD3XXXXXXXXX"] is None and "UPLOAD4XXXXXXXXX" not in rows
+    assert created == "2026-07-08 12:00:28.111626847+02:00"  # unchanged: not written again
