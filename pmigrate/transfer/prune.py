@@ -10,6 +10,7 @@ against the source's ``files`` ids. Both may hold millions of ids, so the
 source ids are streamed into a temporary SQLite file and joined there with
 the journal attached read-only: memory stays flat, and no collation of the
 source database (MySQL ignores case, plikd's ids do not) decides a match.
+A sqlite3 source is attached too, and its ids copied by SQLite itself.
 
 A deleted blob leaves the journal only once the target confirmed the
 deletion (after one sync for a file target), so a crash in between means
@@ -112,6 +113,8 @@ def gone(metadata: sa.Engine, journal_path: Path, *, batch_size: int) -> Iterato
 
 
 def _load_source(con: sqlite3.Connection, metadata: sa.Engine, *, batch_size: int) -> None:
+    if metadata.dialect.name == "sqlite" and _attach_source(con, metadata):
+        return
     files = filerows.FILES
     q = sa.select(files.c.id, files.c.status, files.c.upload_id)
     with metadata.connect() as conn, conn.begin():
@@ -244,3 +247,20 @@ def _reasons(fig: Figures) -> str:
     if not fig.by_reason:
         return ""
     return " (" + ", ".join(f"{n} {_reason(w)}" for w, n in sorted(fig.by_reason.items())) + ")"
+
+
+def _attach_source(con: sqlite3.Connection, metadata: sa.Engine) -> bool:
+    """A sqlite3 source's ids copied by SQLite itself, the source attached read-only; False for one in memory."""
+    with metadata.connect() as conn:
+        path = next((p for _seq, name, p in conn.exec_driver_sql("PRAGMA database_list").fetchall() if name == "main"), "")
+    if not path:
+        return False
+    con.execute("ATTACH DATABASE ? AS source", (f"{Path(path).resolve().as_uri()}?mode=ro",))
+    try:
+        con.execute(
+            "INSERT INTO src SELECT CAST(id AS TEXT), coalesce(CAST(status AS TEXT), ''), coalesce(CAST(upload_id AS TEXT), '') "
+            "FROM source.files WHERE id IS NOT NULL"
+        )
+    finally:
+        con.execute("DETACH DATABASE source")
+    return True
