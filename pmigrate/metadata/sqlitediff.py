@@ -14,7 +14,7 @@ counted as equal, exactly as the merge would have counted them.
 
 Only where SQLite's key order and equality are Python's: the declared
 primary key on both sides is the one compared, and its values are all
-ASCII text or all integers. Anywhere else, None: the caller compares in
+UTF-8 text or all integers. Anywhere else, None: the caller compares in
 Python as before.
 """
 
@@ -48,9 +48,17 @@ def _pk(db: sqlite3.Connection, schema: str, table: str) -> list[str]:
 
 
 def _clean_keys(db: sqlite3.Connection, table: str, columns: list[str]) -> bool:
-    """Each key column all ASCII text or all integers on both sides: ordered and equal alike in SQLite and Python."""
+    """Each key column all UTF-8 text or all integers on both sides: ordered and equal alike in SQLite and Python.
+
+    UTF-8's byte order is the code points' order. Text not ASCII is handed to
+    a Python function, which sqlite3 decodes as UTF-8: text that does not
+    decode (plikd stores Go's bytes as they are) fails the query, and the
+    comparison is left to Python.
+    """
+    db.create_function("pmigrate_decodes", 1, lambda _text: 0, deterministic=True)
     for c in columns:
-        tests = (f"typeof({_q(c)}) != 'text' OR {_q(c)} GLOB '*[^ -~]*'", f"typeof({_q(c)}) != 'integer'")
+        q = _q(c)
+        tests = (f"typeof({q}) != 'text' OR ({q} GLOB '*[^ -~]*' AND pmigrate_decodes({q}))", f"typeof({q}) != 'integer'")
         if not any(all(db.execute(f"SELECT 1 FROM {schema}.{_q(table)} WHERE {t} LIMIT 1").fetchone() is None for schema in ("main", ALIAS)) for t in tests):
             return False
     return True
