@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FAKEDB_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from pmigrate import fakedb as fakedb_mod
+    from pmigrate.fake import options as fakedb_options  # not pmigrate.fakedb: that loads SQLAlchemy
 
-    fakedb_mod.add_arguments(fakedb)
+    fakedb_options.add_arguments(fakedb)
     return parser
 
 

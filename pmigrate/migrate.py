@@ -33,6 +33,10 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
     log.info("source %s", src.describe())
     log.info("target %s", dst.describe())
     log.info("options: %s", _described(command, opts))
+    if command == "migrate" and opts.data:  # its workers' fork server comes up while this process goes on
+        from pmigrate.transfer import forkserver
+
+        forkserver.warm(src, dst, opts=opts)
     check_sides(src, dst, command=command, opts=opts)
     report = Report(command)
     report.section("config").update(source=src.describe(), target=dst.describe())
