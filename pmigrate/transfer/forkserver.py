@@ -3,9 +3,12 @@
 The fork server is a new interpreter, and for an object store it imports
 boto3 and loads the S3 model before it can fork anything (a fifth of a
 second, more on a loaded machine). Started by the first worker, the
-parent would wait for it; started by warm() as soon as the configs are
-read, it comes up while the parent imports the blob engine and checks the
-source. This module imports nothing heavy, so that warm() runs first.
+parent would wait for it; started by warm() before the configs are even
+checked (their DataBackend names are enough), it comes up while the parent
+imports SQLAlchemy and the blob engine and checks the source. What it
+preloads only saves each child those imports: a fork server started for
+other stores than the checked configs name would serve them all the same.
+This module imports nothing heavy, so that warm() runs first.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import multiprocessing as mp
 
 from pmigrate import interrupt
 from pmigrate.config import PlikConfig
-from pmigrate.options import RunOptions
+from pmigrate.data.registry import preload as backend_preload
 from pmigrate.transfer.handler import Stores
 
 START_METHOD = "forkserver"  # see transfer/engine.py
@@ -31,16 +34,21 @@ def stores(src: PlikConfig, dst: PlikConfig) -> Stores:
 
 def preload(src: PlikConfig, dst: PlikConfig) -> list[str]:
     """What the fork server imports once: the stores' modules, the handlers, the pool's and the checks' own."""
-    return [*stores(src, dst).preload(*HANDLERS), *CHILDREN]
+    return _preload(src.data.backend, dst.data.backend)
 
 
-def warm(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> None:
-    """Start the fork server, with its preload, and the resource tracker now; nothing is checked or written."""
-    if opts.cluster or not (src.has_data and dst.has_data):
-        return
+def _preload(src_backend: str, dst_backend: str) -> list[str]:
+    return [*HANDLERS, *sorted(set(backend_preload(src_backend)) | set(backend_preload(dst_backend))), *CHILDREN]
+
+
+def warm(src_backend: str, dst_backend: str) -> None:
+    """Start the fork server, preloading for these DataBackends, and the resource tracker now.
+
+    Nothing is checked or written; a name no backend has preloads nothing of its own.
+    """
     from multiprocessing import forkserver, resource_tracker
 
-    mp.get_context(START_METHOD).set_forkserver_preload(preload(src, dst))
+    mp.get_context(START_METHOD).set_forkserver_preload(_preload(src_backend, dst_backend))
     with interrupt.held():  # they must outlive a stop signal
         resource_tracker.ensure_running()
         forkserver.ensure_running()
