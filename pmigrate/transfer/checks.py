@@ -39,8 +39,6 @@ PROBE = "probe"  # it must answer and take a write (tried and undone), or be mis
 OWN = "own"  # whose it is (pmigrate.ownership): refused unless this source filled it, or --merge
 CLAIM = "claim"  # as OWN, then an empty store is recorded as this source's before the first blob
 
-CLAIMED = "claimed"  # what CLAIM returns when it recorded an empty store as this source's just now
-
 # (DataBackend name, DataBackendConfig, mode[, source identity, merge] for OWN and CLAIM)
 Check = tuple[Any, ...]
 
@@ -103,7 +101,7 @@ def _own(backend: Any, mode: str, source: str, merge: bool) -> str:
         raise ownership.refuse(what="data store", where=backend.describe(), source=source, found=found)
     if mode == CLAIM and found.state == ownership.EMPTY:
         backend.write_marker(ownership.marker(source))
-        return CLAIMED
+        return ownership.OWNED
     return found.state
 
 

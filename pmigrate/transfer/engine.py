@@ -67,7 +67,6 @@ AREA = summary.AREA
 START_METHOD = forkserver.START_METHOD  # see the module docstring
 
 
-UNKNOWN_SIZE = 1 << 62  # a blob of unknown size is uploaded in parts
 FRESH = 10.0  # seconds: preflight's findings about the target store still stand when run() starts within this
 
 
@@ -322,8 +321,6 @@ class _Copy:
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
         self.keyring: ssekeys.Keyring | None = None
-        self.claimed = False  # the target store was empty and recorded as this source's by this run
-        self.largest = -1  # the largest blob handed out: no multipart upload is begun below the part size
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
@@ -341,8 +338,7 @@ class _Copy:
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
-            if not self.claimed:  # a store this run just claimed held no blob of any earlier run, nor its uploads
-                self._sweep("start")  # before any worker writes
+            self._sweep("start")  # before any worker writes
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
@@ -385,7 +381,7 @@ class _Copy:
                 keys_made=self.keyring.made if self.keyring is not None else None, metadata=opts.metadata,
                 memory=self.governor.figures if self.governor is not None else None,
             ))  # fmt: skip
-            if not interrupted and not (halt is not None and halt.kind.endswith(UNREACHABLE)) and self._may_have_open_uploads():
+            if not interrupted and not (halt is not None and halt.kind.endswith(UNREACHABLE)):
                 self._sweep("end")  # every worker has stopped (and the store answers)
             if commit_error is not None:
                 raise commit_error
@@ -407,16 +403,7 @@ class _Copy:
             if plan.probe.exists and plan.owner != ownership.EMPTY:
                 return plan.owner
             specs = specs[1:] if not plan.probe.exists else specs[2:]
-        owner = checks.run_checks(specs, start_method=START_METHOD)[-1]
-        if owner == checks.CLAIMED:
-            self.claimed, owner = True, ownership.OWNED
-        return owner
-
-    def _may_have_open_uploads(self) -> bool:
-        """False when no blob handed out was big enough for an upload in parts: none of this run's can be open."""
-        assert self.dst is not None
-        holder = part_holder(self.dst)
-        return holder is None or not holder.part_bytes or self.largest >= holder.part_bytes
+        return checks.run_checks(specs, start_method=START_METHOD)[-1]
 
     def _halt(self, stop: _Stop) -> stopcause.Halt | None:
         """Cause and fix of a stop by a store refusing every write, with the figures that size the fix."""
@@ -485,7 +472,6 @@ class _Copy:
             done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
             refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
             for ref in refs:
-                self.largest = max(self.largest, ref.size if ref.size >= 0 else UNKNOWN_SIZE)
                 self.subscriber.on_queued(size=ref.size)
                 yield BlobJob(seq, ref, check_target=done.get(ref.file_id) == ref.size)
                 seq += 1
