@@ -502,5 +502,31 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def run() -> None:
+    """The program: main(), then the process ends without the interpreter's teardown.
+
+    Tearing down frees every module's objects one by one, SQLAlchemy's
+    included: 0.05 s on a quiet machine, 0.15 to 0.35 s on a loaded one,
+    after the report is out, a large share of a small run. What the
+    teardown would do that matters is done first: the atexit handlers
+    (multiprocessing joins its children, logging flushes and closes its
+    files) and the flush of stdout and stderr. Any thread still running,
+    or a flush that fails, and the process ends the ordinary way.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - e.g. a closed pipe: the ordinary exit reports it as it always did
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
