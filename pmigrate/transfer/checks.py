@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import util
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from pmigrate import interrupt, redact
 from pmigrate.data.registry import heavy, open_backend
