@@ -13,7 +13,9 @@ place.
 One such child serves every request of the run (the checks of preflight
 and of the copy, the sweeps of open uploads of transfer/uploads.py), each
 one a call of ``call``: a fork and a client per request would double a
-small run's fixed cost. It ends with the parent (close(), or at exit).
+small run's fixed cost. The copy ends it (close()) once its checks and
+its first sweep are done, so that it holds no memory beside the workers;
+the sweep at the end starts another.
 A ConfigError in the child comes back as the same one-line ConfigError.
 """
 

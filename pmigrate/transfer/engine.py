@@ -336,6 +336,8 @@ class _Copy:
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
+            # Its client would hold some 20 MiB, counted by no memory limit, for the whole copy: the end's sweep forks another.
+            checks.close()
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
