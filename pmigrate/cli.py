@@ -17,7 +17,7 @@ from typing import Any
 from pmigrate import __version__, console, interrupt
 from pmigrate.data.retry import RETRY_FOR
 from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
-from pmigrate.options import RunOptions, default_workers
+from pmigrate.options import RunOptions, default_workers, whole_number
 from pmigrate.quote import line
 from pmigrate.redact import LogFormatter, quiet_libraries, redact
 from pmigrate.words import plural, size
@@ -53,13 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+    return whole_number(text, least=1)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "KB": 10**3, "M": 1 << 20, "MIB": 1 << 20, "MB": 10**6,

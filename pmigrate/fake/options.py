@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+from pmigrate.options import whole_number
+
 SIZES = ("small", "mixed", "large")
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+    return whole_number(text, least=0)
 
 
 def _fraction(text: str) -> float:
