@@ -27,7 +27,7 @@ import time
 from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import PmigrateError
-from pmigrate.metadata import dialects, faults
+from pmigrate.metadata import compare, dialects, faults
 from pmigrate.metadata import values as V
 from pmigrate.metadata.load import TableResult, load, orphans
 from pmigrate.metadata.plan import AREA, Column, Plan, TablePlan, preflight
@@ -166,16 +166,14 @@ def _dry_report(plan: Plan, results: dict[str, TableResult], skipped_counts: dic
 
 def _dry_diff(plan: Plan, *, opts: RunOptions) -> dict[str, tuple[int, int, int]]:
     """(insert, update, delete) per table on a target that holds rows: the row audit's missing, changed, extra."""
-    from pmigrate.verify import rows
-
-    src = rows.Side(engine=plan.src_engine, driver=plan.src_driver, zone=plan.src_zone)
-    dst = rows.Side(engine=plan.dst_engine, driver=plan.dst_driver, zone=plan.dst_zone)
-    plans, _problems = rows.plan_tables(src, dst)
+    src = compare.Side(engine=plan.src_engine, driver=plan.src_driver, zone=plan.src_zone)
+    dst = compare.Side(engine=plan.dst_engine, driver=plan.dst_driver, zone=plan.dst_zone)
+    plans, _problems = compare.plan_tables(src, dst)
     wanted = {t.name for t in plan.tables}
     out = {}
     for tp in plans:
         if tp.name in wanted:
-            res = rows.audit_table(tp, src, dst, batch_size=opts.batch_size)
+            res = compare.audit_table(tp, src, dst, batch_size=opts.batch_size)
             out[tp.name] = (res.missing, res.changed, res.extra)
     return out
 
