@@ -1,5 +1,3 @@
-import sys
+from pmigrate.cli import run
 
-from pmigrate.cli import main
-
-sys.exit(main())
+run()

@@ -17,7 +17,7 @@ from typing import Any
 from pmigrate import __version__, console, interrupt
 from pmigrate.data.retry import RETRY_FOR
 from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
-from pmigrate.options import RunOptions, default_workers
+from pmigrate.options import RunOptions, default_workers, whole_number
 from pmigrate.quote import line
 from pmigrate.redact import LogFormatter, quiet_libraries, redact
 from pmigrate.words import plural, size
@@ -53,13 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+    return whole_number(text, least=1)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "KB": 10**3, "M": 1 << 20, "MIB": 1 << 20, "MB": 10**6,
@@ -329,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=FAKEDB_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from pmigrate import fakedb as fakedb_mod
+    from pmigrate.fake import options as fakedb_options  # not pmigrate.fakedb: that loads SQLAlchemy
 
-    fakedb_mod.add_arguments(fakedb)
+    fakedb_options.add_arguments(fakedb)
     return parser
 
 
@@ -524,5 +518,31 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def run() -> None:
+    """The program: main(), then the process ends without the interpreter's teardown.
+
+    Tearing down frees every module's objects one by one, SQLAlchemy's
+    included: 0.05 s on a quiet machine, 0.15 to 0.35 s on a loaded one,
+    after the report is out, a large share of a small run. What the
+    teardown would do that matters is done first: the atexit handlers
+    (multiprocessing joins its children, logging flushes and closes its
+    files) and the flush of stdout and stderr. Any thread still running,
+    or a flush that fails, and the process ends the ordinary way.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - e.g. a closed pipe: the ordinary exit reports it as it always did
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -365,6 +365,20 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, strict: bool = Fal
     )
 
 
+def data_backends(config_path: str | None, target_path: str, *, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The DataBackend names of the source (overrides applied) and the target, read ahead of load_pair and
+    without its checks, to start early what a copy between them needs; None when a file cannot be read."""
+    names = []
+    try:
+        for path, overrides in ((find_source(config_path, env), env), (Path(target_path), {})):
+            found, value = _top(_read(path), "DataBackend")
+            value = overrides.get(env_name("DataBackend"), value if found else "file")
+            names.append(value if isinstance(value, str) else "")
+    except ConfigError:
+        return None
+    return names[0], names[1]
+
+
 def load_pair(config_path: str | None, target_path: str, *, env: Mapping[str, str]) -> tuple[PlikConfig, PlikConfig]:
     """Source (with overrides) and target (without), refusing the same database or data location.
 

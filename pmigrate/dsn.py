@@ -13,10 +13,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from sqlalchemy.engine import URL
+if TYPE_CHECKING:  # imported where URLs are made: importing SQLAlchemy takes 0.13 s, which a run's start overlaps
+    from sqlalchemy.engine import URL
 
 from pmigrate.errors import ConfigError
 from pmigrate.redact import redact
@@ -141,6 +142,8 @@ def _sqlite(cs: str, base_dir: Path) -> Translation:
         # appends the query to the file: URI it hands to sqlite3.
         database = "file:" + quote(database)
         query = {**uri_params, "uri": "true"}
+    from sqlalchemy.engine import URL
+
     url = URL.create("sqlite+pysqlite", database=database, query=query)
     return Translation("sqlite3", url, connect_args, secrets, ignored=ignored)
 
@@ -302,6 +305,8 @@ def _pg_translation(settings: dict[str, str], cs: str) -> Translation:
         query["host"] = host  # a unix socket directory
         host = None
     secrets = tuple(x for x in (password, query.get("sslpassword")) if x)
+    from sqlalchemy.engine import URL
+
     url = URL.create("postgresql+psycopg", username=user, password=password, host=host, port=port, database=dbname, query=query)
     return Translation("postgres", url, {}, secrets, ignored=tuple(ignored))
 
@@ -436,6 +441,8 @@ def _mysql(dsn: str) -> Translation:
     if password is not None:
         # PyMySQL encodes a str password as latin-1; Go sends the UTF-8 bytes.
         connect_args["password"] = password.encode("utf-8")
+    from sqlalchemy.engine import URL
+
     url = URL.create(
         "mysql+pymysql", username=user or None, password=password, host=host, port=port, database=dbname or None, query=query
     )

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def run(command: str, opts: RunOptions, *, config_path: str | None, target_path: str, json_path: Path | None) -> int:
+    if command == "migrate" and opts.data and not opts.cluster:
+        _warm(config_path, target_path)
     src, dst = config.load_pair(config_path, target_path, env=os.environ)
     if opts.follow_outside_symlinks and src.data.backend == "file":
         from pmigrate.data.file import FOLLOW_OUTSIDE
@@ -70,6 +72,16 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
                                   finish=lambda rep: _finish(rep, json_path))  # fmt: skip
         with snapshot.of_source(src, report=report) as src:  # every stage reads a sqlite3 source from one copy of it
             return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
+
+
+def _warm(config_path: str | None, target_path: str) -> None:
+    """The blob copy's fork server starts now, and comes up while this process reads and checks the configs."""
+    names = config.data_backends(config_path, target_path, env=os.environ)
+    if names is None:
+        return  # load_pair says what is wrong
+    from pmigrate.transfer import forkserver
+
+    forkserver.warm(*names)
 
 
 def _retry_for(cfg: config.PlikConfig, opts: RunOptions) -> config.PlikConfig:

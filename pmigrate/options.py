@@ -10,6 +10,19 @@ from typing import Any
 from pmigrate.data.retry import RETRY_FOR
 
 
+def whole_number(text: str, *, least: int = 0) -> int:
+    """An option's whole number, at least ``least``; argparse's one-line error otherwise."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be " + ("0 or more" if least == 0 else f"at least {least}"))
+    return value
+
+
 def default_workers() -> int:
     return os.cpu_count() or 2
 

@@ -34,13 +34,13 @@ WATCH: dict[str, tuple[str, ...]] = {
     "pmigrate.metadata.db": ("check_connect", "source_engine"),
     "pmigrate.metadata.copier": ("preflight", "run"),
     "pmigrate.transfer.engine": ("preflight", "run", "_pool", "_Copy._sweep", "_Copy._commit", "_Copy._summarise"),
-    "pmigrate.transfer.checks": ("run_checks", "_child", "_check"),
+    "pmigrate.transfer.checks": ("run_checks", "call", "_child", "_serve", "_check"),
     "pmigrate.transfer.precheck": ("room", "probe"),
     "pmigrate.transfer.uploads": ("sweep",),
     "pmigrate.journal": ("Journal.open", "Journal.peek", "Journal.done", "Journal.commit", "Journal.close"),
     "pmigrate.transfer.memory": ("governor",),
     "pmigrate.transfer.pool": ("Pool.start", "Pool._start", "Pool.run", "Pool._stop", "_serve"),
-    "pmigrate.transfer.worker": ("make_handler", "BlobHandler.__call__", "BlobHandler.close"),
+    "pmigrate.transfer.worker": ("make_handler", "CopyHandler.__call__", "CopyHandler.close"),
     "pmigrate.filerows": ("scan", "totals"),
     "pmigrate.report": ("Report.print_summary", "Report.write_json"),
     "pmigrate.data.s3": ("S3Backend._build", "S3Backend.check", "S3Backend.probe_write"),
@@ -129,7 +129,7 @@ def _timed(fn, name: str):
 def _patch(module) -> None:
     for attr in WATCH.get(module.__name__, ()):
         owner, _, leaf = attr.rpartition(".")
-        target = getattr(module, owner) if owner else module
+        target = getattr(module, owner, None) if owner else module  # a name gone from pmigrate is not timed
         if target is None or not hasattr(target, leaf):
             continue
         fn = target.__dict__[leaf] if leaf in getattr(target, "__dict__", {}) else getattr(target, leaf)

@@ -208,7 +208,11 @@ class S3Backend(DataBackend):
             retries={"mode": "standard", "total_max_attempts": 1},  # pmigrate's policy retries, below (s3_retry)
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=self.read_timeout,
-            s3={"addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path"},
+            s3={
+                "addressing_style": "auto" if self.endpoint.endswith("amazonaws.com") else "path",
+                # UNSIGNED-PAYLOAD, over http too: no SHA-256 of every body (docs/how-it-works.md, "Integrity in transit")
+                "payload_signing_enabled": False,
+            },
             # the checksums botocore adds by default are refused by many S3 servers plikd runs against
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

@@ -16,9 +16,17 @@ every key in memory.
 
 Workers start from a fork server, not by fork: by then the parent holds
 boto3 clients, database connections and a progress thread, none of which
-survive a fork safely. They are started at the end of preflight, so that
-their start-up (imports, building clients) overlaps the rest of the
-parent's work; they write nothing until run() feeds them.
+survive a fork safely. The fork server itself is started as soon as the
+configs are read (forkserver.warm()), so that its start-up (a new interpreter
+importing boto3 and the S3 model for an S3 store) overlaps the parent's
+imports and its checks of the source. The first worker is started at the
+end of preflight, so that its start-up (building clients) overlaps the
+rest of the parent's work; the others as the jobs need them (pool.py).
+They write nothing until run() feeds them.
+
+A run that starts right after its preflight (no other stage between)
+takes preflight's findings about the target store (that it exists, whose
+it is) as they stand, rather than asking the store again.
 """
 
 from __future__ import annotations
@@ -46,11 +54,10 @@ from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.transfer import checks, memory, precheck, prune, stopcause, summary, uploads
+from pmigrate.transfer import checks, forkserver, memory, precheck, prune, stopcause, summary, uploads
 from pmigrate.transfer import delta as delta_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
-from pmigrate.transfer.handler import Stores
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 from pmigrate.transfer.pool import Pool, Workers
 from pmigrate.words import plural
@@ -58,7 +65,10 @@ from pmigrate.words import plural
 log = logging.getLogger(__name__)
 
 AREA = summary.AREA
-START_METHOD = "forkserver"  # see the module docstring
+START_METHOD = forkserver.START_METHOD  # see the module docstring
+
+
+FRESH = 10.0  # seconds: preflight's findings about the target store still stand when run() starts within this
 
 
 @dataclass
@@ -75,6 +85,7 @@ class Plan:
     target: str = ""  # where the blobs go, resolved
     probe: precheck.Probe | None = None  # the target took a write, or would be created
     room: precheck.Room | None = None  # free space against what is left to copy (file target)
+    checked: float = 0.0  # time.monotonic() when preflight's checks of the stores ended
 
 
 def _backend(cfg: PlikConfig) -> DataBackend:
@@ -130,13 +141,14 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         dst_b.close()
     if not skip:
         # The fork server, with what the workers preload, also serves the checks (transfer/checks.py).
-        mp.get_context(START_METHOD).set_forkserver_preload(_stores(src, dst).preload(*HANDLERS))
+        mp.get_context(START_METHOD).set_forkserver_preload(forkserver.preload(src, dst))
         # A target directory or bucket not there yet is fine: run() creates it as plikd would.
         found = checks.run_checks(
             [_spec(src, checks.READ), _spec(dst, checks.PROBE), _owner_spec(src, dst, checks.OWN, opts=opts)],
             start_method=START_METHOD,
         )
         probe, owner = found[1], found[-1]
+        checked = time.monotonic()
         if probe.warning:
             log.warning("%s", probe.warning)
     engine = _source_engine(src)
@@ -162,7 +174,7 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
         src=src, dst=dst, metadata=engine, journal_path=journal_path, identity=identity, skip_reason=skip, make_keys=make_keys
     )
     if not skip:
-        plan.owner, plan.target, plan.probe, plan.room = owner, target, probe, room
+        plan.owner, plan.target, plan.probe, plan.room, plan.checked = owner, target, probe, room, checked
         if opts.prune:
             prune.check(owner, where=target)
     if not skip and not opts.dry_run:
@@ -177,7 +189,7 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
 def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
     """The copy's pool; with ``look`` the dry run's instead, whose workers also look each blob up on
     the target when ``look`` is true (the dry run of a target holding blobs)."""
-    stores = _stores(plan.src, plan.dst)
+    stores = forkserver.stores(plan.src, plan.dst)
     context: worker_mod.CopyContext | precheck.StatContext
     if look is None:
         limits = _limits(opts)
@@ -199,12 +211,9 @@ def _pool(plan: Plan, *, opts: RunOptions, look: bool | None = None) -> Workers:
         workers=opts.workers,
         lost=worker_mod.lost_result,
         start_method=START_METHOD,
-        preload=stores.preload(*HANDLERS),
+        preload=forkserver.preload(plan.src, plan.dst),
         tokens=parts,
     )
-
-
-HANDLERS = ("pmigrate.transfer.worker", "pmigrate.transfer.precheck")  # the modules of this stage's handlers
 
 
 def _limits(opts: RunOptions) -> bwlimit.Limits | None:
@@ -213,11 +222,6 @@ def _limits(opts: RunOptions) -> bwlimit.Limits | None:
         return bwlimit.Limits(bw=opts.bwlimit, tps=opts.tpslimit)
     with interrupt.held():  # the shared memory may start the resource tracker, which must outlive a stop signal
         return bwlimit.shared(mp.get_context(START_METHOD), bw=opts.bwlimit, tps=opts.tpslimit)
-
-
-def _stores(src: PlikConfig, dst: PlikConfig) -> Stores:
-    return Stores(src_backend=src.data.backend, src_options=dict(src.data.options),
-                  dst_backend=dst.data.backend, dst_options=dict(dst.data.options))  # fmt: skip
 
 
 # -- run ------------------------------------------------------------------------
@@ -234,6 +238,13 @@ class _Stop(Exception):
 
 def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     """Copy every blob; figures into report.section('data'); FatalError to stop."""
+    try:
+        _run(plan, opts=opts, report=report)
+    finally:
+        checks.close()  # the stage's last request to the stores is made
+
+
+def _run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     if plan.skip_reason:
         _skip_all(plan, opts=opts, report=report)
     elif opts.dry_run:
@@ -317,12 +328,8 @@ class _Copy:
         plan, opts = self.plan, self.opts
         pool = self.pool = plan.pool or _pool(plan, opts=opts)
         try:
-            found = checks.run_checks(
-                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts),
-                 _spec(plan.dst, checks.MARKER)],
-                start_method=START_METHOD,
-            )  # fmt: skip
-            self.report.section(AREA)["target_owner"] = found[-2]
+            owner, marker = self._claim()
+            self.report.section(AREA)["target_owner"] = owner
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             try:
@@ -331,12 +338,14 @@ class _Copy:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
             self.committer = Committer(self.journal, self.dst)
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
-            if not delta_mod.anchor(self.journal, found[-1]):
+            if not delta_mod.anchor(self.journal, marker):
                 log.info("journal: the target's ownership record is not the one its rows were checked against: each is checked again")
             self.delta = delta_mod.Delta(self.journal, trust=not (opts.recheck or opts.restart), restart=opts.restart)
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
+            # Its client would hold some 20 MiB, counted by no memory limit, for the whole copy: the end's sweep forks another.
+            checks.close()
             self.governor = self._governor(pool)
         except BaseException:
             pool.close()
@@ -390,6 +399,23 @@ class _Copy:
         if stop is not None:
             hint = "" if stop.kind in FATAL_KINDS else " (pass --ignore-errors to go on past such blobs)"
             raise FatalError(f"blob copy stopped: {shown(stop.item)}: {stop}{hint}")
+
+    def _claim(self) -> tuple[str, str]:
+        """Both stores checked again (the target created if missing) and the target claimed if empty: its owner
+        state, and the digest of its ownership record as the claim left it (transfer/delta.py anchors the journal to it).
+
+        Right after preflight (FRESH), what it found stands: only an empty
+        target is claimed, and a missing one created, each by its own check.
+        """
+        plan, opts = self.plan, self.opts
+        specs = [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)]
+        marker = _spec(plan.dst, checks.MARKER)
+        if time.monotonic() - plan.checked < FRESH and plan.probe is not None:
+            if plan.probe.exists and plan.owner != ownership.EMPTY:
+                return plan.owner, checks.run_checks([marker], start_method=START_METHOD)[0]
+            specs = specs[1:] if not plan.probe.exists else specs[2:]
+        *_, owner, digest = checks.run_checks([*specs, marker], start_method=START_METHOD)
+        return owner, digest
 
     def _halt(self, stop: _Stop) -> stopcause.Halt | None:
         """Cause and fix of a stop by a store refusing every write, with the figures that size the fix."""

@@ -15,6 +15,11 @@ worker dies, the jobs queued behind it are simply handed out again.
 Flow control: each worker holds at most ``inflight`` chunks, so reading the
 metadata can never run ahead of copying and memory stays flat.
 
+Workers start as the jobs need them: start() starts one, and run() starts
+another whenever a chunk is ready and every worker already holds one, up to
+``workers``. A run with one blob to copy starts one process, not four;
+a large one has them all within its first chunks.
+
 Children ignore SIGINT, SIGTERM and SIGHUP (pmigrate.interrupt); the parent
 owns Ctrl-C and the stop signals and stops them through a shared cancel flag
 (checked between reads, so even a 1 GiB copy stops promptly and the backend
@@ -200,7 +205,7 @@ class Workers:
         self.drained: list[Any] = []  # results that arrived while stopping after an error
 
     def start(self) -> None:
-        """Start the workers now (idempotent): their start-up, client building included, then
+        """Start the first workers now (idempotent): their start-up, client building included, then
         overlaps whatever the parent does before run()."""
         raise NotImplementedError
 
@@ -332,7 +337,7 @@ class Pool(Workers):
 
     # -- public --------------------------------------------------------------
     def start(self) -> None:
-        while len(self._slots) < self._workers:
+        if not self._slots:
             self._slots.append(self._start())
 
     def pids(self) -> list[int]:
@@ -345,11 +350,15 @@ class Pool(Workers):
     def _hand_out(self, chunks: Iterator[list[Any]], exhausted: bool) -> bool:
         while True:
             slot = self._free_slot()
-            if slot is None:
+            if slot is None and len(self._slots) >= self._workers:
                 return exhausted
             chunk = self._next_chunk(chunks, exhausted)
             if chunk is None:
                 return not self._retry
+            if (slot is None or slot.chunks) and len(self._slots) < self._workers:
+                slot = self._start()  # every worker has work: one more
+                self._slots.append(slot)
+            assert slot is not None
             self._send(slot, chunk)
 
     def _idle(self) -> bool:

@@ -27,7 +27,6 @@ from typing import Any
 
 from pmigrate.batching import batched
 from pmigrate.data.base import OpenUpload
-from pmigrate.data.registry import open_backend
 from pmigrate.transfer import checks
 
 LOOKUP_CHUNK = 500  # ids per IN (...) query
@@ -98,7 +97,7 @@ def _named(items: list[str]) -> str:
 
 
 def _list(name: str, options: dict[str, Any]) -> list[OpenUpload]:
-    with open_backend(name, options) as backend:
+    with checks.backend(name, options) as backend:
         return backend.open_uploads()
 
 
@@ -107,7 +106,7 @@ def _abort(name: str, options: dict[str, Any], uploads: list[OpenUpload]) -> lis
     from pmigrate import redact
 
     failures = []
-    with open_backend(name, options) as backend:
+    with checks.backend(name, options) as backend:
         for u in uploads:
             try:
                 backend.abort_upload(u)
