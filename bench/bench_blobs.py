@@ -55,8 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.servers import start_moto, stop_process  # noqa: E402
 from bench.common import write_csv  # noqa: E402
+from tests.servers import start_moto, stop_process  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30

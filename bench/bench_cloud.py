@@ -36,9 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import write_csv  # noqa: E402
 from tests.gcs_server import start_gcs  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
-from bench.common import write_csv  # noqa: E402
 from tests.swift_server import missing_packages, start_swift  # noqa: E402
 
 TARGETS = ("s3", "gcs", "swift")

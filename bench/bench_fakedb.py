@@ -70,7 +70,10 @@ def main() -> int:
     variants = [("1 process", [])] + ([("--jobs 2", ["--jobs", "2"])] if args.ab else [])
     base = args.out / f"fakedb-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"pmigrate fakedb --files {args.files} --metadata-only (SQLite), {os.cpu_count()} CPUs")
-    header = f"{'run':>3} {'variant':>9} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7} {'peak RSS':>9} {'db size':>9} {'load':>5}"
+    header = (
+        f"{'run':>3} {'variant':>9} {'file rows':>10} {'all rows':>10} {'seconds':>8} {'rows/s':>9} {'files/s':>9} {'CPU s':>7}"
+        f" {'peak RSS':>9} {'db size':>9} {'load':>5}"
+    )
     print(header)
     print("-" * len(header))
     table: list[dict] = []

@@ -67,14 +67,18 @@ def generate(path: Path, *, files: int, seed: int = 7) -> int:
     def upload_rows():
         for i, u in enumerate(uploads):
             deleted = ts(i) if i % 10 == 0 else None
-            yield (u, 86400, 0, "10.0.0.1", "comment الحب", "", "TOKEN" + u, f"local:{users[i % n_users]}", "", 0, i % 7 == 0, 1, 0, "", "", i % 5, None, 0, ts(i), deleted, ts(i + 86400))
+            yield (
+                u, 86400, 0, "10.0.0.1", "comment الحب", "", "TOKEN" + u, f"local:{users[i % n_users]}", "", 0, i % 7 == 0, 1, 0, "", "",
+                i % 5, None, 0, ts(i), deleted, ts(i + 86400),
+            )  # fmt: skip
 
     con.executemany("INSERT INTO uploads VALUES (" + ",".join("?" * 21) + ")", upload_rows())
     statuses = ("uploaded", "uploaded", "uploaded", "removed", "deleted", "missing", "uploading")
 
     def file_rows():
         for i, f in enumerate(ids(files, "F")):
-            yield (f, uploads[i % n_uploads], f"file-{i}.txt", statuses[i % 7], "%032x" % rnd.getrandbits(128), "text/plain", rnd.randrange(1 << 30), i % 3 == 0, "", "", 0, None, ts(i))
+            md5 = f"{rnd.getrandbits(128):032x}"
+            yield (f, uploads[i % n_uploads], f"file-{i}.txt", statuses[i % 7], md5, "text/plain", rnd.randrange(1 << 30), i % 3 == 0, "", "", 0, None, ts(i))
 
     con.executemany("INSERT INTO files VALUES (" + ",".join("?" * 13) + ")", file_rows())
     con.executemany("INSERT INTO settings VALUES (?,?)", [("key1", "val1")])

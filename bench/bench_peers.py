@@ -155,7 +155,8 @@ def summary(results: list[dict]) -> list[list]:
         lines.append(["metadata", "pgloader / pmigrate time", _f(pg["seconds"]), _f(pgl["seconds"]), f"{r:.2f}", ">= 1.5", "yes" if r >= 1.5 else "no"])
     if pg and my:
         r = pg["seconds"] / my["seconds"]
-        lines.append(["metadata", "rows/s mysql/postgres (s: mysql, postgres)", _f(my["seconds"]), _f(pg["seconds"]), f"{r:.2f}", ">= 0.8", "yes" if r >= 0.8 else "no"])
+        what = "rows/s mysql/postgres (s: mysql, postgres)"
+        lines.append(["metadata", what, _f(my["seconds"]), _f(pg["seconds"]), f"{r:.2f}", ">= 0.8", "yes" if r >= 0.8 else "no"])
     return lines
 
 

@@ -40,10 +40,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import write_csv  # noqa: E402
 from tests import dumps as dumps_mod  # noqa: E402
 from tests import verifykit as vk  # noqa: E402
 from tests.servers import start_moto, stop_process  # noqa: E402
-from bench.common import write_csv  # noqa: E402
 
 
 def make_blobs(n: int, total: int, seed: int = 11) -> list[vk.Blob]:
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         return v, cpu() - c
 
     out = work / "report.json"
-    for r in range(args.rounds):
+    for _ in range(args.rounds):
         (wall, s), ca = timed(run_verify, src_cfg, dst_cfg, args.workers, out)
         assert s["ok"] == len(items) and s["bytes_read"] == total, s
         plain, cb = timed(cat_files, dst_paths, args.workers)
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             copy(src_cfg, s3_cfg, args.workers)
             keys = [b.file_id for b in items]
             with ProcessPoolExecutor(args.workers) as pool:
-                for r in range(args.rounds):
+                for _ in range(args.rounds):
                     plain = s3_read(s3, bucket, keys, args.workers, pool)
                     wall, s = run_verify(src_cfg, s3_cfg, args.workers, out)
                     assert s["ok"] == len(items) and s["bytes_read"] == total, s

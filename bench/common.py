@@ -12,8 +12,9 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUN = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from pmigrate.data.base import BlobRef  # noqa: E402
-from pmigrate.data.file import FileBackend  # noqa: E402
+from pmigrate.data.base import BlobRef
+from pmigrate.data.file import FileBackend
 
 BATCH = 1000
 

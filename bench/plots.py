@@ -26,11 +26,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROFILE = {"a": "mixed sizes", "b": "small blobs", "c": "one large blob", "d": "5,000 small blobs", "e": "one 4 KiB blob", "mixed": "mixed sizes", "small": "small blobs",
-           "large": "large blobs"}  # fmt: skip
+PROFILE = {
+    "a": "mixed sizes", "b": "small blobs", "c": "one large blob", "d": "5,000 small blobs", "e": "one 4 KiB blob",
+    "mixed": "mixed sizes", "small": "small blobs", "large": "large blobs",
+}  # fmt: skip
 
 
 def read(folder: Path, name: str) -> list[dict[str, str]]:

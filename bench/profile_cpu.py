@@ -69,7 +69,7 @@ LAYERS: list[tuple[str, str]] = [
     ("botocore: serialise, parse, events", "botocore/"),
     ("s3transfer: scheduling, futures", "s3transfer/"),
     ("pipes to and from workers", "multiprocessing/connection.py"),
-    ("metadata reads (SQLAlchemy, sqlite3)", "sqlalchemy/|pmigrate/enumerate.py"),
+    ("metadata reads (SQLAlchemy, sqlite3)", "sqlalchemy/|pmigrate/filerows.py"),
     ("journal", "pmigrate/journal.py"),
     ("memory governor (PSS sampling)", "pmigrate/transfer/memory.py"),
     ("progress and report", "pmigrate/progress.py|pmigrate/report.py|tqdm/"),

@@ -10,8 +10,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pmigrate import __version__, console, interrupt
 from pmigrate.data.retry import RETRY_FOR
@@ -19,7 +20,7 @@ from pmigrate.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, PmigrateError
 from pmigrate.options import RunOptions, default_workers
 from pmigrate.quote import line
 from pmigrate.redact import LogFormatter, quiet_libraries, redact
-from pmigrate.words import plural
+from pmigrate.words import plural, size
 
 log = logging.getLogger("pmigrate")
 
@@ -405,7 +406,7 @@ def _setup_logging(verbose: bool) -> None:
     sys.unraisablehook = _log_unraisable
 
 
-def _log_unraisable(info: "sys.UnraisableHookArgs") -> None:
+def _log_unraisable(info: sys.UnraisableHookArgs) -> None:
     """An exception Python can only ignore (raised in __del__, ...): in the log with -v."""
     log.debug("exception ignored in %r", info.object, exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
 
@@ -433,8 +434,7 @@ def _warn_many_workers(workers: int, cpus: int) -> None:
     """Far more workers than the tuning guide ever advises: say what they cost before paying it."""
     if workers <= max(64, 16 * cpus):
         return
-    mib = workers * WORKER_MIB
-    memory = f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib} MiB"
+    memory = size(workers * WORKER_MIB << 20)
     log.warning(
         "--workers %d is far above the %s here: every worker is a process of its own, up to %d MiB and some "
         "%.2f s to start (here up to %s and %.0f s before the first blob); more than 64 workers, or 16 per CPU, "
@@ -488,7 +488,7 @@ def _main(args: argparse.Namespace) -> int:
             log.debug("details", exc_info=True)
         sys.stderr.write(_one_line(f"pmigrate: error: {exc}") + "\n")
         return EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - the edge: no raw traceback, no secret, ever
+    except Exception as exc:  # the edge: no raw traceback, no secret, ever
         if type(exc).__module__.startswith("sqlalchemy"):
             if verbose:
                 log.debug("details", exc_info=True)

@@ -23,12 +23,14 @@ import json
 import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pmigrate import dsn, redact
 from pmigrate.data import registry
+from pmigrate.data.spec import typed
 from pmigrate.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -253,13 +255,7 @@ def _check_types(
         if want is None:
             _unknown(f"{where}.", key, types, path, warnings, strict=strict)
             continue
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is int and isinstance(value, float) and value.is_integer():
-            ok = True  # JSON numbers from PLIKD_* overrides
-        if not ok:
-            raise ConfigError(
-                f"{path}: {where}.{key} must be a {want.__name__} (plikd would not start), not {type(value).__name__}: fix its value"
-            )
+        typed(value, want, name=f"{path}: {where}.{key}")
 
 
 def _relative_note(path: Path, what: str, value: str, resolved: Path, warnings: list[str]) -> None:

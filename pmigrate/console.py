@@ -13,7 +13,8 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 GONE = (errno.EIO, errno.EPIPE)
 

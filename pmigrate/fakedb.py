@@ -21,7 +21,7 @@ from pmigrate.errors import ConfigError
 from pmigrate.fake import tables
 from pmigrate.fake.rows import Generator, Shape, soft_deleted_count
 from pmigrate.redact import redact
-from pmigrate.words import plural
+from pmigrate.words import plural, size
 
 SIZES = ("small", "mixed", "large")
 DB_NAME = "plik.db"
@@ -245,10 +245,10 @@ def _fill(*, engine, target: Target, shape: Shape, args: argparse.Namespace, fil
     from pmigrate.fake import parallel
     from pmigrate.fake.rows import plan_parts
     from pmigrate.fake.sink import Writer, clock_for
-    from pmigrate.metadata import db
+    from pmigrate.metadata.values import zone_of
     from pmigrate.progress import bar
 
-    zone = db.time_zone(target.meta())
+    zone = zone_of(target.meta()) if target.driver == "mysql" else None
     gen = Generator(seed=args.seed, shape=shape, blobs=None, clock=clock_for(target.driver, mysql_zone=zone))
     batch = max(args.batch_size, 1)
     raw = engine.raw_connection()
@@ -291,26 +291,18 @@ def plikd_cfg(*, directory: Path, target: Target, seed: int) -> str:
     )
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _summary(*, args, out: Path, target: Target, shape: Shape, totals: Totals, cfg: Path,
              seconds: float) -> None:
     where = redact(f"{target.driver} {target.connection_string}")
     counts = totals.counts
     if args.quiet:
-        blobs = "no blobs" if args.metadata_only else f"{plural(totals.blob_count, 'blob')} ({_human(totals.bytes_stored)})"
+        blobs = "no blobs" if args.metadata_only else f"{plural(totals.blob_count, 'blob')} ({size(totals.bytes_stored)})"
         print(f"fakedb: {out}: {plural(counts.get('files', 0), 'file')}, {blobs}, metadata in {where}, "
               f"config {cfg} ({seconds:.1f} s)")
         return
     rows = ", ".join(f"{t.name} {counts.get(t.name, 0)}" for t in tables.ALL)
     blobs = ("none (--metadata-only)" if args.metadata_only else
-             f"{totals.blob_count} in {out / FILES_DIR}, {_human(totals.bytes_stored)}, "
+             f"{totals.blob_count} in {out / FILES_DIR}, {size(totals.bytes_stored)}, "
              f"{totals.legacy} in the pre-1.3 layout")
     lines = [
         f"fakedb: a Plik deployment at schema {tables.SCHEMA_LEVEL} in {out} (seed {args.seed}, sizes {shape.sizes})",

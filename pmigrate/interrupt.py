@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pmigrate.errors import EXIT_INTERRUPTED
 

@@ -27,9 +27,11 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
+from pmigrate.batching import batched
 from pmigrate.data import registry
 from pmigrate.errors import ConfigError
 from pmigrate.redact import SECRET_KEYS
@@ -85,7 +87,7 @@ class Journal:
 
     # -- opening -----------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path, *, identity: str, restart: bool = False) -> "Journal":
+    def open(cls, path: Path, *, identity: str, restart: bool = False) -> Journal:
         """Open or create for writing; ``restart`` empties it first."""
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -109,7 +111,7 @@ class Journal:
         return j
 
     @classmethod
-    def peek(cls, path: Path, *, identity: str) -> "Journal | None":
+    def peek(cls, path: Path, *, identity: str) -> Journal | None:
         """Open an existing journal read-only (preflight, dry run); None when absent."""
         if not path.exists():
             return None
@@ -164,8 +166,7 @@ class Journal:
     def done(self, ids: Sequence[str]) -> dict[str, int]:
         """file_id -> size for those of ``ids`` the journal lists as done."""
         out: dict[str, int] = {}
-        for i in range(0, len(ids), LOOKUP_CHUNK):
-            part = ids[i : i + LOOKUP_CHUNK]
+        for part in batched(ids, LOOKUP_CHUNK):
             marks = ",".join("?" * len(part))
             with self._lock:
                 found = self._con.execute(f"SELECT file_id, size FROM blobs WHERE file_id IN ({marks})", part).fetchall()
@@ -175,8 +176,7 @@ class Journal:
     def lookup(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
         """file_id -> (size, xxh3, md5) for those of ``ids`` that are listed."""
         out: dict[str, tuple[int, str, str]] = {}
-        for i in range(0, len(ids), LOOKUP_CHUNK):
-            part = ids[i : i + LOOKUP_CHUNK]
+        for part in batched(ids, LOOKUP_CHUNK):
             marks = ",".join("?" * len(part))
             q = f"SELECT file_id, size, xxh3, md5 FROM blobs WHERE file_id IN ({marks})"
             with self._lock:

@@ -31,9 +31,10 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
@@ -66,14 +67,14 @@ class Holder:
         return f"another pmigrate ({self.who()}) has been migrating into {target}{since}"
 
     @classmethod
-    def me(cls) -> "Holder":
+    def me(cls) -> Holder:
         return cls(pid=os.getpid(), host=socket.gethostname(), since=time.time())
 
     def dumps(self, **extra: Any) -> str:
         return json.dumps({"pid": self.pid, "host": self.host, "since": self.since, **extra}) + "\n"
 
     @classmethod
-    def loads(cls, text: str) -> "tuple[Holder, dict] | None":
+    def loads(cls, text: str) -> tuple[Holder, dict] | None:
         try:
             d = json.loads(text)
             return cls(pid=int(d["pid"]), host=str(d["host"]), since=float(d["since"])), d

@@ -102,7 +102,7 @@ class NullBar:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "NullBar":
+    def __enter__(self) -> NullBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,7 +112,7 @@ class NullBar:
 class Meter:
     """One figure of a stage counting up to its total: a bar on a terminal, a part of the progress line elsewhere."""
 
-    def __init__(self, owner: "Progress", desc: str, *, total: int | None, unit: str) -> None:
+    def __init__(self, owner: Progress, desc: str, *, total: int | None, unit: str) -> None:
         self.owner = owner
         self.desc = desc
         self.total = total
@@ -143,7 +143,7 @@ class Meter:
         """The stage's progress ends with its only meter (see bar())."""
         self.owner.close()
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -267,7 +267,7 @@ class Progress:
             self._logging.__exit__(None, None, None)
             self._logging = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

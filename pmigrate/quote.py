@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 SHOWN = 100  # characters of a value shown in a message
 LINE = 1000  # characters of a printed line

@@ -120,14 +120,14 @@ def registered() -> tuple[str, ...]:
 class _RedactingStream:
     """A text stream that redacts what is written through it (a child's stderr), in printable lines."""
 
-    def __init__(self, raw) -> None:  # noqa: ANN001 - any text stream
+    def __init__(self, raw) -> None:  # any text stream
         self._raw = raw
 
     def write(self, text: str) -> int:
         self._raw.write(lines(redact(text)))
         return len(text)
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - delegate flush, fileno, ...
+    def __getattr__(self, name: str):  # delegate flush, fileno, ...
         return getattr(self._raw, name)
 
 

@@ -22,19 +22,42 @@ class name starts with ``Test`` and provide fixtures (methods decorated with
 - ``stored_type`` (optional, default: not checked): a callable
   ``stored_type(backend, ref) -> str`` reading the content type the store
   kept for a blob, for backends that keep one.
+- ``peer`` (required): a second fresh, empty, usable backend of the same kind
+  in another place of the same store (another bucket, container or
+  directory): the source of server-side copies.
+- ``reopen`` (optional, default: the backend's own options): a callable
+  ``reopen(**changes) -> DataBackend`` opening, unchecked, a backend of the
+  same kind with the backend's options changed as given.
+- ``same_places`` / ``other_places`` (optional, default ``[{}]`` / ``[]``):
+  option changes for ``reopen`` that keep the backend's location, and that
+  move it (another bucket, prefix, account...).
+- ``neighbour_place`` (optional, default None): option changes for
+  ``reopen`` giving another location that shares the backend's store (a
+  sibling prefix or folder of one bucket); the listing must not see its blobs.
+- ``md5_from_stat`` (optional, default both as ``features.md5_without_read``):
+  whether stat() gives the MD5 of a small blob and of a ``large_size`` one.
 
-Everything else (round trips, atomicity, missing blobs, listing, ids) is
-asserted here, through the DataBackend interface only.
+The features a backend declares gate what is asserted: with
+``server_side_copy`` a copy from ``peer`` happens in the store and moves no
+byte through this host, without it copy_from() declines; with
+``md5_without_read`` stat() gives the MD5 where ``md5_from_stat`` says,
+without it never.
+
+Everything else (round trips, atomicity, missing blobs, listing, ids,
+locations) is asserted here, through the DataBackend interface only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+from collections.abc import Iterator
 
 import pytest
 
 from pmigrate.data.base import BlobRef, DataBackend
+from pmigrate.data.registry import open_backend
 from pmigrate.errors import BlobNotFound, InvalidId, ItemError
 
 MiB = 1 << 20
@@ -86,6 +109,18 @@ class UntouchableSource(io.RawIOBase):
     def readinto(self, buf) -> int:
         raise AssertionError("the backend read the source before validating ids")
 
+    @staticmethod
+    def refuse(ref: BlobRef):
+        """In place of a source backend's open_read: fails the test if anything reads through it."""
+        raise AssertionError(f"{ref.file_id} was read through this host")
+
+
+def in_use(backend: DataBackend) -> Iterator[DataBackend]:
+    """A backend's life in a fixture (``yield from in_use(b)``): checked and created as plikd would, closed after."""
+    backend.check(create=True)
+    yield backend
+    backend.close()
+
 
 def read_all(backend: DataBackend, ref: BlobRef) -> bytes:
     with backend.open_read(ref) as f:
@@ -135,6 +170,26 @@ class BackendConformance:
     def stored_type(self):
         return None
 
+    @pytest.fixture
+    def reopen(self, backend):
+        return lambda **changes: open_backend(backend.name, {**backend.options, **changes})
+
+    @pytest.fixture
+    def same_places(self) -> list[dict]:
+        return [{}]
+
+    @pytest.fixture
+    def other_places(self) -> list[dict]:
+        return []
+
+    @pytest.fixture
+    def neighbour_place(self) -> dict | None:
+        return None
+
+    @pytest.fixture
+    def md5_from_stat(self, backend) -> tuple[bool, bool]:
+        return (backend.features.md5_without_read,) * 2
+
     # -- helpers ---------------------------------------------------------------
     @staticmethod
     def assert_absent(backend: DataBackend, ref: BlobRef, residue) -> None:
@@ -154,8 +209,6 @@ class BackendConformance:
         st = backend.stat(ref)
         assert st is not None and st.size == len(data)
         if st.md5 is not None:
-            import hashlib
-
             assert st.md5 == hashlib.md5(data).hexdigest()
 
     def test_zero_byte_blob(self, backend, mkref):
@@ -211,8 +264,9 @@ class BackendConformance:
         ref = mkref(8, b"old bytes")
         backend.write(ref, io.BytesIO(b"old bytes"))
         data = payload(100_000, seed=8)
-        with pytest.raises(Exception):
+        with pytest.raises(Exception) as info:
             backend.write(mkref(8, data), FailingSource(data, 50_000))
+        assert "injected" in str(info.value) or isinstance(info.value, ItemError)
         assert read_all(backend, ref) == b"old bytes"
         assert residue(backend) == []
 
@@ -224,6 +278,14 @@ class BackendConformance:
             backend.write(ref, io.BytesIO(data))
         assert info.value.kind == "size-mismatch"
         self.assert_absent(backend, ref, residue)
+
+    def test_unknown_size_stores_what_comes(self, backend, mkref, large_size):
+        """files.size NULL (size -1): the blob is stored as long as it is, one request or many."""
+        for n, size in ((21, 10_000), (22, large_size)):
+            data = payload(size, seed=n)
+            ref = mkref(n, data, size=-1)
+            backend.write(ref, io.BytesIO(data))
+            assert read_all(backend, ref) == data
 
     # -- missing, stat, delete ---------------------------------------------------
     def test_missing_blob(self, backend, mkref):
@@ -297,6 +359,63 @@ class BackendConformance:
         with pytest.raises((InvalidId, BlobNotFound)):
             backend.open_read(ref)
         assert list(backend.list_blobs()) == []
+
+    # -- locations -----------------------------------------------------------------
+    def test_same_location(self, backend, peer, reopen, same_places, other_places):
+        for changes in same_places:
+            twin = reopen(**changes)
+            assert backend.same_location(twin) and twin.same_location(backend), changes
+        for other in [peer, *(reopen(**changes) for changes in other_places)]:
+            assert not backend.same_location(other) and not other.same_location(backend), other.describe()
+        assert not backend.same_location(open_backend("stream", {}))
+
+    def test_listing_keeps_to_its_location(self, backend, mkref, reopen, neighbour_place):
+        if neighbour_place is None:
+            pytest.skip("no other location shares this backend's store")
+        neighbour = reopen(**neighbour_place)
+        ref = mkref(25, b"abc")
+        backend.write(ref, io.BytesIO(b"abc"))
+        neighbour.write(mkref(25, b"not ours"), io.BytesIO(b"not ours"))
+        assert neighbour.key(ref) != backend.key(ref)
+        assert dict(backend.list_blobs()) == {backend.key(ref): 3}
+        assert read_all(backend, ref) == b"abc"
+
+    # -- features ----------------------------------------------------------------
+    @pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+    def test_server_side_copy(self, backend, peer, mkref, large_size, residue, stored_type, monkeypatch, tmp_path, large):
+        data = payload(large_size if large else 1000, seed=26)
+        ref = mkref(26, data, content_type="image/png")
+        peer.write(ref, io.BytesIO(data))
+        monkeypatch.setattr(peer, "open_read", UntouchableSource.refuse)  # no byte through this host
+        if not backend.features.server_side_copy:
+            assert backend.copy_from(peer, ref) is False
+            assert list(backend.list_blobs()) == [] and residue(backend) == []
+            return
+        assert backend.copy_from(open_backend("file", {"Directory": str(tmp_path / "elsewhere")}), ref) is False
+        assert backend.copy_from(peer, ref) is True
+        assert read_all(backend, ref) == data
+        st = backend.stat(ref)
+        assert st.size == len(data) and st.md5 in (None, hashlib.md5(data).hexdigest())
+        if stored_type is not None:
+            assert stored_type(backend, ref) == "image/png"
+        assert residue(backend) == []
+        with pytest.raises(ItemError) as info:
+            backend.copy_from(peer, mkref(26, size=len(data) + 1))
+        assert info.value.kind == "size-mismatch"
+        with pytest.raises(BlobNotFound):
+            backend.copy_from(peer, mkref(27, size=3))
+        assert residue(backend) == [] and read_all(backend, ref) == data
+
+    def test_md5_without_read(self, backend, mkref, large_size, md5_from_stat):
+        small, large = payload(1000, seed=28), payload(large_size, seed=29)
+        backend.write(mkref(28, small), io.BytesIO(small))
+        backend.write(mkref(29, large), io.BytesIO(large))
+        got = (backend.stat(mkref(28)).md5, backend.stat(mkref(29)).md5)
+        if not backend.features.md5_without_read:
+            assert got == (None, None)
+            return
+        want = tuple(hashlib.md5(d).hexdigest() if known else None for d, known in zip((small, large), md5_from_stat))
+        assert got == want
 
     def test_sync_after_writes(self, backend, mkref):
         ref = mkref(17, b"durable")

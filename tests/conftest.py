@@ -22,6 +22,29 @@ from tests.servers import (
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The marker (setup.cfg) a test gets from the server fixtures it uses, directly or through another fixture.
+MARK_BY_FIXTURE = {
+    "pg_server": "postgres",
+    "mysql_server": "mysql",
+    "s3_server": "s3",
+    "gcs_server": "gcs",
+    "swift_server": "swift",
+    "dumps_dir": "dumps",
+}
+# A parameter that picks its database at run time (request.getfixturevalue) names it by one of these.
+MARK_BY_PARAM = {"postgres": "postgres", "pg_db": "postgres", "mysql": "mysql", "mysql_db": "mysql"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the servers it needs, so that `-m "not s3"` and the like select by what a test uses."""
+    for item in items:
+        names = {MARK_BY_FIXTURE[f] for f in getattr(item, "fixturenames", ()) if f in MARK_BY_FIXTURE}
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            names |= {MARK_BY_PARAM[v] for v in callspec.params.values() if isinstance(v, str) and v in MARK_BY_PARAM}
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
+
 
 @pytest.fixture(scope="session")
 def pg_server():

@@ -24,8 +24,8 @@ KEY = "cluster-passphrase-for-tests-7f3a9c"  # PMIGRATE_CLUSTER_KEY of the tests
 
 def need_distributed() -> None:
     try:
-        import distributed  # noqa: F401
         import cryptography  # noqa: F401
+        import distributed  # noqa: F401
     except ImportError as exc:
         unavailable(f"the Dask tests need pmigrate[dask]: {exc}")
 

@@ -93,7 +93,7 @@ class HeldFile:
         _libc.umount2(str(self.folder).encode(), MNT_DETACH)
         os.close(self._fd)
 
-    def __enter__(self) -> "HeldFile":
+    def __enter__(self) -> HeldFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

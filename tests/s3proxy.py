@@ -44,9 +44,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
@@ -161,7 +162,7 @@ class Proxy:
     s3: Any = None  # the S3Server configs point at to go through the proxy (set by the s3_proxy fixture)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
-    _server: "_Server | None" = None
+    _server: _Server | None = None
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -248,7 +249,7 @@ class Proxy:
         self._stopping.wait(seconds)
 
     # -- life ----------------------------------------------------------------
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = _Server(("127.0.0.1", self.port), handler)
         self.port = self._server.server_address[1]

@@ -69,7 +69,7 @@ class Screen:
         self.x = 0
         self.pending = False  # a character was written in the last column: the next one wraps
 
-    def feed(self, text: str) -> "Screen":
+    def feed(self, text: str) -> Screen:
         i = 0
         while i < len(text):
             ch = text[i]

@@ -6,8 +6,9 @@ The backend below exists only here; config.py knows nothing of it.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -98,8 +99,11 @@ def test_its_secret_is_redacted_and_kept_out_of_the_journal_identity(vault, tmp_
     [
         ("", "DataBackendConfig.Passphrase is missing: set the vault's passphrase"),
         ('Passphrase = "p-123"\nShelf = "a/b"', "DataBackendConfig.Shelf 'a/b' is not alphanumeric: rename it"),
-        ('Passphrase = "p-123"\nShelves = "many"', "DataBackendConfig.Shelves must be a int"),
-        ('Passphrase = "p-123"\nPasphrase = "x"', "DataBackendConfig.Pasphrase is not a setting plikd reads for DataBackend 'vault' (did you mean Passphrase?)"),
+        ('Passphrase = "p-123"\nShelves = "many"', "DataBackendConfig.Shelves must be an integer"),
+        (
+            'Passphrase = "p-123"\nPasphrase = "x"',
+            "DataBackendConfig.Pasphrase is not a setting plikd reads for DataBackend 'vault' (did you mean Passphrase?)",
+        ),
     ],
 )
 def test_its_checks_and_did_you_mean_come_from_the_declaration(vault, tmp_path, table, message):

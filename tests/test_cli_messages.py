@@ -186,16 +186,17 @@ def test_verify_of_a_source_without_blobs_is_not_refused(run_cli, tmp_path):
 
 
 def test_the_man_page_has_no_placeholder_and_lists_options_before_commands(tmp_path):
-    """`make man` with this interpreter's argparse-manpage (the dev extra), written into tmp_path."""
+    """`make man` with this interpreter's argparse-manpage (the test extra), written into tmp_path."""
     tool = Path(sys.executable).parent / "argparse-manpage"
     if not tool.exists() or shutil.which("make") is None:
-        unavailable("argparse-manpage (the dev extra) or make is not installed")
-    stamp = tmp_path / "installed"
-    stamp.touch()  # newer than pyproject.toml: make installs nothing
+        unavailable("argparse-manpage (the test extra) or make is not installed")
+    stamps = [tmp_path / "installed", tmp_path / "installed-docs"]
+    for stamp in stamps:
+        stamp.touch()  # newer than pyproject.toml: make installs nothing
     page = tmp_path / "pmigrate.1"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     subprocess.run(
-        ["make", "-s", "-C", str(REPO), "man", f"BIN={tool.parent}", f"STAMP={stamp}", f"MANPAGE={page}"],
+        ["make", "-s", "-C", str(REPO), "man", f"BIN={tool.parent}", f"STAMP={stamps[0]}", f"DOCS_STAMP={stamps[1]}", f"MANPAGE={page}"],
         check=True, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     text = page.read_text()

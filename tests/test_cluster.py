@@ -63,6 +63,7 @@ def _start(held: _Held, target: Path, tmp_path: Path, *extra: str) -> subprocess
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_local_cluster_writes_what_the_local_pool_writes(tmp_path, run_cli, s3_server):
     blobs = bd.make_blobs(150, seed=5)
     blobs[0].data = b""
@@ -92,7 +93,7 @@ def _scheduler_state(address: str) -> bytes:
     """Everything the scheduler keeps of a run in flight: worker plugins, each task's spec, its log."""
     from distributed import Client
 
-    def state(dask_scheduler) -> tuple:  # noqa: ANN001 - runs on the scheduler
+    def state(dask_scheduler) -> tuple:  # runs on the scheduler
         import pickle
 
         plugins = b"".join(dask_scheduler.worker_plugins.values())
@@ -107,6 +108,7 @@ def _scheduler_state(address: str) -> bytes:
     return plugins + b"".join(k.encode() + r.encode() + p for k, r, p in tasks) + logs.encode()
 
 
+@pytest.mark.slow
 def test_a_real_cluster_copies_file_to_s3_and_back_and_verifies_keeping_secrets_from_the_scheduler(
     tmp_path, run_cli, s3_server, cluster
 ):
@@ -219,6 +221,7 @@ def test_the_scheduler_killed_stops_the_run_and_a_local_run_completes_it(tmp_pat
     assert _journal(target) == _hashes(dep)
 
 
+@pytest.mark.slow
 def test_workers_that_cannot_reach_the_source_or_open_the_options_say_so_once(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = bd.make_blobs(400, seed=12, sizes=[3000])  # chunks enough for each worker to get one at once
     dep = bd.s3_source(tmp_path / "src", blobs, server=s3_server, bucket=s3_bucket)

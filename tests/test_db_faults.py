@@ -19,8 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -135,6 +135,7 @@ def _mysql_fks(mysql_server, db: Database) -> set[tuple[str, str]]:
 # -- a connection lost mid-copy ------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 @pytest.mark.parametrize("table", ["users", "files"])
 def test_mysql_connection_killed_mid_load_leaves_nothing(big, mysql_server, mysql_db, tmp_path, run_cli, table):
@@ -165,6 +166,7 @@ def test_mysql_connection_killed_mid_load_leaves_nothing(big, mysql_server, mysq
         _mysql(mysql_server, f"INSERT INTO `{mysql_db.name}`.files (id, upload_id) VALUES ('ORPHANXXXXXXXXXX', 'NOSUCHUPLOADXXXX')")
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_mysql_connection_killed_mid_merge_leaves_the_target_as_before(big, mysql_server, mysql_db, tmp_path, run_cli):
     src_dir = tmp_path / "src"
@@ -197,6 +199,7 @@ def test_mysql_connection_killed_mid_merge_leaves_the_target_as_before(big, mysq
     _rerun_and_verify(run_cli, args)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_connection_terminated_mid_load_leaves_nothing(big, pg_server, pg_db, tmp_path, run_cli):
     dst = write_cfg(pg_db, tmp_path / "dst.cfg")
@@ -230,6 +233,7 @@ def test_postgres_connection_terminated_mid_load_leaves_nothing(big, pg_server, 
 # -- pmigrate killed: staging tables, and only those, are left and dropped ---------------
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_a_killed_run_leaves_only_staging_tables_which_the_next_drops(big, mysql_server, mysql_db, tmp_path, run_cli):
     dst = write_cfg(mysql_db, tmp_path / "dst.cfg")
@@ -304,6 +308,7 @@ def _assert_gave_up(err: str, *, holder: str, side: str, state: str) -> None:
     assert len(lines) == len(warnings) + 1, err
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_mysql_table_lock_is_named_then_given_up_on(small, mysql_server, mysql_db, tmp_path, run_cli):
     import pymysql
@@ -340,6 +345,7 @@ def test_mysql_table_lock_is_named_then_given_up_on(small, mysql_server, mysql_d
         holder.close()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_table_lock_on_the_target_is_named_then_given_up_on(small, pg_db, tmp_path, run_cli):
     import psycopg
@@ -371,6 +377,7 @@ def test_postgres_table_lock_on_the_target_is_named_then_given_up_on(small, pg_d
         holder.close()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_table_lock_on_the_source_is_named_then_given_up_on(pg_db, tmp_path, run_cli):
     import psycopg

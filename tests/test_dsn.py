@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pmigrate import dsn
 from pmigrate.config import MetadataConfig
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import db
+from pmigrate.metadata.values import zone_of
 from tests import servers
 
 NASTY = "p:a/s?s#w ö"  # every character go-sql-driver lets through that a URL parser would trip on
@@ -393,12 +395,17 @@ def test_missing_sqlite_source_is_refused_and_not_created(tmp_path):
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_mysql_time_zone():
-    assert db.time_zone(MetadataConfig("mysql", "u:p@tcp(h)/d")).utcoffset(None).total_seconds() == 0
-    assert str(db.time_zone(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Europe%2FParis"))) == "Europe/Paris"
-    assert db.time_zone(MetadataConfig("postgres", "dbname=d")) is None
+def test_mysql_time_zone(monkeypatch):
+    assert zone_of(MetadataConfig("mysql", "u:p@tcp(h)/d")).utcoffset(None).total_seconds() == 0
+    assert str(zone_of(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Europe%2FParis"))) == "Europe/Paris"
+    assert zone_of(MetadataConfig("postgres", "dbname=d")).utcoffset(None).total_seconds() == 0
     with pytest.raises(ConfigError, match="time zone"):
-        db.time_zone(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Mars%2FOlympus"))
+        zone_of(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Mars%2FOlympus"))
+    # loc=Local: this machine's zone with its daylight saving, not today's offset
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    local = zone_of(MetadataConfig("mysql", "u:p@tcp(h)/d?loc=Local"))
+    assert local.utcoffset(datetime(2025, 1, 15)) == timedelta(hours=1)
+    assert local.utcoffset(datetime(2025, 7, 15)) == timedelta(hours=2)
 
 
 def test_describe_sqlite():

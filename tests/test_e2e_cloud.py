@@ -8,6 +8,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from pmigrate.data.base import OWNER_MARKER
 from tests import blobdeploy as bd
 
@@ -105,6 +107,7 @@ def test_gcs_to_s3(tmp_path, run_cli, gcs_server, gcs_bucket, s3_server):
     _verify(run_cli, src, target)
 
 
+@pytest.mark.slow
 def test_s3_to_swift(tmp_path, run_cli, s3_server, s3_bucket, swift_server):
     blobs = _blobs(63)
     dep = bd.s3_source(tmp_path / "src", blobs, server=s3_server, bucket=s3_bucket)
@@ -156,6 +159,7 @@ def test_gcs_to_gcs_server_side(tmp_path, run_cli, gcs_server, gcs_bucket):
     assert _gcs_blobs(gcs_server, other, "") == _expected(blobs)
 
 
+@pytest.mark.slow
 def test_swift_to_swift_server_side_except_large_objects(tmp_path, run_cli, swift_server):
     blobs = _blobs(66)
     container = swift_server.new_container_name()

@@ -329,6 +329,17 @@ def _wait_journal(journal_dir: Path, proc: subprocess.Popen, *, rows: int = 1, t
     raise AssertionError("the journal showed no progress")
 
 
+def _until(condition, what: str, timeout: float = 60):
+    """condition()'s first true value, polled until the deadline; fails saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie."""
     try:
@@ -469,10 +480,7 @@ def test_a_worker_killed_mid_write_leaves_no_temporary_file(tmp_path):
         dep = held.dep
         folder = tmp_path / "dst" / "files" / held.blob.file_id[:2]
         held.feed_part(len(held.blob.data) // 2)
-        deadline = time.monotonic() + 60
-        while not list(folder.glob(f".{held.blob.file_id}.partial-*")):  # the write has begun
-            assert time.monotonic() < deadline, "the held blob's write never started"
-            time.sleep(0.02)
+        _until(lambda: list(folder.glob(f".{held.blob.file_id}.partial-*")), "the held blob's write never started")
         victim = held.reader(_workers_of(proc.pid))
         assert victim is not None
         os.kill(victim, signal.SIGKILL)  # half read, blocked on the rest
@@ -506,8 +514,12 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path, run_cli):
     with _copying(tmp_path) as (held, target, proc):
         dep = held.dep
         family = _descendants(proc.pid)
+        workers = _workers_of(proc.pid)
+        reader = _until(lambda: held.reader(workers), "no worker holds the stalled blob open")
         proc.send_signal(signal.SIGINT)  # the parent owns Ctrl-C; workers ignore it and are stopped by it
-        time.sleep(0.5)
+        # The parent raises the cancel flag before it sends each worker its stop: once the
+        # worker not blocked on the stalled blob has ended, the flag is up.
+        assert _gone([p for p in workers if p != reader], timeout=60), "the other worker was never stopped"
         held.feed()  # the blocked worker reads on, sees the cancel flag and drops the blob
         out, err = proc.communicate(timeout=90)
     held.settle()

@@ -7,6 +7,7 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
 import xxhash
 
 from tests import blobdeploy as bd
@@ -44,6 +45,7 @@ def _no_open_uploads(server, bucket: str) -> None:
     assert server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.slow
 def test_file_to_s3_then_s3_to_file(tmp_path, run_cli, s3_server):
     blobs = _blobs(31)
     dep = bd.file_source(tmp_path / "src", blobs)
@@ -70,6 +72,7 @@ def test_file_to_s3_then_s3_to_file(tmp_path, run_cli, s3_server):
     assert bd.file_target_blobs(tmp_path / "back" / "files") == expected
 
 
+@pytest.mark.slow
 def test_s3_to_s3_server_side_with_and_without_prefix(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = _blobs(32)
     dep = bd.s3_source(tmp_path / "src", blobs, server=s3_server, bucket=s3_bucket, extra=PART)
@@ -109,6 +112,7 @@ def test_s3_to_s3_streamed_when_endpoints_differ(tmp_path, run_cli, s3_server, s
     _no_open_uploads(s3_server, other)
 
 
+@pytest.mark.slow
 def test_sse_c_round_trip(tmp_path, run_cli, s3_server, s3_bucket):
     rng = random.Random(34)
     blobs = bd.make_blobs(5, seed=34)
@@ -141,6 +145,7 @@ def test_sse_c_round_trip(tmp_path, run_cli, s3_server, s3_bucket):
     assert bd.file_target_blobs(tmp_path / "back" / "files") == {b.file_id: b.data for b in blobs}
 
 
+@pytest.mark.slow
 def test_missing_s3_blob_with_ignore_errors(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = bd.make_blobs(8, seed=35)
     blobs[5].store = False

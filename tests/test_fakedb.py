@@ -6,15 +6,15 @@ import hashlib
 import re
 import sqlite3
 import tomllib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 
 from pmigrate import cli, config
-from pmigrate.metadata import db
 from pmigrate.fake.tables import ALL, MIGRATIONS
+from pmigrate.metadata import db
 
 SMALL = ("--users", "6", "--uploads", "40", "--files", "150", "--sizes", "small", "--legacy-fraction", "0.1", "-q")
 ID = re.compile(r"[A-Za-z0-9]{16}")
@@ -242,7 +242,7 @@ def test_on_a_database_server(request, tmp_path, deployment, server):
     by_id = {r[0]: r[4] for r in local}
     for file_id, *_, created in served:
         expected = instant(by_id[file_id])
-        got = created if created.tzinfo else created.replace(tzinfo=timezone.utc)  # mysql: loc=UTC
+        got = created if created.tzinfo else created.replace(tzinfo=UTC)  # mysql: loc=UTC
         assert timedelta(0) <= expected - got < precision, (file_id, expected, got)
 
 

@@ -199,6 +199,7 @@ def test_follow_outside_symlinks_reads_them(tmp_path, run_cli):
     assert bd.file_target_blobs(tmp_path / "dst" / "files") == {b.file_id: b.data for b in blobs}
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_source_symlink_out_of_directory(tmp_path, run_cli):
     dep, blobs, _ = _symlinked_source(tmp_path)
     target = bd.file_target(tmp_path / "dst")

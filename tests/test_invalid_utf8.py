@@ -60,6 +60,7 @@ def test_sqlite_to_sqlite_keeps_the_bytes(source, tmp_path, run_cli):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)])
 def test_utf8_only_targets_name_the_row_or_skip_it(source, tmp_path, run_cli, request, driver):
     _, src_cfg = source

@@ -32,7 +32,7 @@ TOP = {
     "options": "config",
     "ownership": "config",
     "journal": "config",
-    "enumerate": "enumerate",
+    "filerows": "enumerate",
     "migrate": "run",
     "cli": "run",
     "lock": "run",
@@ -93,7 +93,7 @@ def _modules() -> dict[str, Path]:
 def test_every_module_has_a_stage_and_the_order_knows_it():
     assert {stage(m) for m in _modules()} <= set(ORDER)
     assert stage("pmigrate.transfer.pool") == "transfer" and stage("pmigrate.verify") == "verify"
-    assert stage("pmigrate.errors") == "shared" and stage("pmigrate.enumerate") == "enumerate"
+    assert stage("pmigrate.errors") == "shared" and stage("pmigrate.filerows") == "enumerate"
 
 
 def test_no_module_imports_a_later_stage():

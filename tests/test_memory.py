@@ -9,6 +9,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from pmigrate.data.budget import PartBudget
 from pmigrate.transfer import memory
 from tests import blobdeploy as bd
@@ -158,6 +160,7 @@ def _copy(run_cli, dep, target, tmp_path, *extra: str):
     return cp, json.loads(report.read_text())
 
 
+@pytest.mark.slow
 def test_a_default_run_holds_two_parts_a_worker_beside_the_processes_and_never_warns(tmp_path, run_cli, s3_server, s3_bucket):
     dep, target = _deployment(tmp_path, s3_server, s3_bucket)
     cp, doc = _copy(run_cli, dep, target, tmp_path)
@@ -171,6 +174,7 @@ def test_a_default_run_holds_two_parts_a_worker_beside_the_processes_and_never_w
     assert "(2 a worker; no --max-memory)" in cp.stdout
 
 
+@pytest.mark.slow
 def test_a_limit_too_small_copies_everything_one_part_at_a_time(tmp_path, run_cli, s3_server, s3_bucket):
     dep, target = _deployment(tmp_path, s3_server, s3_bucket)
     cp, doc = _copy(run_cli, dep, target, tmp_path, "--max-memory", "64M")
@@ -185,6 +189,7 @@ def test_a_limit_too_small_copies_everything_one_part_at_a_time(tmp_path, run_cl
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
+@pytest.mark.slow
 def test_no_limit_holds_nothing_back(tmp_path, run_cli, s3_server, s3_bucket):
     dep, target = _deployment(tmp_path, s3_server, s3_bucket)
     cp, doc = _copy(run_cli, dep, target, tmp_path, "--max-memory", "0")

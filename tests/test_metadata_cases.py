@@ -209,6 +209,7 @@ def test_dry_run_writes_nothing(source, tmp_path, run_cli):
     assert data["sections"]["metadata"]["tables"]["uploads"]["source"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_cli_copies_and_proves_with_counts(source, mysql_db, tmp_path, run_cli):
     db, _ = source
@@ -246,6 +247,7 @@ def test_awkward_text_null_and_empty_survive(source, pg_db, mysql_db, tmp_path):
         assert row == (AWKWARD, "", None)
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_mysql_datetimes_are_wall_times_in_the_dsn_loc(load_dump, dumps_dir, mysql_db, tmp_path, run_cli):
     """plikd's dumps were made in Europe/Paris with loc=Local: mysql holds Paris wall times, sqlite3 the instants.

@@ -55,6 +55,7 @@ def _migrations(db) -> set[str]:
         eng.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.dumps
 @pytest.mark.postgres
 @pytest.mark.mysql

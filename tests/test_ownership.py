@@ -88,6 +88,7 @@ def one_line_refusal(res, *words: str) -> None:
         assert w in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_swapped_flags_after_a_pass_leave_the_live_source_untouched(tmp_path, run_cli):
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
@@ -104,6 +105,7 @@ def test_swapped_flags_after_a_pass_leave_the_live_source_untouched(tmp_path, ru
     assert OWNER_TABLE not in {r[0] for r in rows(tmp_path / "src" / "plik.db", "SELECT name FROM sqlite_master")}
 
 
+@pytest.mark.slow
 def test_a_foreign_deployment_as_target_is_refused_and_merge_never_deletes(tmp_path, run_cli):
     a = make(tmp_path / "a", seed=1)
     b = make(tmp_path / "b", seed=2)  # another deployment, same schema level
@@ -137,6 +139,7 @@ def test_a_foreign_deployment_as_target_is_refused_and_merge_never_deletes(tmp_p
     one_line_refusal(run_cli("--config", str(a), "--to", str(b), "-q"), "already holds")
 
 
+@pytest.mark.slow
 def test_a_target_filled_from_another_source_is_refused(tmp_path, run_cli):
     a = make(tmp_path / "a", seed=1)
     c = make(tmp_path / "c", seed=3)
@@ -160,6 +163,7 @@ def test_a_data_store_holding_objects_pmigrate_did_not_write_is_refused(tmp_path
     assert not (tmp_path / "dst" / "plik.db").exists()
 
 
+@pytest.mark.slow
 def test_re_runs_into_an_owned_target_merge_and_prune_only_on_request(tmp_path, run_cli):
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
@@ -204,7 +208,7 @@ def test_plikd_started_once_on_the_target_counts_as_empty(tmp_path, run_cli):
     """Schema, migrations and plikd's own settings row, nothing else: filled and claimed."""
     src = make(tmp_path / "src", seed=1)
     dst = target_cfg(tmp_path / "dst")
-    fresh = make(tmp_path / "fresh", seed=4)
+    make(tmp_path / "fresh", seed=4)
     con = sqlite3.connect(tmp_path / "fresh" / "plik.db")
     with con:
         for t in ("files", "uploads", "tokens", "usage_stats", "download_stats_daily", "upload_stats_daily", "users"):
@@ -217,6 +221,7 @@ def test_plikd_started_once_on_the_target_counts_as_empty(tmp_path, run_cli):
     assert rows(tmp_path / "dst" / "plik.db", f"SELECT part FROM {OWNER_TABLE}") == [("metadata",)]
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_swapped_postgres_and_s3_side_is_refused(tmp_path, run_cli, pg_db, s3_server, s3_bucket):
     """The live deployment on postgres + S3 given as the target of a pass from its own copy."""
@@ -250,6 +255,7 @@ def test_swapped_postgres_and_s3_side_is_refused(tmp_path, run_cli, pg_db, s3_se
     assert sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])) == keys_before
 
 
+@pytest.mark.slow
 @pytest.mark.mysql
 def test_mysql_target_is_claimed_before_its_first_row_and_merged_on_a_re_run(tmp_path, run_cli, mysql_db, mysql_server):
     """mysql's DDL commits by itself: the record is there before any row, so a run cut short is still ours."""

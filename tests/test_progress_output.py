@@ -58,6 +58,7 @@ def test_on_a_terminal_the_summary_starts_at_the_first_column(tmp_path, run_cli,
     assert re.search(r" \d+/\d+ rows \[", raw) and not re.search(r"\d\.\d+/\d", raw)
 
 
+@pytest.mark.slow
 def test_off_a_terminal_a_progress_line_every_stats_interval(tmp_path, run_cli, s3_server, s3_bucket):
     src, target = _deployment(tmp_path, run_cli, s3_server, s3_bucket)
     cp = run_cli("--config", str(src), "--to", str(target), "--workers", "2", "--stats", "0.001")

@@ -176,6 +176,7 @@ def run_all(run_cli, tmp_path, *args: str, env: dict | None = None):
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verbose", [[], ["-v"]])
 def test_migrate_dry_run_and_verify_show_no_secret(run_cli, tmp_path, secret_configs, verbose):
     src, dst, other = secret_configs
@@ -246,7 +247,7 @@ def _child(secrets, leak):
 
     redact.init_child(secrets)
     logging.getLogger("pmigrate.child").warning("connecting with %s", leak)
-    warnings.warn(f"library warning holding {leak}")
+    warnings.warn(f"library warning holding {leak}", stacklevel=1)
     raise RuntimeError(f"uncaught, holding {leak}")
 
 
@@ -308,6 +309,7 @@ def _tiny_deployment(folder: Path, *, sqlite_cs_suffix: str = "") -> tuple[Path,
     return cfg, ids
 
 
+@pytest.mark.slow
 def test_real_runs_with_problems_show_no_secret(run_cli, tmp_path, secret_configs):
     """Blob copy and verify that really run (and meet a missing blob) on a source holding secrets."""
     _, dst_secret, _ = secret_configs

@@ -13,6 +13,8 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from pmigrate.data.retry import ATTEMPTS, BACKOFF, THROTTLED
 from tests import blobdeploy as bd
 from tests.s3proxy import CUT, RESET_AFTER, STALL, Rule, outage, random_faults, s3_error
@@ -42,6 +44,7 @@ def _journal(target: Path) -> set[str]:
         con.close()
 
 
+@pytest.mark.slow
 def test_random_faults_cost_a_bounded_number_of_requests_and_every_blob_verifies(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     """10% of requests fail (500, 503, resets before and after the server acted, stalls); stalls are not waited out."""
     blobs = bd.make_blobs(100, seed=131, sizes=[3_000, 40_000, 0, 700_000])
@@ -72,6 +75,7 @@ def test_random_faults_cost_a_bounded_number_of_requests_and_every_blob_verifies
             assert answered, (f.method, f.path, [(e.action, e.status) for e in by_key[key]])
 
 
+@pytest.mark.slow
 def test_a_503_slowdown_is_retried_with_a_growing_backoff_until_it_passes(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     blobs = bd.make_blobs(3, seed=132)
     dep = bd.file_source(tmp_path / "src", blobs)
@@ -124,6 +128,7 @@ def test_a_completion_whose_answer_was_cut_is_written_again(tmp_path, run_cli, s
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 
+@pytest.mark.slow
 def test_outages_at_the_start_and_in_the_middle_are_ridden_out(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     """Every request fails for 18 s from the first one (the checks before any blob), then for 3 s mid-copy."""
     blobs = bd.make_blobs(60, seed=135, sizes=[2_000, 30_000])
@@ -138,6 +143,7 @@ def test_outages_at_the_start_and_in_the_middle_are_ridden_out(tmp_path, run_cli
     assert doc["sections"]["data"]["copied"] == len(blobs)
 
 
+@pytest.mark.slow
 def test_an_outage_longer_than_retry_for_stops_with_one_line_then_the_run_resumes(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     blobs = bd.make_blobs(60, seed=136, sizes=[2_000, 30_000])
     dep = bd.file_source(tmp_path / "src", blobs)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests import blobdeploy as bd
 from tests.conftest import REPO
 from tests.s3proxy import RESET_AFTER, STALL, Rule
@@ -48,6 +50,7 @@ def _dangle(server, bucket: str, key: str) -> None:
     client.upload_part(Bucket=bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=b"left behind")
 
 
+@pytest.mark.slow
 def test_a_run_aborts_the_open_uploads_of_its_own_blobs_and_no_other(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = bd.make_blobs(6, seed=91)
     blobs[5].status = "deleted"  # no blob: pmigrate never writes its key
@@ -94,6 +97,7 @@ def test_an_upload_whose_creation_answer_was_cut_is_aborted_at_the_end(tmp_path,
     assert (end["found"], end["aborted"]) == (1, 1)
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_process_group_mid_upload_then_rerun_leaves_no_open_upload(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     blobs = bd.make_blobs(3, seed=93)
     big = blobs[0]

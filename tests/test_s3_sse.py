@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from tests import blobdeploy as bd
 
 MiB = 1 << 20
@@ -39,6 +41,7 @@ def test_to_an_sse_s3_target_with_verify(tmp_path, run_cli, s3_server, s3_bucket
         assert client.head_object(Bucket=s3_bucket, Key=b.file_id)["ServerSideEncryption"] == "AES256"
 
 
+@pytest.mark.slow
 def test_from_an_sse_s3_source(tmp_path, run_cli, s3_server, s3_bucket):
     blobs = _blobs(72)
     client = s3_server.client()

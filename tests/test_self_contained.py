@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests import dumps
 from tests.servers import unavailable
 

@@ -109,6 +109,7 @@ def _state(src, blobs: Path) -> dict:
     return {"database": database, "blobs": {str(p.relative_to(blobs)): _sha256(p) for p in sorted(blobs.rglob("*")) if p.is_file()}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_a_full_migration_leaves_the_source_as_it_was(request, tmp_path, dumps_dir, run_cli, driver):
     src = _source(request, tmp_path, dumps_dir, driver)

@@ -46,7 +46,7 @@ def test_keys_have_plikds_form_and_come_out_the_same_every_time():
 
 def test_a_key_goes_into_backend_details_as_plikd_writes_it():
     ring = Keyring(b"s" * 32)
-    assert ring.details("", "AbCdEfGh12345678") == '{"SSEKey":"%s"}' % ring.key("AbCdEfGh12345678")
+    assert ring.details("", "AbCdEfGh12345678") == f'{{"SSEKey":"{ring.key("AbCdEfGh12345678")}"}}'
     assert json.loads(ring.details('{"Other":1}', "AbCdEfGh12345678")) == {"Other": 1, "SSEKey": ring.key("AbCdEfGh12345678")}
     kept = json.dumps({"SSEKey": PLIKD_KEY})
     assert ring.details(kept, "AbCdEfGh12345678") == kept
@@ -145,6 +145,7 @@ def _key_of(details: str) -> str:
     return json.loads(details)["SSEKey"]
 
 
+@pytest.mark.slow
 def test_a_source_without_keys_into_an_sse_c_target(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy, dumps_dir):
     dep = _deployment(tmp_path, dumps_dir, seed=101)
     target = _target(tmp_path, s3_proxy, s3_bucket)
@@ -186,6 +187,7 @@ def test_a_source_without_keys_into_an_sse_c_target(tmp_path, run_cli, s3_server
     assert _key_of(other) not in out and keys[dep.blobs[4].file_id] not in out
 
 
+@pytest.mark.slow
 def test_blobs_first_then_metadata_give_each_row_the_key_its_blob_was_encrypted_with(tmp_path, run_cli, s3_bucket, s3_proxy, dumps_dir):
     """The stages apart (as after a crash between them): the key is the same whichever comes first."""
     dep = _deployment(tmp_path, dumps_dir, seed=102)

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from tests import blobdeploy as bd
 from tests import heldfs
 from tests.metadata_helpers import engine, write_cfg
+from tests.servers import unavailable
 from tests.test_engine_file import (
     _cli_env,
     _copying,
@@ -34,7 +35,6 @@ from tests.test_engine_file import (
     _journal,
     _journal_rows,
 )
-from tests.servers import unavailable
 
 MiB = 1 << 20
 PART = "PartSize = 5242880\n"
@@ -73,6 +73,7 @@ def _rerun_and_verify(run_cli, config: Path, target: Path, *only: str) -> None:
     assert cp.returncode == 0, cp.stdout + cp.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whom", WHOM)
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_stop_signal_mid_copy_ends_as_ctrl_c_then_the_run_resumes(tmp_path, run_cli, sig, whom):
@@ -97,6 +98,7 @@ def test_stop_signal_mid_copy_ends_as_ctrl_c_then_the_run_resumes(tmp_path, run_
     assert _final_names_whole(files, held.dep) == {b.file_id: b.data for b in held.dep.blobs}
 
 
+@pytest.mark.slow
 @pytest.mark.s3
 @pytest.mark.parametrize("whom", WHOM)
 def test_sigterm_mid_multipart_upload_aborts_it_then_the_run_resumes(tmp_path, run_cli, s3_server, s3_bucket, whom):
@@ -195,6 +197,7 @@ def _loading(db) -> bool:
         eng.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "db_fixture", [pytest.param("pg_db", marks=pytest.mark.postgres), pytest.param("mysql_db", marks=pytest.mark.mysql)]
 )

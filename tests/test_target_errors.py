@@ -265,6 +265,7 @@ def _stored(proxy: Proxy) -> set[str]:
     return {e.path.split("/", 2)[2] for e in proxy.requests(**BLOB_WRITES) if e.status == 200}
 
 
+@pytest.mark.slow
 def test_s3_bucket_deleted_mid_run_stops_at_once_then_the_rerun_copies_all_again(tmp_path, run_cli, s3_server, s3_bucket, s3_proxy):
     from botocore.exceptions import ClientError
 

@@ -36,8 +36,11 @@ def test_verbose_logs_configs_stages_pool_parts_journal_and_memory_without_secre
     assert cp.returncode == 0, cp.stderr
     err = cp.stderr
     # Configs resolved, described without their secrets.
-    assert re.search(rf"^pmigrate: info: .*source {re.escape(str(src))}: metadata postgres \S+@127\.0\.0\.1:\d+/{pg_db.name}, data file {re.escape(str(tmp_path / 'src' / 'files'))}$", err, re.M), err
-    assert re.search(rf"^pmigrate: info: .*target {re.escape(str(target))}: metadata sqlite3 .*/dst/plik\.db, data s3 http://{s3_server.endpoint}/{s3_bucket}$", err, re.M), err
+    src_files = re.escape(str(tmp_path / "src" / "files"))
+    src_meta = rf"metadata postgres \S+@127\.0\.0\.1:\d+/{pg_db.name}"
+    assert re.search(rf"^pmigrate: info: .*source {re.escape(str(src))}: {src_meta}, data file {src_files}$", err, re.M), err
+    s3_data = f"data s3 http://{s3_server.endpoint}/{s3_bucket}"
+    assert re.search(rf"^pmigrate: info: .*target {re.escape(str(target))}: metadata sqlite3 .*/dst/plik\.db, {s3_data}$", err, re.M), err
     assert "2 workers, batch size 5000, checksum xxh3" in err
     # Every stage: its checks, its start, its end with its figures.
     for stage in ("metadata", "data"):

@@ -32,7 +32,7 @@ def _pair(request, tmp_path, folder: str):
 def _side(db) -> rows.Side:
     import datetime as dt
 
-    return rows.Side(engine=sa.create_engine(db.url), driver=db.driver, naive_tz=dt.timezone.utc)
+    return rows.Side(engine=sa.create_engine(db.url), driver=db.driver, zone=dt.UTC)
 
 
 def _audit(src, dst):

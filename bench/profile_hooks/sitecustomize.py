@@ -41,7 +41,7 @@ WATCH: dict[str, tuple[str, ...]] = {
     "pmigrate.transfer.memory": ("governor",),
     "pmigrate.transfer.pool": ("Pool.start", "Pool._start", "Pool.run", "Pool._stop", "_serve"),
     "pmigrate.transfer.worker": ("make_handler", "BlobHandler.__call__", "BlobHandler.close"),
-    "pmigrate.enumerate": ("scan", "totals"),
+    "pmigrate.filerows": ("scan", "totals"),
     "pmigrate.report": ("Report.print_summary", "Report.write_json"),
     "pmigrate.data.s3": ("S3Backend._build", "S3Backend.check", "S3Backend.probe_write"),
     "multiprocessing.forkserver": ("ForkServer.ensure_running",),

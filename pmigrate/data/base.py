@@ -8,9 +8,9 @@ A backend knows nothing of the journal, the queue or progress.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar, Iterator, Mapping
-
+from typing import Any, BinaryIO, ClassVar
 
 # pmigrate's ownership record at the root of a target store (pmigrate.ownership); never a blob key.
 OWNER_MARKER = ".pmigrate-owner.json"
@@ -88,7 +88,7 @@ class DataBackend(abc.ABC):
         """Where this backend stores things, for messages (no secrets)."""
         return self.name
 
-    def same_location(self, other: "DataBackend") -> bool:
+    def same_location(self, other: DataBackend) -> bool:
         """True when both would read and write the very same blobs."""
         return False
 
@@ -125,7 +125,7 @@ class DataBackend(abc.ABC):
         """Where blobs go, resolved as the run resolves it (a relative Directory made absolute)."""
         return self.describe()
 
-    def check_source(self, source: "DataBackend") -> None:
+    def check_source(self, source: DataBackend) -> None:
         """Fail with ConfigError when blobs from source cannot be stored here (e.g. SSE-C keys missing)."""
 
     def prepare(self) -> None:
@@ -205,7 +205,7 @@ class DataBackend(abc.ABC):
         """(key, size) of everything this backend stores, for unowned-object audits."""
         raise NotImplementedError(f"{self.name} cannot list its blobs")
 
-    def copy_from(self, source: "DataBackend", ref: BlobRef) -> bool:
+    def copy_from(self, source: DataBackend, ref: BlobRef) -> bool:
         """Copy server-side from source when possible; False means: stream it instead."""
         return False
 
@@ -225,7 +225,7 @@ class DataBackend(abc.ABC):
                 return key
         return None
 
-    def __enter__(self) -> "DataBackend":
+    def __enter__(self) -> DataBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:

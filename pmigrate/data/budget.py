@@ -22,7 +22,8 @@ pool, and the others do not wait forever for parts that no longer exist.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from pmigrate.data.base import DataBackend

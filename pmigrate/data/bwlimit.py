@@ -26,8 +26,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 _SUFFIX = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -8,22 +8,8 @@ stream. These adapters bridge the two without buffering a whole blob.
 from __future__ import annotations
 
 import io
-from typing import BinaryIO, Callable
-
-from pmigrate.errors import ItemError, Kind
-
-
-def read_up_to(src: BinaryIO, n: int) -> bytes:
-    """Up to n bytes from src; fewer only at end of stream (short reads are retried)."""
-    parts: list[bytes] = []
-    left = n
-    while left > 0:
-        chunk = src.read(left)
-        if not chunk:
-            break
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
+from collections.abc import Callable
+from typing import BinaryIO
 
 
 class SourceFailure(Exception):
@@ -44,41 +30,8 @@ class Shielded:
     def read(self, n: int = -1) -> bytes:
         try:
             return self._src.read(n)  # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001 - unwrapped again by the backend
+        except Exception as exc:  # unwrapped again by the backend
             raise SourceFailure(exc) from exc
-
-
-class SizeChecked:
-    """src's bytes, failing with ItemError(kind=Kind.SIZE_MISMATCH) as soon as the count cannot match.
-
-    A longer source is caught by peeking one byte once `expected` bytes went
-    through, before an SDK could finalise an upload of exactly `expected`.
-    expected < 0 means: unknown, anything goes.
-    """
-
-    def __init__(self, src: BinaryIO, expected: int, *, item: str) -> None:
-        self._src = src
-        self._expected = expected
-        self._item = item
-        self.count = 0
-
-    def _fail(self, got: str) -> ItemError:
-        return ItemError(
-            f"{self._item}: the source gave {got} bytes but files.size says {self._expected}", item=self._item, kind=Kind.SIZE_MISMATCH
-        )
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._src.read(-1 if n is None else n)
-        self.count += len(data)
-        if self._expected < 0:
-            return data
-        if self.count > self._expected:
-            raise self._fail(f"more than {self._expected}")
-        if not data and n != 0 and self.count < self._expected:
-            raise self._fail(str(self.count))
-        if data and self.count == self._expected and self._src.read(1):
-            raise self._fail(f"more than {self._expected}")
-        return data
 
 
 class Prefixed:
@@ -186,7 +139,7 @@ class ChunkReader(io.RawIOBase):
         else:
             try:
                 data = self._read(want)
-            except Exception as exc:  # noqa: BLE001 - re-raised as pmigrate's class
+            except Exception as exc:  # re-raised as pmigrate's class
                 raise self._translate(exc) from exc
             if len(data) > want:
                 data, self._pending = data[:want], data[want:]

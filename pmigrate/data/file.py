@@ -26,12 +26,14 @@ import itertools
 import os
 import secrets
 import stat as stat_mod
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
+from pmigrate.batching import pieces
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, FreeSpace
 from pmigrate.data.sizing import size_error
 from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, StoreAbsent, StoreError, Kind
+from pmigrate.errors import FULL, PERMISSION, QUOTA, READ_ONLY, BlobNotFound, ConfigError, FatalError, ItemError, Kind, StoreAbsent, StoreError
 from pmigrate.ids import check_id
 from pmigrate.quote import shown
 
@@ -339,23 +341,12 @@ class FileBackend(DataBackend):
             buf, self._buffer = self._buffer or bytearray(BUFFER), None  # never shared by two threads
         view = memoryview(buf)
         total = 0
-        readinto = getattr(src, "readinto", None)
         try:
-            while True:
-                if readinto is not None:
-                    n = readinto(view)
-                    if not n:
-                        break
-                    chunk = view[:n]
-                else:
-                    data = src.read(len(buf))
-                    if not data:
-                        break
-                    n = len(data)
-                    chunk = memoryview(data)
+            for piece in pieces(src, view):
+                chunk = memoryview(piece)
+                total += len(chunk)
                 while chunk:
                     chunk = chunk[os.write(fd, chunk) :]
-                total += n
         finally:
             chunk = None
             view.release()

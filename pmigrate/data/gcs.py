@@ -19,7 +19,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 try:  # SPEC stays readable without the SDK; the registry names what to install before building one
     from google.api_core import exceptions as gexc
@@ -28,12 +29,13 @@ try:  # SPEC stays readable without the SDK; the registry names what to install 
 except ImportError:  # pragma: no cover - the gcs extra is not installed
     pass
 
-from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
-from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SizeChecked, SourceFailure, read_up_to
-from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
-from pmigrate.ids import check_id
 from pmigrate.data import bwlimit
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
+from pmigrate.data.cloudio import ChunkReader, Prefixed, Shielded, SourceFailure
+from pmigrate.data.sizing import SizedReader
+from pmigrate.data.spec import BackendSpec, Option
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError, StoreAbsent
+from pmigrate.ids import check_id
 
 MIB = 1024 * 1024
 GCS_CHUNK_UNIT = 256 * 1024  # resumable chunks must be multiples of this
@@ -202,7 +204,7 @@ class GCSBackend(DataBackend):
         blob = self._bucket.blob(key)
         try:
             blob.reload()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         if not blob.size:
             return io.BytesIO(b"")  # nothing to fetch (and a range request on it would be refused)
@@ -229,9 +231,9 @@ class GCSBackend(DataBackend):
         # The object resource (JSON, UTF-8) carries the real type; HTTP headers
         # cannot carry non-ASCII, so the media part gets a neutral one then.
         header_type = content_type if content_type.isascii() else "application/octet-stream"
-        src = Shielded(SizeChecked(src, ref.size, item=key))  # type: ignore[assignment]
+        src = Shielded(SizedReader.over(src, expected=ref.size, item=key))  # type: ignore[assignment]
         try:
-            head = read_up_to(src, self.chunk_size + 1)
+            head = src.read(self.chunk_size + 1)  # filled: short only at the end
             if len(head) <= self.chunk_size:
                 blob = self._bucket.blob(key)
                 blob.content_type = content_type
@@ -240,7 +242,7 @@ class GCSBackend(DataBackend):
             blob = self._bucket.blob(key, chunk_size=self.chunk_size)
             blob.content_type = content_type
             blob.upload_from_file(Prefixed(head, src), content_type=header_type, size=None)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
 
     def stat(self, ref: BlobRef) -> BlobStat | None:
@@ -248,7 +250,7 @@ class GCSBackend(DataBackend):
         key = self.key(ref)
         try:
             blob = self._bucket.get_blob(key)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         if blob is None:
             return None
@@ -261,7 +263,7 @@ class GCSBackend(DataBackend):
             self._bucket.blob(key).delete()
         except gexc.NotFound:
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
 
     def list_blobs(self) -> Iterator[tuple[str, int]]:
@@ -270,7 +272,7 @@ class GCSBackend(DataBackend):
         try:
             for blob in self._client.list_blobs(self.bucket_name, prefix=prefix):
                 yield blob.name, int(blob.size or 0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FatalError(f"cannot list gcs bucket {self.bucket_name!r}: {translate(exc, item=self.bucket_name)}") from exc
 
     def _marker_key(self) -> str:
@@ -282,14 +284,14 @@ class GCSBackend(DataBackend):
             return self._bucket.blob(key).download_as_bytes()
         except gexc.NotFound:
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
 
     def write_marker(self, data: bytes) -> None:
         key = self._marker_key()
         try:
             self._bucket.blob(key).upload_from_string(data, content_type="application/json")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FatalError(f"cannot write gs://{self.bucket_name}/{key}: {translate(exc, item=key)}") from exc
 
     def first_blob(self) -> str | None:
@@ -298,7 +300,7 @@ class GCSBackend(DataBackend):
             names = [b.name for b in self._client.list_blobs(self.bucket_name, prefix=prefix, max_results=2)]
         except gexc.NotFound:
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FatalError(f"cannot list gcs bucket {self.bucket_name!r}: {translate(exc, item=self.bucket_name)}") from exc
         names = [n for n in names if not is_marker(n)]
         return names[0] if names else None
@@ -331,7 +333,7 @@ class GCSBackend(DataBackend):
             return False
         except gexc.NotFound as exc:
             raise BlobNotFound(f"gcs object {src_key} not found in {source.bucket_name}", item=src_key) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=dst_key) from exc
         return True
 

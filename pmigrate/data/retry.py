@@ -29,8 +29,8 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 TRANSIENT, THROTTLED, CAPABILITY, PERMANENT = "transient", "throttled", "capability", "permanent"
 RETRIED = (TRANSIENT, THROTTLED)

@@ -39,10 +39,11 @@ import os
 import socket
 import threading
 import urllib.request
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 from pmigrate import redact
-from pmigrate.data import s3_retry
+from pmigrate.data import bwlimit, s3_retry
 from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, OpenUpload, is_marker
 from pmigrate.data.budget import PartBudget
 from pmigrate.data.retry import ATTEMPTS, CAPABILITY, RETRIED, RETRY_FOR, RETRY_FOR_KEY, RetryPolicy
@@ -66,7 +67,6 @@ from pmigrate.errors import (
     Unsupported,
 )
 from pmigrate.ids import ID_PATTERN, check_id
-from pmigrate.data import bwlimit
 
 MiB = 1 << 20
 DEFAULT_PART_SIZE = 16 * MiB
@@ -174,7 +174,7 @@ class S3Backend(DataBackend):
 
     @property
     def manager(self) -> Any:
-        self.client
+        self.client  # noqa: B018 - the client property builds the manager too
         return self._manager
 
     @property
@@ -243,7 +243,7 @@ class S3Backend(DataBackend):
             self._budget_hooked = _hook_budget(self._manager, budget)
 
     def prepare(self) -> None:
-        self.client
+        self.client  # noqa: B018 - the property builds the client in this process
 
     def close(self) -> None:
         if self._manager is not None and self._pid == os.getpid():
@@ -389,7 +389,7 @@ class S3Backend(DataBackend):
         extra = self._write_args(ref)
         if ref.content_type:
             extra["ContentType"] = _header(ref.content_type)
-        reader = SizedReader(src, expected=ref.size, item=ref.file_id)
+        reader = SizedReader.over(src, expected=ref.size, item=ref.file_id)
         if 0 <= ref.size < self.part_size:
             if ref.size < BUDGETED:
                 self._put(ref, key, reader, extra)

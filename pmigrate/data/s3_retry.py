@@ -43,9 +43,11 @@ def error_kind(exc: BaseException) -> str | None:
     """The class of an exception from botocore; None for one that is no store's answer nor transport failure."""
     from botocore.exceptions import (
         ClientError,
-        ConnectionError as BotoConnectionError,
         HTTPClientError,
         IncompleteReadError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
     )
 
     if isinstance(exc, ClientError):

@@ -15,8 +15,9 @@ must work where the SDK is missing; ``needs`` names what opening it requires.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pmigrate.errors import ConfigError
 
@@ -122,13 +123,18 @@ class BackendSpec:
         return relative
 
 
-def _typed(opt: Option, value: Any, where: str) -> Any:
-    """The value as the declared type, or ConfigError: a wrong type makes plikd panic at start."""
-    want = opt.type
+_TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
+
+
+def typed(value: Any, want: type, *, name: str) -> Any:
+    """The value as type ``want``, or ConfigError naming ``name``: a wrong type makes plikd panic at start."""
     if want is int and isinstance(value, float) and value.is_integer():
         return int(value)  # JSON numbers from PLIKD_* overrides
     if isinstance(value, want) and not (want is int and isinstance(value, bool)):
         return value
-    raise ConfigError(
-        f"{where}.{opt.name} must be a {want.__name__} (plikd would not start), not {type(value).__name__}: fix its value"
-    )
+    what = _TYPE_WORDS.get(want, f"a {want.__name__}")
+    raise ConfigError(f"{name} must be {what} (plikd would not start), not {type(value).__name__}: fix its value")
+
+
+def _typed(opt: Option, value: Any, where: str) -> Any:
+    return typed(value, opt.type, name=f"{where}.{opt.name}")

@@ -31,7 +31,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pmigrate.data.base import BlobRef
 

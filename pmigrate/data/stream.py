@@ -7,7 +7,8 @@ anyway is a per-item error of kind "stream".
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from pmigrate.data.base import BlobRef, BlobStat, DataBackend, Features
 from pmigrate.data.spec import BackendSpec

@@ -22,7 +22,8 @@ import importlib.util
 import json
 import re
 import uuid
-from typing import Any, BinaryIO, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 try:  # SPEC stays readable without the SDK; the registry names what to install before building one
     import swiftclient
@@ -30,12 +31,13 @@ try:  # SPEC stays readable without the SDK; the registry names what to install 
 except ImportError:  # pragma: no cover - the swift extra is not installed
     pass
 
-from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
-from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SizeChecked, SourceFailure
-from pmigrate.data.spec import BackendSpec, Option
-from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, RetryableError, StoreAbsent, Kind
-from pmigrate.ids import check_id
 from pmigrate.data import bwlimit
+from pmigrate.data.base import OWNER_MARKER, PROBE_PREFIX, BlobRef, BlobStat, DataBackend, Features, is_marker
+from pmigrate.data.cloudio import ChunkReader, Limited, Prefixed, Shielded, SourceFailure
+from pmigrate.data.sizing import SizedReader
+from pmigrate.data.spec import BackendSpec, Option
+from pmigrate.errors import BlobNotFound, ConfigError, FatalError, ItemError, Kind, RetryableError, StoreAbsent
+from pmigrate.ids import check_id
 
 GIB = 1024 * 1024 * 1024
 MAX_SINGLE_OBJECT = 5 * GIB  # Swift's default max_file_size
@@ -288,7 +290,7 @@ class SwiftBackend(DataBackend):
         key = self.key(ref)
         try:
             _headers, body = self._conn().get_object(self.container, key, resp_chunk_size=IO_CHUNK)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         return ChunkReader(body.read, translate=lambda e: translate(e, item=key), on_close=body.close)
 
@@ -296,7 +298,7 @@ class SwiftBackend(DataBackend):
         """One chunked PUT, or segments and a manifest above segment_size; visible only once complete."""
         key = self.key(ref)
         content_type = ref.content_type or "application/octet-stream"
-        checked = SizeChecked(src, ref.size, item=key)
+        checked = SizedReader.over(src, expected=ref.size, item=key)
         try:
             if ref.size > self.segment_size:
                 self._write_large(key, checked, content_type)
@@ -306,7 +308,7 @@ class SwiftBackend(DataBackend):
             self._conn().put_object(
                 self.container, key, contents=Shielded(checked), chunk_size=IO_CHUNK, content_type=content_type
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         self._delete_segments(self._own_segments(previous))
 
@@ -327,7 +329,7 @@ class SwiftBackend(DataBackend):
         prefix = f"/{self.segment_container}/"
         return [p[len(prefix) :] for p in paths if p.startswith(prefix) and p not in keep]
 
-    def _write_large(self, key: str, src: SizeChecked, content_type: str) -> None:
+    def _write_large(self, key: str, src: SizedReader, content_type: str) -> None:
         """A static large object; segments of a failed upload are deleted again."""
         conn = self._conn()
         conn.put_container(self.segment_container)
@@ -373,7 +375,7 @@ class SwiftBackend(DataBackend):
             if exc.http_status == 404:
                 return  # no segments container: no large upload ever began
             raise translate(exc, item=key) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         names = [o["name"] for o in objects]
         self._delete_segments([n for n in names if SEGMENT_NAME.fullmatch(n[len(key) + 1 :]) and n not in live])
@@ -408,7 +410,7 @@ class SwiftBackend(DataBackend):
             if exc.http_status == 404:
                 return None
             raise translate(exc, item=key) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
         manifest = h.get("x-static-large-object", "").lower() == "true" or "x-object-manifest" in h
         etag = h.get("etag", "").strip('"')
@@ -425,7 +427,7 @@ class SwiftBackend(DataBackend):
             if exc.http_status == 404:
                 return
             raise translate(exc, item=key) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=key) from exc
 
     def list_blobs(self) -> Iterator[tuple[str, int]]:
@@ -436,7 +438,7 @@ class SwiftBackend(DataBackend):
             if exc.http_status == 404:
                 return
             raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FatalError(f"cannot list swift container {self.container}: {exc}") from exc
         for obj in objects:
             yield obj["name"], int(obj.get("bytes", 0))
@@ -453,7 +455,7 @@ class SwiftBackend(DataBackend):
     def write_marker(self, data: bytes) -> None:
         try:
             self._conn().put_object(self.container, OWNER_MARKER, contents=data, content_type="application/json")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FatalError(f"cannot write {OWNER_MARKER} in swift container {self.container}: {exc}") from exc
 
     def first_blob(self) -> str | None:
@@ -515,7 +517,7 @@ class SwiftBackend(DataBackend):
             if exc.http_status == 403:
                 return False
             raise translate(exc, item=dst_key) from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise translate(exc, item=dst_key) from exc
         return True
 

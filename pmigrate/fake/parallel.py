@@ -14,10 +14,10 @@ import multiprocessing
 import queue
 import signal
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pmigrate.errors import FatalError
 from pmigrate.fake import tables

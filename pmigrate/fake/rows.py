@@ -19,8 +19,9 @@ import itertools
 import math
 import random
 import string
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from pmigrate.fake import names
 from pmigrate.fake.tables import DOWNLOAD_STATS_DAILY, MIGRATIONS, UPLOAD_STATS_DAILY, USAGE_COUNTERS, USAGE_FLAGS, Table
@@ -275,7 +276,7 @@ class Usage:
             row[-4] = created_ns
             row[-1] = created_ns + 153_207
 
-    def merge(self, other: "Usage") -> None:
+    def merge(self, other: Usage) -> None:
         """Add the counters another part gathered."""
         n = len(USAGE_COUNTERS)
         for key, theirs in other.rows.items():

@@ -10,15 +10,16 @@ offset, computed by rule so that the output does not depend on tzdata.
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 from pmigrate.fake.rows import Clock
 from pmigrate.fake.tables import Table
 
 NS = 1_000_000_000
 EPOCH = datetime(1970, 1, 1)
-EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _eu_transitions(first: int = 1996, last: int = 2100) -> list[int]:
@@ -72,7 +73,7 @@ def postgres_ts(ns: int) -> datetime:
 
 def mysql_clock(tz: tzinfo | None) -> Callable[[int], datetime]:
     """Naive datetime(3) values in the DSN's loc, as go-sql-driver writes them."""
-    if tz is None or tz == timezone.utc:
+    if tz is None or tz == UTC:
         return lambda ns: EPOCH + timedelta(milliseconds=ns // 1_000_000)
     return lambda ns: (EPOCH_UTC + timedelta(milliseconds=ns // 1_000_000)).astimezone(tz).replace(tzinfo=None)
 

@@ -23,15 +23,17 @@ of a skipped upload) with them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import xxhash
 
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import dialects
 from pmigrate.metadata import values as V
+from pmigrate.metadata.convert import column_converter
 from pmigrate.options import RunOptions
 
 TEMP = "pmigrate_keys"
@@ -150,7 +152,7 @@ def _key_columns(plan: Any, t: Any, conn: Any) -> list[_Key] | None:
             keys.append(_Key(name, True, f"VARCHAR({limit}){ddl[0]}", limit, c.kind))
             continue
         fsp = V.time_fsp("mysql", c.dst_type) if c.dst_type is not None else 3
-        conv = V.column_converter(
+        conv = column_converter(
             kind=c.kind, src=plan.src_driver, dst="mysql", src_zone=plan.src_zone, dst_zone=plan.dst_zone, dst_fsp=fsp
         )
         keys.append(_Key(name, False, "", 0, c.kind, conv))
@@ -254,11 +256,12 @@ def _indexed(tt: _Table) -> str:
 
 def _source_keys(plan: Any, t: Any, reader: Any, *, batch: int) -> Iterator[list[tuple]]:
     """The source's keys, without orphans (the copy leaves those out)."""
-    from pmigrate.metadata import copier
+    from pmigrate.metadata.load import select_sql
+    from pmigrate.metadata.plan import TablePlan
 
     cols = {c.name: c for c in t.columns}
-    keyed = copier.TablePlan(t.name, [cols[k] for k in t.pk], list(t.pk), t.known, t.fks)
-    return reader.stream(copier._select(keyed, plan.src_driver, where_orphans=True), batch=batch)
+    keyed = TablePlan(t.name, [cols[k] for k in t.pk], list(t.pk), t.known, t.fks)
+    return reader.stream(select_sql(keyed, plan.src_driver, where_orphans=True), batch=batch)
 
 
 def _load(plan: Any, t: Any, tt: _Table, reader: Any, conn: Any, *, batch: int) -> None:
@@ -289,9 +292,7 @@ def _load(plan: Any, t: Any, tt: _Table, reader: Any, conn: Any, *, batch: int) 
             sink.write(out)
         sink.close()
     except BaseException as exc:
-        abort = getattr(sink, "abort", None)
-        if abort is not None:
-            abort(exc)
+        sink.abort(exc)
         raise
 
 

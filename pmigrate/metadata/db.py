@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import zoneinfo
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,6 +12,7 @@ from sqlalchemy import event
 from pmigrate import dsn
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import rawtext
+from pmigrate.metadata.dialects.mysql import allow_local_files
 from pmigrate.redact import redact
 
 CONNECT_TIMEOUT = 10  # seconds, when the connection string sets none (PyMySQL's default too)
@@ -33,10 +32,10 @@ def engine(
     foreign keys on, as plikd runs it; text that is not UTF-8 is read as
     rawtext.RawText instead of failing. postgres: psycopg 3. mysql: PyMySQL,
     utf8mb4, session time zone UTC (plikd's DATETIME(3) values are naive; see
-    time_zone() for how to read them). ``local_infile`` (mysql) lets the
+    values.zone_of() for the zone they are read in). ``local_infile`` (mysql) lets the
     connection send files for LOAD DATA LOCAL; the driver refuses a server's
     request for one except while pmigrate's own bulk load runs
-    (dialects._MysqlLoad).
+    (dialects.mysql.MysqlLoad).
 
     ``read_only``: the server itself refuses every write, whatever the
     statement: sqlite3 opened with mode=ro (and from meta.snapshot, the
@@ -73,7 +72,7 @@ def engine(
 
         @event.listens_for(eng, "connect")
         def _no_local_files(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API objects
-            dbapi_conn._local_infile = False  # the capability stays; sending waits for our own LOAD DATA
+            allow_local_files(dbapi_conn, False)  # the capability stays; sending waits for our own LOAD DATA
 
     if t.driver == "postgres" and lock_timeout is not None:
 
@@ -112,27 +111,6 @@ def _sqlite_read_only(meta, t: dsn.Translation) -> sa.URL:
     if snapshot is not None:
         return t.url.set(database="file:" + quote(str(snapshot)), query={"mode": "ro", "immutable": "1", "uri": "true"})
     return t.url.set(database="file:" + quote(str(dsn.sqlite_path(t))), query={**t.url.query, "mode": "ro", "uri": "true"})
-
-
-def time_zone(meta) -> dt.tzinfo | None:
-    """The zone of naive DATETIME values plikd wrote (mysql only; None elsewhere).
-
-    go-sql-driver writes and reads time.Time in its 'loc' parameter (UTC
-    unless the DSN says otherwise; plikd's examples say loc=Local, which is the
-    zone of plikd's host: assumed to be this machine's, or TZ).
-    """
-    t = meta.translation()
-    if t.driver != "mysql":
-        return None
-    name = t.time_zone
-    if name == "UTC" or not name:
-        return dt.timezone.utc
-    if name == "Local":
-        return dt.datetime.now().astimezone().tzinfo
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"mysql loc={name!r} is not a known time zone: use UTC, Local or an IANA name") from None
 
 
 def _sqlite_check(meta, t: dsn.Translation, *, must_exist: bool) -> None:

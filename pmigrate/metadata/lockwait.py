@@ -30,8 +30,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from pmigrate.metadata import faults
 from pmigrate.quote import shown
@@ -146,7 +147,7 @@ class Watch:
                         engine = engine or db.engine(self.meta)
                         conn = _autocommit(engine.raw_connection())
                     waits = _look(self.driver, conn.driver_connection, ids)
-                except Exception:  # noqa: BLE001 - a server gone away is the copy's to report
+                except Exception:  # a server gone away is the copy's to report
                     log.debug("lock watch on %s failed", self.where, exc_info=True)
                     if conn is not None:
                         with contextlib.suppress(Exception):

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -121,7 +122,7 @@ def ddl(*, driver: str, level: str | SchemaLevel) -> list[str]:
     return [s.strip() for s in text.split(";\n") if s.strip().rstrip(";")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout(level: str) -> dict[str, tuple[str, ...]]:
     """table -> column names at ``level``, read from the sqlite3 DDL run in memory."""
     con = sqlite3.connect(":memory:")
@@ -421,8 +422,9 @@ def sync_autoincrement(dst: Connection, table: sa.Table, *, driver: str) -> None
     _check_driver(dst, driver)
     if driver != "postgres":
         return
+    name = dst.dialect.identifier_preparer.quote(table.name)  # the function parses its argument as SQL
     for col in table.primary_key.columns:
-        seq = dst.execute(sa.select(sa.func.pg_get_serial_sequence(table.name, col.name))).scalar()
+        seq = dst.execute(sa.select(sa.func.pg_get_serial_sequence(name, col.name))).scalar()
         if seq:
             top = dst.execute(sa.select(sa.func.max(table.c[col.name]))).scalar()
             dst.execute(sa.select(sa.func.setval(seq, top if top is not None else 1, top is not None)))

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pmigrate.metadata.dialects import quote
 

@@ -1,4 +1,10 @@
-"""Value conversion between drivers, as plikd's Go drivers write and read them.
+"""How a value a driver returns becomes a canonical value, and back, as plikd's Go drivers read and write it.
+
+The copier (convert.py builds its per-column functions from here) and verify
+(verify/rows.py) both read values through this module, so they agree on what
+a stored value means: a timestamp in a mysql ``loc=Local`` database is read in
+the local zone with its daylight-saving rules, a boolean spelled ``""`` is
+false, a NULL stays apart from the empty string.
 
 What each driver holds (see the dumps):
 - booleans: sqlite3 ``numeric`` 0/1, postgres ``boolean``, mysql ``tinyint(1)``;
@@ -10,22 +16,24 @@ What each driver holds (see the dumps):
   machine running plikd, so pmigrate must run with the same TZ);
 - strings: unbounded except mysql ``varchar(n)`` (n characters).
 
-Converters are built once per column, so the per-row work is one call per
-column that needs one, and nothing for the others. Precision is truncated,
-never rounded, to the coarser side: a timestamp never moves to a later second.
+Canonical values keep the meaning and drop the spelling: booleans and whole
+numbers become ints, timestamps the UTC instant in nanoseconds (truncated,
+never rounded, to the coarser precision of the two sides), text stays text.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pmigrate.quote import shown
 
-UTC = timezone.utc
+UTC = UTC
 
 # Go's zero time.Time; mysql keeps it as the zero date '0000-00-00'.
 GO_ZERO = datetime(1, 1, 1, tzinfo=UTC)
@@ -35,10 +43,13 @@ Convert = Callable[[Any], Any]
 KIND_BOOL = "bool"
 KIND_TIME = "time"
 KIND_TEXT = "text"
+KIND_INT = "int"  # compared as a whole number; the copier passes it as it is (other)
 KIND_OTHER = "other"
+NS = 1_000_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ValueError_(Exception):
+class UnfitValue(Exception):
     """A value that cannot be carried to the target column (the caller names the row)."""
 
 
@@ -92,6 +103,11 @@ def mysql_zone(meta) -> tzinfo:
         raise ConfigError(f"mysql DSN has loc={name!r}, which is not a known time zone: use UTC, Local or an IANA name") from None
 
 
+def zone_of(meta) -> tzinfo:
+    """The zone naive timestamps of a metadata database are in: a mysql DSN's ``loc``, else UTC."""
+    return mysql_zone(meta) if meta.driver == "mysql" else UTC
+
+
 def zone_name(zone: tzinfo) -> str:
     return getattr(zone, "key", None) or str(zone)
 
@@ -115,6 +131,23 @@ def column_kind(driver: str, satype: Any) -> str:
     if isinstance(satype, sa.String):
         return KIND_TEXT
     return KIND_OTHER
+
+
+def compare_kind(src: tuple[str, Any], dst: tuple[str, Any]) -> str:
+    """time | bool | int | text: how a column seen as (driver, type) on each side is compared."""
+    import sqlalchemy as sa
+
+    def kind(driver: str, satype: Any) -> str:
+        k = column_kind(driver, satype)
+        if k in (KIND_BOOL, KIND_TIME):
+            return k
+        return KIND_INT if isinstance(satype, sa.Integer) else KIND_TEXT
+
+    a, b = kind(*src), kind(*dst)
+    for k in (KIND_TIME, KIND_BOOL, KIND_INT):
+        if k in (a, b):
+            return k
+    return KIND_TEXT
 
 
 def text_limit(driver: str, satype: Any) -> int | None:
@@ -163,7 +196,7 @@ def parse_sqlite_time(value: Any) -> datetime:
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
-        raise ValueError_(f"timestamp {shown(value)} is in no format plikd writes") from None
+        raise UnfitValue(f"timestamp {shown(value)} is in no format plikd writes") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -181,185 +214,22 @@ def format_sqlite_time(dt: datetime) -> str:
     )
 
 
-def _mysql_in(value: Any, zone: tzinfo) -> datetime:
+def read_mysql_time(value: Any, zone: tzinfo) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=zone) if value.tzinfo is None else value
     if isinstance(value, str) and value.startswith("0000-00-00"):
         return GO_ZERO
-    raise ValueError_(f"timestamp {shown(value)} is not a datetime")
-
-
-_DIGITS = re.compile(r"\d*")
-
-
-def _sqlite_text_to_pg(v: Any) -> Any:
-    """go-sqlite3 text straight to a postgres timestamptz input: only the ns digits cut (µs kept, never rounded).
-
-    The target session runs in UTC, so text without an offset means UTC there too, as in go-sqlite3.
-    """
-    if v.__class__ is str:
-        if len(v) > 26 and v[19:20] == ".":
-            end = _DIGITS.match(v, 20).end()  # type: ignore[union-attr]
-            if end > 26:
-                return v[:26] + v[end:]
-        return v
-    return None if v is None else parse_sqlite_time(v)
-
-
-def time_converter(*, src: str, dst: str, src_zone: tzinfo, dst_zone: tzinfo, dst_fsp: int) -> Convert | None:
-    """None when values pass unchanged."""
-    if src == "sqlite3" and dst == "sqlite3":
-        return None  # the text as is: ns and offset survive
-    if src == "sqlite3" and dst == "postgres" and dst_fsp >= 6:
-        return _sqlite_text_to_pg
-
-    if src == "sqlite3":
-        read: Convert = parse_sqlite_time
-    elif src == "mysql":
-
-        def read(v: Any, _z: tzinfo = src_zone) -> datetime:
-            return _mysql_in(v, _z)
-
-    else:
-
-        def read(v: Any) -> datetime:
-            return v if v.tzinfo else v.replace(tzinfo=UTC)
-
-    if dst == "sqlite3":
-
-        def conv(v: Any) -> Any:
-            return None if v is None else format_sqlite_time(read(v))
-
-        return conv
-
-    if dst == "mysql":
-        step = 10 ** (6 - min(dst_fsp, 6))
-        if src == "sqlite3":
-            return _sqlite_text_to_mysql(dst_zone, dst_fsp, slow=_to_mysql(read, dst_zone, step))
-        return _to_mysql(read, dst_zone, step)
-
-    # postgres: an aware datetime; psycopg sends the instant.
-    if src == "postgres":
-        return None
-
-    def conv(v: Any) -> Any:
-        return None if v is None else read(v)
-
-    return conv
-
-
-def _to_mysql(read: Convert, dst_zone: tzinfo, step: int) -> Convert:
-    """Any source timestamp as a naive datetime in the DSN's zone, cut to the column's precision."""
-
-    def conv(v: Any) -> Any:
-        if v is None:
-            return None
-        dt = read(v)
-        if dt == GO_ZERO:
-            return "0000-00-00 00:00:00"
-        dt = dt.astimezone(dst_zone).replace(tzinfo=None)
-        if dt.microsecond % step:
-            dt = dt.replace(microsecond=dt.microsecond - dt.microsecond % step)
-        return dt
-
-    return conv
-
-
-_SQLITE_TIME = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d)(:[0-5]\d:[0-5]\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?")
-
-
-_UTC_NAMES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "GMT0"}
-
-
-def _fixed_offset(zone: tzinfo) -> timedelta | None:
-    """The offset of a zone that never changes (UTC, a fixed offset), else None."""
-    if getattr(zone, "key", None) in _UTC_NAMES:
-        return timedelta(0)
-    if isinstance(zone, timezone):
-        return zone.utcoffset(None)
-    return None
-
-
-def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> Convert:
-    """go-sqlite3 text to mysql datetime text without a datetime per value.
-
-    A zone change moves whole hours almost always: the shifted hour
-    (``2025-07-01 02`` at +02:00 -> ``2025-07-01 00`` in UTC) is computed once
-    per source hour and offset, and minutes, seconds and the fraction (cut to
-    the column's digits, never rounded) are copied as they are. An hour whose
-    shift is not whole (a zone with a :30 offset, a change inside it) and any
-    other text take the general path.
-    """
-    hours: dict[tuple[str, str | None], str | None] = {}
-    match = _SQLITE_TIME.fullmatch
-    fsp = min(dst_fsp, 6)
-
-    def shifted(hour: str, off: str | None) -> str | None:
-        try:
-            start = parse_sqlite_time(f"{hour}:00:00{off or ''}")
-        except ValueError_:
-            return None
-        if start.year < 1000 or start.year > 9998:  # Go's zero time and the edges keep their own rules
-            return None
-        a = start.astimezone(dst_zone)
-        b = (start + timedelta(seconds=3599)).astimezone(dst_zone)
-        if a.minute or a.second or (b.replace(tzinfo=None) - a.replace(tzinfo=None)) != timedelta(seconds=3599):
-            return None
-        return a.strftime("%Y-%m-%d %H")
-
-    fixed = _fixed_offset(dst_zone)
-    days: dict[tuple[str, str | None], tuple[str, str, str, int] | None] = {}
-
-    def around(day: str, off: str | None) -> tuple[str, str, str, int] | None:
-        """(day before, day, day after, hours to add) for a fixed target zone; None: the general path."""
-        try:
-            start = parse_sqlite_time(f"{day} 00:00:00{off or ''}")
-        except ValueError_:
-            return None
-        shift = fixed - (start.utcoffset() or timedelta(0))  # type: ignore[operator]
-        if start.year < 1000 or start.year > 9998 or shift % timedelta(hours=1):
-            return None
-        d = start.date()
-        return (d - timedelta(days=1)).isoformat(), d.isoformat(), (d + timedelta(days=1)).isoformat(), shift // timedelta(hours=1)
-
-    def conv(v: Any) -> Any:
-        if v.__class__ is not str or (m := match(v)) is None:
-            return None if v is None else slow(v)
-        hour, rest, frac, off = m.groups()
-        if fixed is not None:
-            key = (hour[:10], off)
-            t = days.get(key, "")
-            if t == "":
-                if len(days) > 100_000:
-                    days.clear()
-                t = days[key] = around(hour[:10], off)
-            h = int(hour[11:13])
-            if t is not None and h < 24:
-                h += t[3]
-                head = f"{t[0 if h < 0 else 2 if h > 23 else 1]} {h % 24:02d}"
-                return f"{head}{rest}.{frac[:fsp]}" if fsp and frac else head + rest
-        key = (hour, off)
-        head = hours.get(key, "")
-        if head == "":
-            if len(hours) > 100_000:
-                hours.clear()  # memory stays flat whatever the span of the data
-            head = hours[key] = shifted(hour, off)
-        if head is None:
-            return slow(v)
-        if fsp and frac:
-            return f"{head}{rest}.{frac[:fsp]}"
-        return head + rest
-
-    return conv
+    raise UnfitValue(f"timestamp {shown(value)} is not a datetime")
 
 
 # -- booleans ------------------------------------------------------------------
 
-_TRUE = {"1", "t", "true", "y", "yes", "on"}
-_FALSE = {"0", "f", "false", "n", "no", "off", ""}
+_TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
+_FALSE = frozenset({"0", "f", "false", "n", "no", "off", ""})
 
 
 def to_bool(v: Any) -> bool | None:
+    """A boolean as plikd means it; UnfitValue for a value that is none."""
     if v is None or v is True or v is False:
         return v
     if isinstance(v, (int, float)):
@@ -370,75 +240,171 @@ def to_bool(v: Any) -> bool | None:
             return True
         if s in _FALSE:
             return False
-    raise ValueError_(f"{shown(v)} is not a boolean")
+    raise UnfitValue(f"{shown(v)} is not a boolean")
 
 
-def bool_converter(*, src: str, dst: str) -> Convert | None:
-    if dst == "postgres":
-        # Rows reach postgres through COPY, whose boolean input takes 0/1 as well as t/f.
+# -- canonical values (verify, the copier's re-run and collision checks) --------
+
+_INT = re.compile(r"-?\d+")
+_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)?"
+    r"(?:\s+[A-Za-z_/+-]+)?"
+)
+
+Canon = Callable[[Any], Any]
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float):
+        return int(v) if v.is_integer() else repr(v)
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else str(v.normalize())
+    return v
+
+
+def _text(v: Any) -> Any:
+    if isinstance(v, memoryview):
+        v = v.tobytes()
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "surrogateescape")
+    return _number(v)
+
+
+def canon_text(v: Any) -> Any:
+    if v is None or isinstance(v, (str, int)) and not isinstance(v, bool):
+        return v
+    return _text(v)
+
+
+def canon_int(v: Any) -> Any:
+    if v is None or type(v) is int:
+        return v
+    v = _text(v)
+    if isinstance(v, str) and _INT.fullmatch(v.strip()):
+        return int(v)
+    return v
+
+
+def canon_bool(v: Any) -> Any:
+    """1 or 0 for what to_bool reads as a boolean (what the copy writes); anything else as it is."""
+    if v is None:
         return None
+    if v.__class__ is int and (v == 0 or v == 1):
+        return v
+    try:
+        return int(to_bool(_text(v)))  # type: ignore[arg-type]
+    except UnfitValue:
+        return _text(v)
 
-    def as_int(v: Any) -> Any:
+
+def _ns(d: datetime) -> int:
+    delta = d - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * NS + delta.microseconds * 1000
+
+
+def time_ns(v: Any, *, zone: tzinfo = UTC) -> Any:
+    """The UTC instant of v in nanoseconds, or v unchanged when it is not a time.
+
+    Naive values (mysql datetime, a sqlite text without offset) are read in
+    ``zone``, the zone the Go driver wrote them in (zone_of: mysql ``loc``
+    with its daylight-saving rules, else UTC), as the copier reads them.
+    """
+    if isinstance(v, datetime):
+        return _ns(v if v.tzinfo else v.replace(tzinfo=zone))
+    if isinstance(v, date):
+        return _ns(datetime(v.year, v.month, v.day, tzinfo=zone))
+    if v.__class__ is int or v.__class__ is float:
+        try:
+            return _ns(parse_sqlite_time(v))  # a number in a sqlite timestamp column: Unix seconds
+        except (OverflowError, OSError, ValueError):
+            return v
+    v = _text(v)
+    if not isinstance(v, str):
+        return v
+    if v.startswith("0000-00-00"):
+        return _ns(GO_ZERO)  # mysql's zero date holds Go's zero time
+    m = _TIME.fullmatch(v.strip())
+    if not m:
+        return v
+    y, mo, d, h, mi, s, frac, off = m.groups()
+    try:
+        base = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
+    except ValueError:
+        return v
+    if off is None:
+        ns = _ns(base.replace(tzinfo=zone))
+    else:
+        ns = _ns(base.replace(tzinfo=UTC)) - _ns(_EPOCH + _offset(off))
+    if frac:
+        ns += int(frac[:9].ljust(9, "0"))
+    return ns
+
+
+def _offset(text: str) -> timedelta:
+    if text == "Z":
+        return timedelta(0)
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    hours, minutes, seconds = int(digits[:2]), int(digits[2:4] or 0), int(digits[4:6] or 0)
+    return sign * timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def time_canon(*, precision: int, zone: tzinfo = UTC) -> Canon:
+    """Timestamps to UTC ns, truncated to ``precision`` fractional digits."""
+    unit = 10 ** (9 - max(0, min(9, precision)))
+
+    def canon(v: Any) -> Any:
         if v is None:
             return None
-        if v.__class__ is int and (v == 0 or v == 1):
-            return v
-        return int(to_bool(v))  # type: ignore[arg-type]
+        ns = time_ns(v, zone=zone)
+        if type(ns) is int:
+            return ns - ns % unit  # floor: truncation toward the past, as MariaDB and Go do
+        return ns
 
-    return None if src == dst else as_int
-
-
-# -- text ----------------------------------------------------------------------
+    return canon
 
 
-def text_converter(*, dst: str, limit: int | None) -> Convert | None:
-    """Refuse what the target would cut or reject; never truncate."""
-    if limit is not None:
-
-        def conv(v: Any) -> Any:
-            if v is not None and v.__class__ is str and len(v) > limit:
-                raise ValueError_(f"{len(v)} characters do not fit the target's {limit}")
-            return v
-
-        return conv
-    return None
-
-
-def column_converter(
-    *,
-    kind: str,
-    src: str,
-    dst: str,
-    src_zone: tzinfo = UTC,
-    dst_zone: tzinfo = UTC,
-    dst_fsp: int = 9,
-    limit: int | None = None,
-) -> Convert | None:
-    """The per-value function for one column, or None when values pass unchanged."""
-    if kind == KIND_BOOL:
-        return bool_converter(src=src, dst=dst)
+def canon_for(kind: str, *, precision: int = 9, zone: tzinfo = UTC) -> Canon:
+    """The canonical-value function for one column of a kind (see compare_kind)."""
     if kind == KIND_TIME:
-        return time_converter(src=src, dst=dst, src_zone=src_zone, dst_zone=dst_zone, dst_fsp=dst_fsp)
-    if kind == KIND_TEXT:
-        return text_converter(dst=dst, limit=limit)
-    return None
-
-
-# -- canonical form (comparisons in tests and verify) --------------------------
+        return time_canon(precision=precision, zone=zone)
+    return {KIND_BOOL: canon_bool, KIND_INT: canon_int}.get(kind, canon_text)
 
 
 def canonical(value: Any, *, kind: str, driver: str, zone: tzinfo = UTC) -> Any:
-    """bool, aware UTC datetime (µs), str, int or None: one value as plikd would read it."""
+    """bool, aware UTC datetime (µs), str, int or None: one value as plikd would read it.
+
+    The same reading as canon_for, in Python types for keys and tests;
+    UnfitValue for a timestamp that is none.
+    """
     if value is None:
         return None
     if kind == KIND_BOOL:
         return to_bool(value)
     if kind == KIND_TIME:
-        if driver == "sqlite3":
-            return parse_sqlite_time(value).astimezone(UTC)
-        if driver == "mysql":
-            return _mysql_in(value, zone).astimezone(UTC)
-        return value.astimezone(UTC)
+        ns = time_ns(value, zone=zone)
+        if type(ns) is not int:
+            raise UnfitValue(f"timestamp {shown(value)} is in no format plikd writes")
+        return _EPOCH + timedelta(microseconds=ns // 1000)
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return value
+
+
+def show(v: Any, kind: str) -> str:
+    """A short human form of a canonical value, for problem messages."""
+    if v is None:
+        return "NULL"
+    if kind == KIND_TIME and type(v) is int:
+        secs, ns = divmod(v, NS)
+        try:
+            stamp = (_EPOCH + timedelta(seconds=secs)).strftime("%Y-%m-%d %H:%M:%S")
+        except OverflowError:
+            return str(v)
+        return f"{stamp}.{ns:09d}Z" if ns else f"{stamp}Z"
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."

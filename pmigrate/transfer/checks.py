@@ -16,8 +16,9 @@ A ConfigError in the child comes back as the same one-line ConfigError.
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pmigrate import interrupt, redact
 from pmigrate.data.registry import heavy, open_backend

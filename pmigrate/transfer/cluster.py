@@ -37,12 +37,13 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from pmigrate import redact
-from pmigrate.errors import ConfigError, FatalError
 from pmigrate.data import bwlimit
+from pmigrate.errors import ConfigError, FatalError
 from pmigrate.transfer import sealed
 from pmigrate.transfer.handler import Factory, Lost
 from pmigrate.transfer.pool import Workers

@@ -62,7 +62,7 @@ class TaskLifeline:
     held = None  # tokens are counted per worker here, and a dead worker takes its own with it
     streamed = None  # progress comes with each chunk's results
 
-    def __init__(self, plugin: "RunPlugin", tokens: Any) -> None:
+    def __init__(self, plugin: RunPlugin, tokens: Any) -> None:
         self._plugin = plugin
         self.tokens = tokens  # this worker's own upload-part tokens, shared by its threads (module docstring)
         self.key: Any = None

@@ -1,6 +1,6 @@
 """The blob stage: every blob the source metadata promises, copied by a process pool.
 
-The parent streams ``files`` rows (pmigrate.enumerate), turns them into jobs,
+The parent streams ``files`` rows (pmigrate.filerows), turns them into jobs,
 feeds the pool, and alone writes the journal, the progress bars and the
 report. Workers build their own backend clients and hash as bytes pass.
 
@@ -24,17 +24,17 @@ import logging
 import multiprocessing as mp
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
-from pmigrate import enumerate as enum_mod
-from pmigrate import interrupt, ownership, progress
+from pmigrate import filerows, interrupt, ownership, progress
 from pmigrate import journal as journal_mod
 from pmigrate.config import PlikConfig
-from pmigrate.data import ssekeys
+from pmigrate.data import bwlimit, ssekeys
 from pmigrate.data.base import DataBackend
 from pmigrate.data.budget import PartBudget, part_holder
 from pmigrate.data.registry import open_backend
@@ -43,7 +43,6 @@ from pmigrate.journal import Journal, locate
 from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
-from pmigrate.data import bwlimit
 from pmigrate.transfer import checks, memory, precheck, prune, stopcause, summary, uploads
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
@@ -139,7 +138,7 @@ def preflight(src: PlikConfig, dst: PlikConfig, *, opts: RunOptions) -> Plan:
     engine = _source_engine(src)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.select(enum_mod.FILES.c.id, enum_mod.FILES.c.status, enum_mod.FILES.c.size).limit(1)).all()
+            conn.execute(sa.select(filerows.FILES.c.id, filerows.FILES.c.status, filerows.FILES.c.size).limit(1)).all()
     except sa.exc.SQLAlchemyError as exc:
         raise ConfigError(
             f"cannot read the source files table ({type(exc.orig or exc).__name__}): check MetadataBackendConfig in {src.path}"
@@ -244,8 +243,8 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
 
 
 def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
-    tally = enum_mod.Tally()
-    for _ in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
+    tally = filerows.Tally()
+    for _ in filerows.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
         pass
     sec = report.section(AREA)
     sec.update(files=tally.rows, blobs=0, copied=0, bytes=0, errors=0, skipped={"no data at source": tally.rows})
@@ -254,7 +253,7 @@ def _skip_all(plan: Plan, *, opts: RunOptions, report: Report) -> None:
 
 def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     """Every blob looked at in the pool as the copy would (precheck.survey), and what the run would do."""
-    tally = enum_mod.Tally()
+    tally = filerows.Tally()
     journal = None if opts.restart else Journal.peek(plan.journal_path, identity=plan.identity)
     known = known_bytes = 0
     there = plan.probe is None or plan.probe.exists  # a store the run would create holds nothing to look up
@@ -262,7 +261,7 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     def jobs() -> Iterator[BlobJob]:
         nonlocal known, known_bytes
         seq = 0
-        for batch in enum_mod.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
+        for batch in filerows.scan(plan.metadata, batch_size=opts.batch_size, tally=tally):
             for item, message in batch.invalid:
                 report.problem(area=AREA, kind=Kind.INVALID_ID, item=item, message=message)
             done = journal.done([r.file_id for r in batch.refs]) if journal is not None and batch.refs else {}
@@ -278,7 +277,7 @@ def _dry_run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
     pool = _pool(plan, opts=opts, look=there and plan.owner != ownership.EMPTY)
     files_bar: Any = progress.NullBar()
     if not opts.quiet:
-        files_bar = progress.bar(quiet=False, desc="looking", total=enum_mod.totals(plan.metadata)[0], unit="file")
+        files_bar = progress.bar(quiet=False, desc="looking", total=filerows.totals(plan.metadata)[0], unit="file")
     try:
         found = precheck.survey(pool, jobs(), report=report, area=AREA, on_progress=files_bar.update)
     finally:
@@ -295,7 +294,7 @@ class _Copy:
         self.plan = plan
         self.opts = opts
         self.report = report
-        self.tally = enum_mod.Tally()
+        self.tally = filerows.Tally()
         self.fig = summary.Figures()
         self.journal: Journal | None = None
         self.committer: Committer | None = None
@@ -334,7 +333,7 @@ class _Copy:
             pool.close()
             raise
         if self.progress.shown:
-            n, size = enum_mod.totals(plan.metadata)
+            n, size = filerows.totals(plan.metadata)
             self.subscriber = progress.Bars(
                 self.progress.meter("blobs", total=n, unit="blob"), self.progress.meter("bytes", total=size, unit=progress.BYTES)
             )
@@ -388,7 +387,7 @@ class _Copy:
             return None
         remaining = 0
         try:
-            remaining = max(0, enum_mod.totals(self.plan.metadata)[1] - self.fig.bytes - self.fig.already_done_bytes)
+            remaining = max(0, filerows.totals(self.plan.metadata)[1] - self.fig.bytes - self.fig.already_done_bytes)
         except sa.exc.SQLAlchemyError:
             log.debug("could not total the blobs left to copy", exc_info=True)
         return stopcause.halt(
@@ -438,7 +437,7 @@ class _Copy:
     def _jobs(self) -> Iterator[BlobJob]:
         seq = 0
         assert self.journal is not None
-        for batch in enum_mod.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
+        for batch in filerows.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
             for item, message in batch.invalid:
                 self._error(Kind.INVALID_ID, item, message)
             if self.stop is not None:

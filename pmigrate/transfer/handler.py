@@ -16,8 +16,9 @@ StoreHandler is what they share: both stores, opened once per worker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from pmigrate import redact
 from pmigrate.data.base import DataBackend

@@ -30,9 +30,10 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pmigrate.words import plural, size
 
@@ -246,7 +247,7 @@ class MemoryGovernor:
         while not self._stop.wait(SAMPLE):
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - a failed sample leaves the tokens as they are
+            except Exception:  # a failed sample leaves the tokens as they are
                 log.debug("memory sample failed", exc_info=True)
 
 

@@ -32,12 +32,15 @@ import multiprocessing as mp
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import util
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
+from typing import Any
 
 from pmigrate import interrupt
+from pmigrate.batching import batched
 from pmigrate.errors import FatalError
 from pmigrate.transfer.handler import Factory, Handler, Lost
 from pmigrate.words import plural
@@ -380,16 +383,7 @@ class Pool(Workers):
         return best
 
     def _chunker(self, jobs: Iterator[Any]) -> Iterator[list[Any]]:
-        chunk: list[Any] = []
-        weight = 0
-        for job in jobs:
-            chunk.append(job)
-            weight += job.size
-            if len(chunk) >= self._chunk_jobs or weight >= self._chunk_bytes:
-                yield chunk
-                chunk, weight = [], 0
-        if chunk:
-            yield chunk
+        return batched(jobs, self._chunk_jobs, weight=attrgetter("size"), most=self._chunk_bytes)
 
     def _next_chunk(self, chunks: Iterator[list[Any]], exhausted: bool) -> list[Any] | None:
         if self._retry:

@@ -26,8 +26,9 @@ delete marker and an empty noncurrent version.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from pmigrate.data.base import BlobStat, DataBackend, FreeSpace
 from pmigrate.data.sizing import size_error
@@ -89,12 +90,12 @@ def room(backend: DataBackend, *, metadata: sa.Engine, journal: Journal | None, 
 
     None for a store that reports no free space (object stores).
     """
-    from pmigrate import enumerate as enum_mod
+    from pmigrate import filerows
 
     free = backend.free_space()
     if free is None:
         return None
-    blobs, size = enum_mod.totals(metadata)
+    blobs, size = filerows.totals(metadata)
     if journal is not None:
         done, done_bytes = journal.totals()
         blobs, size = max(0, blobs - done), max(0, size - done_bytes)

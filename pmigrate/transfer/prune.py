@@ -22,23 +22,23 @@ import logging
 import sqlite3
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
-from pmigrate import enumerate as enum_mod
-from pmigrate import ownership
+from pmigrate import filerows, ownership
 from pmigrate.data.base import BlobRef, DataBackend
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import ConfigError, InvalidId, PmigrateError
+from pmigrate.journal import Journal
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
-from pmigrate.journal import Journal
-from pmigrate.transfer.stopcause import size as _size
 from pmigrate.words import plural
+from pmigrate.words import size as _size
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,14 @@ def gone(metadata: sa.Engine, journal_path: Path, *, batch_size: int) -> Iterato
             if not columns:
                 return
             jup = "b.upload_id" if "upload_id" in columns else "''"
-            marks = ",".join("?" * len(enum_mod.BLOB_STATUSES))
+            marks = ",".join("?" * len(filerows.BLOB_STATUSES))
             row = "SELECT {} FROM src s WHERE s.file_id = b.file_id LIMIT 1"
             rows = con.execute(
                 f"SELECT b.file_id, coalesce(({row.format('s.upload_id')}), {jup}), b.size, "
                 f"coalesce(({row.format('s.status')}), ?) FROM j.blobs b "
                 f"WHERE NOT EXISTS (SELECT 1 FROM src s WHERE s.file_id = b.file_id AND s.status IN ({marks})) "
                 "ORDER BY b.file_id",
-                (GONE, *enum_mod.BLOB_STATUSES),
+                (GONE, *filerows.BLOB_STATUSES),
             )
             for fid, uid, size, why in rows:
                 yield Gone(fid, uid or "", int(size), why or "(empty)")
@@ -112,7 +112,7 @@ def gone(metadata: sa.Engine, journal_path: Path, *, batch_size: int) -> Iterato
 
 
 def _load_source(con: sqlite3.Connection, metadata: sa.Engine, *, batch_size: int) -> None:
-    files = enum_mod.FILES
+    files = filerows.FILES
     q = sa.select(files.c.id, files.c.status, files.c.upload_id)
     with metadata.connect() as conn, conn.begin():
         result = conn.execution_options(yield_per=batch_size, stream_results=True).execute(q)

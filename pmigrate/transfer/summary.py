@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pmigrate import enumerate as enum_mod
-from pmigrate import ownership
+from pmigrate import filerows, ownership
 from pmigrate.errors import Kind
 from pmigrate.options import RunOptions
 from pmigrate.report import Report
@@ -40,7 +39,7 @@ class Figures:
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
 
-def _skipped(tally: enum_mod.Tally) -> dict[str, int]:
+def _skipped(tally: filerows.Tally) -> dict[str, int]:
     return {f"status {s}": n for s, n in tally.skipped_by_status().items()}
 
 
@@ -63,7 +62,7 @@ class Run:
     memory: memory.Figures | None = None
 
 
-def copy_summary(report: Report, fig: Figures, tally: enum_mod.Tally, run: Run) -> None:
+def copy_summary(report: Report, fig: Figures, tally: filerows.Tally, run: Run) -> None:
     """The copy's figures into report.section('data'), and its lines."""
     skipped = _skipped(tally)
     if fig.already_done:
@@ -123,7 +122,7 @@ _OWNER_NOTE = {
 }
 
 
-def dry_summary(report: Report, tally: enum_mod.Tally, found: precheck.Survey, looked: Looked, *, opts: RunOptions) -> None:
+def dry_summary(report: Report, tally: filerows.Tally, found: precheck.Survey, looked: Looked, *, opts: RunOptions) -> None:
     """What the run would do, into report.section('data'), and its lines."""
     known = looked.known
     sec = report.section(AREA)

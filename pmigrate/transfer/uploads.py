@@ -21,9 +21,11 @@ upload on one of its keys then belongs to no live run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
+from pmigrate.batching import batched
 from pmigrate.data.base import OpenUpload
 from pmigrate.data.registry import open_backend
 from pmigrate.transfer import checks
@@ -60,12 +62,11 @@ def own_blobs(source: Any, ids: Sequence[str]) -> set[str]:
     """Those of ids that are files of this source with a blob, compared exactly (mysql compares ids without case)."""
     import sqlalchemy as sa
 
-    from pmigrate.enumerate import BLOB_STATUSES, FILES
+    from pmigrate.filerows import BLOB_STATUSES, FILES
 
     out: set[str] = set()
     with source.connect() as conn:
-        for i in range(0, len(ids), LOOKUP_CHUNK):
-            part = list(ids[i : i + LOOKUP_CHUNK])
+        for part in batched(ids, LOOKUP_CHUNK):
             q = sa.select(FILES.c.id).where(FILES.c.id.in_(part), FILES.c.status.in_(BLOB_STATUSES))
             wanted = set(part)
             out.update(fid for (fid,) in conn.execute(q) if fid in wanted)

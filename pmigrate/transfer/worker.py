@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import xxhash
 
+from pmigrate.data import bwlimit
 from pmigrate.data.budget import PartBudget, part_holder
+from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
-from pmigrate.data import bwlimit
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
 
 log = logging.getLogger(__name__)
@@ -29,69 +31,35 @@ SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody co
 SMALL = 64 << 10  # folder to folder, a blob below this size is read whole (CopyHandler._copy_small)
 
 
-class HashingReader:
-    """A read-only stream over a source blob that hashes and counts every byte.
+class HashingReader(SizedReader):
+    """The source blob as the backend reads it, held to files.size, every byte hashed and counted.
 
-    It refuses to deliver more or fewer bytes than ``expected``: the error is
-    raised from read(), inside the backend's write, so the backend aborts and
-    nothing appears under the final name.
+    A size error is raised from read(), inside the backend's write, so the
+    backend aborts and nothing appears under the final name.
     """
-
-    __slots__ = ("_raw", "_expected", "_item", "_lifeline", "_xxh", "_md5", "_counted", "_base", "count", "finished", "error")
 
     def __init__(self, raw: BinaryIO, *, expected: int, item: str, md5: bool, lifeline: Any, counted: Any = None) -> None:
         """``counted``: a shared count this reader keeps at its value when it began plus the bytes read."""
-        self._raw = raw
-        self._expected = expected
-        self._item = item
+        super().__init__(raw, expected=expected, item=item)
         self._lifeline = lifeline
         self._xxh = xxhash.xxh3_128()
         self._md5 = hashlib.md5() if md5 else None
         self._counted = counted
         self._base = counted.value if counted is not None else 0
-        self.count = 0
-        self.finished = False
-        self.error: BaseException | None = None
 
-    # io-ish surface the backends may use
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return False
-
-    @property
-    def closed(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def read(self, n: int | None = -1) -> bytes:
+    def _guard(self, read: Callable[[Any], Any], arg: Any) -> Any:
         self._check()
         try:
-            data = self._raw.read() if n is None or n < 0 else self._raw.read(n)
+            return read(arg)
         except Exception as exc:  # noqa: BLE001 - classified as a read error
             raise self._failed_read(exc) from exc
-        self._take(data)
-        return data
 
-    def readinto(self, buf: Any) -> int:
-        readinto = getattr(self._raw, "readinto", None)
-        if readinto is None:
-            data = self.read(len(buf))
-            buf[: len(data)] = data
-            return len(data)
-        self._check()
-        try:
-            n = readinto(buf)
-        except Exception as exc:  # noqa: BLE001 - classified as a read error
-            raise self._failed_read(exc) from exc
-        self._take(memoryview(buf)[:n] if n else b"")
-        return n
+    def _took(self, data: Any) -> None:
+        self._xxh.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._counted is not None:
+            self._counted.value = self._base + self.count  # count includes data already
 
     def _failed_read(self, exc: Exception) -> BaseException:
         """This blob's read error; a source store that stopped answering (StoreError) stops the run instead."""
@@ -103,36 +71,6 @@ class HashingReader:
     def _check(self) -> None:
         if self._lifeline is not None and self._lifeline.stopped():
             raise self._fail(Cancelled("stopping"))
-
-    def _take(self, data: Any) -> None:
-        if data:
-            self._xxh.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            self.count += len(data)
-            if self._counted is not None:
-                self._counted.value = self._base + self.count
-            if self.count > self._expected:
-                raise self._fail(self._size_error(f"source holds more than the {self._expected} bytes files.size states"))
-        else:
-            if self.count != self._expected:
-                raise self._fail(self._size_error(f"source holds {self.count} bytes, files.size states {self._expected}"))
-            self.finished = True
-
-    def _size_error(self, message: str) -> ItemError:
-        return ItemError(message, item=self._item, kind=Kind.SIZE_MISMATCH)
-
-    def _fail(self, exc: BaseException) -> BaseException:
-        if self.error is None:
-            self.error = exc
-        return exc
-
-    def ensure_complete(self) -> None:
-        """Read on to EOF if the backend stopped early (it may trust files.size)."""
-        if not self.finished:
-            self.read(1)
-            if not self.finished:
-                raise self._fail(self._size_error(f"source holds more than the {self._expected} bytes files.size states"))
 
     def xxh3(self) -> str:
         return self._xxh.hexdigest()
@@ -156,7 +94,7 @@ class CopyContext:
     limits: bwlimit.Limits | None = None  # --bwlimit/--tpslimit: the pool's shared budget (data/bwlimit.py)
 
 
-def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> "CopyHandler":
+def make_handler(context: CopyContext, *, lifeline: Lifeline | None) -> CopyHandler:
     """The copy's factory for a pool: runs in the worker, whose logs and stderr are redacted first."""
     bwlimit.install(context.limits)  # before the backends build their clients
     return CopyHandler(context, lifeline=lifeline)
@@ -250,7 +188,7 @@ class CopyHandler(StoreHandler):
             if copied:
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
-                return BlobResult(job.seq, ref.file_id, COPIED, size=ref.size, xxh3="", server_side=True)
+                return BlobResult(job.seq, ref.file_id, COPIED, size=max(ref.size, 0), xxh3="", server_side=True)
         if self._small is not None and 0 <= ref.size < SMALL - 1:
             return self._copy_small(job, counted)
         return self._stream(job, counted)
@@ -280,10 +218,8 @@ class CopyHandler(StoreHandler):
                 raw.close()
             except Exception:  # noqa: BLE001
                 pass
-        if n > ref.size:
-            raise ItemError(f"source holds more than the {ref.size} bytes files.size states", item=ref.file_id, kind=Kind.SIZE_MISMATCH)
-        if n < ref.size:
-            raise ItemError(f"source holds {n} bytes, files.size states {ref.size}", item=ref.file_id, kind=Kind.SIZE_MISMATCH)
+        if n != ref.size:
+            raise size_error(item=ref.file_id, expected=ref.size, got=n)
         data = view[:n]
         if counted is not None:
             counted.value += n
@@ -316,7 +252,7 @@ class CopyHandler(StoreHandler):
         ref = job.ref
         raw = self._open_source(ref)
         raw = bwlimit.reader(raw, stopped=self.stopped)  # --bwlimit: the pool's shared budget
-        reader = HashingReader(raw, expected=max(ref.size, 0), item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
+        reader = HashingReader(raw, expected=ref.size, item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
         try:
             try:
                 self.dst.write(ref, reader)

@@ -19,11 +19,13 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import xxhash
 
+from pmigrate.batching import pieces
 from pmigrate.data.base import BlobRef, DataBackend
 from pmigrate.errors import BlobNotFound, Cancelled, ItemError, Kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
@@ -150,25 +152,12 @@ def _digest(stream: BinaryIO, *, md5: bool, stopped: Callable[[], bool] | None =
     h = xxhash.xxh3_128()
     m = hashlib.md5() if md5 else None
     total = 0
-    readinto = getattr(stream, "readinto", None)
-    view = _view()
     try:
-        while True:
-            if readinto is not None:
-                n = readinto(view)
-                if not n:
-                    break
-                chunk = view[:n]
-            else:
-                data = stream.read(BUFFER)
-                if not data:
-                    break
-                chunk = data
-                n = len(data)
+        for chunk in pieces(stream, _view()):
             h.update(chunk)
             if m is not None:
                 m.update(chunk)
-            total += n
+            total += len(chunk)
             if stopped is not None and stopped():
                 raise Cancelled
     finally:

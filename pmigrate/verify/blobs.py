@@ -1,7 +1,7 @@
 """Blob audit: every blob the source metadata says exists, read and hashed from the target.
 
-The parent streams the source `files` rows (uploaded and removed: the only
-statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
+The parent streams the source `files` rows as the copy reads them
+(pmigrate.filerows: uploaded and removed, the only statuses with a blob) as jobs into the blob engine's pool (transfer/pool.py:
 bounded, worker death detected, jobs handed out again); each worker builds its
 own backends and runs blobjob.verify_blob on each job; only the parent writes
 the report. Memory stays flat: the parent holds at most the chunks in flight.
@@ -10,19 +10,18 @@ the report. Memory stays flat: the parent holds at most the chunks in flight.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pmigrate.data.base import BlobRef
-from pmigrate.errors import ItemError
-from pmigrate.ids import check_id
+from pmigrate import filerows
+from pmigrate.batching import batched
+from pmigrate.errors import Kind
 from pmigrate.verify import blobjob
 
 AREA = "verify-blobs"
-WITH_BLOB = ("uploaded", "removed")
 KINDS = (
     blobjob.OK,
     blobjob.MISSING,
@@ -70,53 +69,6 @@ class BlobTotals:
         }
 
 
-# -- the source's files ------------------------------------------------------
-
-
-def _file_columns(engine: Engine) -> list[str]:
-    have = {c["name"] for c in sa.inspect(engine).get_columns("files")}
-    return [c for c in ("id", "upload_id", "size", "type", "md5", "backend_details", "status") if c in have]
-
-
-def file_rows(engine: Engine, *, statuses: tuple[str, ...] | None, batch_size: int) -> Iterator[dict[str, Any]]:
-    """files rows as dicts, streamed in id order; statuses=None: every status."""
-    cols = _file_columns(engine)
-    q = engine.dialect.identifier_preparer.quote_identifier
-    sql = f"SELECT {', '.join(q(c) for c in cols)} FROM {q('files')}"
-    params: dict[str, Any] = {}
-    if statuses is not None:
-        sql += f" WHERE {q('status')} IN ({', '.join(f':s{i}' for i in range(len(statuses)))})"
-        params = {f"s{i}": s for i, s in enumerate(statuses)}
-    sql += f" ORDER BY {q('id')}"
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(sa.text(sql), params)
-        for batch in result.partitions(batch_size):
-            for row in batch:
-                yield dict(zip(cols, row))
-
-
-def totals(engine: Engine) -> tuple[int, int]:
-    """(files, bytes) with a blob, for the progress bar."""
-    q = engine.dialect.identifier_preparer.quote_identifier
-    sql = f"SELECT COUNT(*), COALESCE(SUM({q('size')}), 0) FROM {q('files')} WHERE {q('status')} IN ('uploaded', 'removed')"
-    with engine.connect() as conn:
-        n, size = conn.execute(sa.text(sql)).one()
-    return int(n), int(size or 0)
-
-
-def to_ref(row: Mapping[str, Any]) -> BlobRef:
-    """A BlobRef from a files row; InvalidId when an id must not become a key."""
-    size = row.get("size")
-    return BlobRef(
-        file_id=check_id(row["id"], what="file id"),
-        upload_id=check_id(row["upload_id"], what="upload id"),
-        size=int(size) if size is not None else -1,
-        content_type=row.get("type") or "",
-        md5=row.get("md5") or "",
-        backend_details=row.get("backend_details") or "",
-    )
-
-
 # -- the audit ---------------------------------------------------------------
 
 
@@ -125,18 +77,15 @@ def _jobs(
 ) -> Iterator[blobjob.VerifyJob]:
     """One verify job per blob, streamed: the pool pulls them only as fast as workers finish."""
     seq = 0
-    for rows in _chunks(file_rows(engine, statuses=WITH_BLOB, batch_size=batch_size), 128):
-        refs = []
-        for row in rows:
-            try:
-                ref = to_ref(row)
-                refs.append(ref if keyring is None else keyring.ref(ref))
-            except ItemError as exc:
-                invalid.append((str(row.get("id")), exc))
-        hashes = expected([r.file_id for r in refs]) if expected is not None and refs else {}
-        for ref in refs:
-            yield blobjob.VerifyJob(seq=seq, ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5)
-            seq += 1
+    for batch in filerows.scan(engine, batch_size=batch_size, ordered=True):
+        invalid.extend(batch.invalid)
+        for refs in batched(batch.refs, 128):
+            if keyring is not None:
+                refs = [keyring.ref(r) for r in refs]
+            hashes = expected([r.file_id for r in refs]) if expected is not None else {}
+            for ref in refs:
+                yield blobjob.VerifyJob(seq=seq, ref=ref, expected_xxh3=hashes.get(ref.file_id, ""), md5=md5)
+                seq += 1
 
 
 def audit(
@@ -169,8 +118,8 @@ def audit(
     from pmigrate.transfer.pool import Pool, Workers
 
     t = BlobTotals()
-    t.files, t.bytes = totals(engine)
-    invalid: list[tuple[str, ItemError]] = []
+    t.files, t.bytes = filerows.totals(engine)
+    invalid: list[tuple[str, str]] = []
     context = Stores(src_backend=src.name, src_options=dict(src.options), dst_backend=dst.name, dst_options=dict(dst.options))
     # fork: workers start in milliseconds (forkserver costs a second per run), and
     # nothing of the parent's is used in them: they build their own backends.
@@ -204,9 +153,9 @@ def audit(
             t.seconds = time.perf_counter() - start
     for line in pool.deaths:
         report.warn(line)
-    for fid, exc in invalid:
+    for fid, why in invalid:
         t.counts[blobjob.ERROR] += 1
-        report.problem(area=AREA, kind=exc.kind, item=fid, message=str(exc))
+        report.problem(area=AREA, kind=Kind.INVALID_ID, item=fid, message=why)
     return t
 
 
@@ -226,14 +175,3 @@ def _record(res: blobjob.VerifyResult, t: BlobTotals, report: Any) -> None:
         elif kind == blobjob.CORRUPT_SOURCE:
             t.counts[kind] += 1  # also a copy error: both are counted
         report.problem(area=AREA, kind=kind, item=res.file_id, message=message)
-
-
-def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -8,7 +8,10 @@ so the report names both keys instead of a bare "missing".
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+from pmigrate.batching import batched
 
 # Missing keys looked up per statement.
 BATCH = 500
@@ -41,8 +44,7 @@ def spellings(dst: Any, table: str, columns: Sequence[str], keys: Sequence[tuple
             picked = ", ".join(f"m.k{i}" for i in range(len(columns))) + ", " + ", ".join(f"t.{q(c)}" for c in columns)
             one = "SELECT " + ", ".join(f"%s AS k{i}" for i in range(len(columns)))
             found: dict[tuple, tuple] = {}
-            for start in range(0, len(keys), BATCH):
-                chunk = keys[start : start + BATCH]
+            for chunk in batched(keys, BATCH):
                 union = " UNION ALL ".join([one] * len(chunk))
                 cur.execute(
                     f"SELECT {picked} FROM ({union}) m JOIN {q(table)} t ON {on} WHERE NOT ({same})",

@@ -4,7 +4,7 @@ Both sides are read in primary-key order with a binary collation (postgres
 COLLATE "C", mysql CAST AS BINARY, sqlite's own BINARY), which is the order
 Python compares str and int in, and merge-joined: memory holds one batch of
 each side, whatever the size of the table. Each row is reduced to canonical
-values (see canon.py) and a 128-bit xxh3 digest; a table's digest is the sum of
+values (see metadata/values.py, which the copier reads them through too) and a 128-bit xxh3 digest; a table's digest is the sum of
 its rows' digests (mod 2**128), the same on every driver, so an audit can be
 re-proved later by comparing two numbers. Where the database's order cannot be
 trusted to match Python's (timestamp keys stored as text with offsets, tables
@@ -18,15 +18,17 @@ import marshal
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import xxhash
 from sqlalchemy.engine import Engine
 
+from pmigrate.batching import batched
+from pmigrate.metadata import values
 from pmigrate.quote import shown
-from pmigrate.verify import canon
 from pmigrate.words import plural
 
 AREA = "verify-rows"
@@ -45,7 +47,7 @@ class Side:
 
     engine: Engine
     driver: str  # sqlite3 | postgres | mysql
-    naive_tz: Any = None  # zone of naive timestamps (canon.naive_zone); None: local
+    zone: Any = values.UTC  # zone of naive timestamps (values.zone_of)
 
 
 @dataclass(kw_only=True)
@@ -54,8 +56,8 @@ class TablePlan:
     columns: list[str]  # compared columns, source order
     kinds: list[str]
     key: list[int]  # indexes into columns; empty: the whole row is the key
-    src_canon: list[canon.Canon]
-    dst_canon: list[canon.Canon]
+    src_canon: list[values.Canon]
+    dst_canon: list[values.Canon]
     src_order: list[str]  # ORDER BY expressions per side
     dst_order: list[str]
     trusted_order: bool  # the databases' order equals Python's: merge straight from the cursors
@@ -176,17 +178,17 @@ def _plan_table(name: str, src: Side, dst: Side, si: Any, di: Any) -> TablePlan:
     kinds, src_canon, dst_canon, slack = [], [], [], []
     for c in columns:
         st, dt_ = scols[c]["type"], dcols[c]["type"]
-        kind = canon.unify(canon.kind_of(st, driver=src.driver), canon.kind_of(dt_, driver=dst.driver))
+        kind = values.compare_kind((src.driver, st), (dst.driver, dt_))
         kinds.append(kind)
         precision, tolerance = 9, 0
         if kind == "time":
-            sp, dp = canon.precision_of(st, driver=src.driver), canon.precision_of(dt_, driver=dst.driver)
+            sp, dp = values.time_fsp(src.driver, st), values.time_fsp(dst.driver, dt_)
             precision = min(sp, dp)
             if dp < sp:  # the target may have rounded where truncation was expected (MySQL, postgres from text)
                 tolerance = 10 ** (9 - max(0, dp))
         slack.append(tolerance)
-        src_canon.append(canon.canon_for(kind, precision=precision, naive_tz=src.naive_tz))
-        dst_canon.append(canon.canon_for(kind, precision=precision, naive_tz=dst.naive_tz))
+        src_canon.append(values.canon_for(kind, precision=precision, zone=src.zone))
+        dst_canon.append(values.canon_for(kind, precision=precision, zone=dst.zone))
     pk = list(si.get_pk_constraint(name).get("constrained_columns") or []) or list(
         di.get_pk_constraint(name).get("constrained_columns") or []
     )
@@ -233,7 +235,7 @@ def _select(side: Side, plan: TablePlan, order: Sequence[str]) -> str:
 
 
 def _rows(
-    side: Side, sql: str, canons: list[canon.Canon], *, batch_size: int, fix: Callable[[Sequence[Any]], tuple] | None = None
+    side: Side, sql: str, canons: list[values.Canon], *, batch_size: int, fix: Callable[[Sequence[Any]], tuple] | None = None
 ) -> Iterator[tuple]:
     """Canonical rows, streamed with a server-side cursor, one batch in memory."""
     with side.engine.connect() as conn:
@@ -269,14 +271,12 @@ def _load_sorted(rows: Iterator[tuple], key: list[int], db: sqlite3.Connection, 
     """Store (exact key encoding, row) on disk, to read back in key order."""
     db.execute(f"CREATE TABLE {table} (k BLOB NOT NULL, v BLOB NOT NULL)")
     insert = f"INSERT INTO {table} VALUES (?, ?)"
-    batch: list[tuple[bytes, bytes]] = []
-    for row in rows:
+
+    def entry(row: tuple) -> tuple[bytes, bytes]:
         k = tuple([row[i] for i in key]) if key else row
-        batch.append((repr(k).encode("utf-8", "surrogatepass"), marshal.dumps(row)))
-        if len(batch) >= 5000:
-            db.executemany(insert, batch)
-            batch.clear()
-    if batch:
+        return repr(k).encode("utf-8", "surrogatepass"), marshal.dumps(row)
+
+    for batch in batched(map(entry, rows), 5000):
         db.executemany(insert, batch)
     db.commit()
 
@@ -340,14 +340,14 @@ def _differing(plan: TablePlan, sr: tuple, tr: tuple) -> list[str]:
         kind = plan.kinds[i]
         if plan.slack and plan.slack[i] and type(s) is int and type(t) is int and t - s == plan.slack[i]:
             continue  # rounded up by the target (MySQL, postgres parsing text) where truncation was expected
-        out.append(f"{plan.columns[i]} (source {canon.show(s, kind)}, target {canon.show(t, kind)})")
+        out.append(f"{plan.columns[i]} (source {values.show(s, kind)}, target {values.show(t, kind)})")
     return out
 
 
 def _show_key(plan: TablePlan, row: tuple) -> str:
     idx = plan.key or range(len(plan.columns))
     parts = [row[i] for i in idx]
-    text = "/".join("NULL" if p is None else canon.show(p, plan.kinds[i]) if plan.kinds[i] == "time" else str(p) for p, i in zip(parts, idx))
+    text = "/".join("NULL" if p is None else values.show(p, plan.kinds[i]) if plan.kinds[i] == "time" else str(p) for p, i in zip(parts, idx))
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -10,8 +10,9 @@ objects the target stores that no file row claims are listed, never deleted
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pmigrate.errors import ConfigError
 from pmigrate.options import RunOptions
@@ -55,12 +56,10 @@ def _check_db(meta: Any, *, what: str, need_files: bool) -> None:
 
 
 def _naive_zone(meta: Any) -> Any:
-    """The zone naive timestamps are in: mysql's loc= (as the copier reads it), else UTC."""
-    import datetime as dt
+    """The zone naive timestamps are in: mysql's loc=, read as the copier reads it (values.zone_of), else UTC."""
+    from pmigrate.metadata.values import zone_of
 
-    from pmigrate.metadata.db import time_zone
-
-    return time_zone(meta) or dt.timezone.utc
+    return zone_of(meta)
 
 
 def _check_backend(data: Any) -> None:
@@ -151,7 +150,7 @@ def _blobs_absent(src: Any, dst: Any, *, opts: RunOptions) -> bool:
 def _source_has_blobs(meta: Any) -> bool:
     import sqlalchemy as sa
 
-    from pmigrate.enumerate import BLOB_STATUSES
+    from pmigrate.filerows import BLOB_STATUSES
 
     engine = _engine(meta)
     try:
@@ -262,8 +261,8 @@ def run(plan: VerifyPlan, *, opts: RunOptions, report: Any) -> None:
             dst_engine = _engine(plan.dst.metadata)
             try:
                 rows.audit(
-                    rows.Side(engine=src_engine, driver=plan.src.metadata.driver, naive_tz=_naive_zone(plan.src.metadata)),
-                    rows.Side(engine=dst_engine, driver=plan.dst.metadata.driver, naive_tz=_naive_zone(plan.dst.metadata)),
+                    rows.Side(engine=src_engine, driver=plan.src.metadata.driver, zone=_naive_zone(plan.src.metadata)),
+                    rows.Side(engine=dst_engine, driver=plan.dst.metadata.driver, zone=_naive_zone(plan.dst.metadata)),
                     report=report,
                     batch_size=opts.batch_size,
                     quiet=opts.quiet,

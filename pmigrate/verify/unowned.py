@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from pmigrate import filerows
+from pmigrate.batching import batched
 from pmigrate.data.base import DataBackend, is_marker
 from pmigrate.errors import ItemError
-from pmigrate.verify.blobs import file_rows, to_ref
 
 AREA = "verify-blobs"
 KIND = "unowned"
@@ -28,14 +30,15 @@ BATCH = 5000
 
 
 def _claimed_keys(engine: Engine, backend: DataBackend, *, batch_size: int) -> Iterator[tuple[str]]:
-    for row in file_rows(engine, statuses=None, batch_size=batch_size):
-        try:
-            ref = to_ref(row)
-            keys = backend.candidate_keys(ref) if hasattr(backend, "candidate_keys") else (backend.key(ref),)
-        except ItemError:
-            continue  # an id that can never be a key claims nothing; the blob audit names it
-        for k in keys:
-            yield (k,)
+    # An id that can never be a key claims nothing: scan leaves it out, and the blob audit names it.
+    for batch in filerows.scan(engine, batch_size=batch_size, statuses=None):
+        for ref in batch.refs:
+            try:
+                keys = backend.candidate_keys(ref) if hasattr(backend, "candidate_keys") else (backend.key(ref),)
+            except ItemError:
+                continue
+            for k in keys:
+                yield (k,)
 
 
 def _storable(key: str) -> str | bytes:
@@ -50,17 +53,6 @@ def _storable(key: str) -> str | bytes:
     return key
 
 
-def _batched(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for x in it:
-        batch.append(x)
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def audit(*, engine: Engine, backend: DataBackend, report: Any, batch_size: int = 5000, tmp_dir: str | None = None) -> tuple[int, int]:
     """Report every unowned object of the target; (objects listed, unowned found)."""
     listed = unowned = 0
@@ -71,10 +63,10 @@ def audit(*, engine: Engine, backend: DataBackend, report: Any, batch_size: int 
             db.execute("PRAGMA synchronous=OFF")
             db.execute("CREATE TABLE claimed (k TEXT PRIMARY KEY) WITHOUT ROWID")
             db.execute("CREATE TABLE stored (k TEXT NOT NULL, size INTEGER NOT NULL)")
-            for batch in _batched(_claimed_keys(engine, backend, batch_size=batch_size), BATCH):
+            for batch in batched(_claimed_keys(engine, backend, batch_size=batch_size), BATCH):
                 db.executemany("INSERT OR IGNORE INTO claimed VALUES (?)", batch)
             stored = ((k, size) for k, size in backend.list_blobs() if not is_marker(k))  # pmigrate's own record
-            for batch in _batched(stored, BATCH):
+            for batch in batched(stored, BATCH):
                 listed += len(batch)
                 db.executemany("INSERT INTO stored VALUES (?, ?)", [(_storable(k), n) for k, n in batch])
             db.commit()
@@ -95,7 +87,7 @@ def open_uploads(*, backend: DataBackend, report: Any) -> int:
 
     found = backend.open_uploads()
     for u in found:
-        when = dt.datetime.fromtimestamp(u.initiated, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if u.initiated else "at an unknown time"
+        when = dt.datetime.fromtimestamp(u.initiated, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if u.initiated else "at an unknown time"
         whose = f"the blob key of file {u.file_id}" if u.file_id else "no blob key"
         report.problem(
             area=AREA,

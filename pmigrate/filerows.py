@@ -1,4 +1,4 @@
-"""Which blobs a deployment holds: the source ``files`` rows, streamed in batches.
+"""The source's ``files`` rows as BlobRefs: the one reading of that table that copy, dry run and verify share.
 
 One SELECT inside one read transaction, through a server-side cursor
 (psycopg named cursor, PyMySQL SSCursor, SQLite's own stepping), so a
@@ -8,13 +8,19 @@ consistent snapshot. The engine is the source's, read-only
 metadata copy read, so both see the same rows. Only ``uploaded`` and
 ``removed`` files have a blob; the rest are counted by status. Ids are
 checked before they can become a path or key.
+
+A NULL ``files.size`` is an unknown size (BlobRef.size -1), never 0: gorm
+reads NULL as 0 and plikd serves a file whose size is not above 0 without a
+Content-Length, whatever its blob holds, so such a blob is copied and
+verified as it is, its length checked against nothing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,6 +30,7 @@ from pmigrate.ids import check_id
 from pmigrate.metadata.rawtext import as_str
 
 BLOB_STATUSES = ("uploaded", "removed")
+UNKNOWN_SIZE = -1
 
 FILES = sa.table(
     "files",
@@ -35,6 +42,8 @@ FILES = sa.table(
     sa.column("md5"),
     sa.column("backend_details"),
 )
+# Columns an old or foreign schema may lack: read as empty.
+_OPTIONAL = ("type", "md5", "backend_details")
 
 
 @dataclass
@@ -43,7 +52,7 @@ class Tally:
 
     rows: int = 0
     blobs: int = 0  # rows whose status promises a blob
-    blob_bytes: int = 0
+    blob_bytes: int = 0  # the sizes files.size states (an unknown size adds nothing)
     by_status: Counter = field(default_factory=Counter)  # every row, by status
     invalid: int = 0
 
@@ -61,6 +70,11 @@ def _label(status: str) -> str:
     return status if status else "(empty)"
 
 
+def blob_size(value: Any) -> int:
+    """files.size as BlobRef.size: NULL is unknown (-1), not empty."""
+    return UNKNOWN_SIZE if value is None else int(value)
+
+
 def totals(engine: sa.Engine) -> tuple[int, int]:
     """(files, bytes) promised by the metadata: sizes the progress bars."""
     q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(FILES.c.size), 0)).where(FILES.c.status.in_(BLOB_STATUSES))
@@ -69,40 +83,60 @@ def totals(engine: sa.Engine) -> tuple[int, int]:
     return int(n or 0), int(size or 0)
 
 
-def scan(engine: sa.Engine, *, batch_size: int, tally: Tally) -> Iterator[Batch]:
-    """Yield the blob-holding rows as BlobRefs, batch by batch, updating ``tally``."""
-    q = sa.select(
-        FILES.c.id, FILES.c.upload_id, FILES.c.status, FILES.c.size, FILES.c.type, FILES.c.md5, FILES.c.backend_details
-    )
+def _query(conn: sa.Connection, statuses: tuple[str, ...] | None, ordered: bool) -> sa.Select:
+    have = {c["name"] for c in sa.inspect(conn).get_columns("files")}
+    cols = [FILES.c[name] if name not in _OPTIONAL or name in have else sa.null().label(name) for name in FILES.c.keys()]
+    q = sa.select(*cols)
+    if statuses is not None:
+        q = q.where(FILES.c.status.in_(statuses))
+    return q.order_by(FILES.c.id) if ordered else q
+
+
+def scan(
+    engine: sa.Engine,
+    *,
+    batch_size: int,
+    tally: Tally | None = None,
+    statuses: tuple[str, ...] | None = BLOB_STATUSES,
+    ordered: bool = False,
+) -> Iterator[Batch]:
+    """Yield the rows of ``statuses`` (None: every status) as BlobRefs, batch by batch.
+
+    With a ``tally`` every row is read and counted, whatever its status;
+    without one the database leaves out the other statuses itself.
+    ``ordered``: in id order (verify reports in it), else as stored.
+    """
     with engine.connect() as conn, conn.begin():
+        q = _query(conn, statuses if tally is None else None, ordered)
         result = conn.execution_options(yield_per=batch_size, stream_results=True).execute(q)
         for rows in result.partitions(batch_size):
             refs: list[BlobRef] = []
             invalid: list[tuple[str, str]] = []
             for fid, uid, status, size, ctype, md5, details in rows:
                 status = status or ""
-                tally.rows += 1
-                tally.by_status[status] += 1
-                if status not in BLOB_STATUSES:
+                if tally is not None:
+                    tally.rows += 1
+                    tally.by_status[status] += 1
+                if statuses is not None and status not in statuses:
                     continue
                 try:
                     check_id(fid, what="file id")
                     check_id(uid, what=f"upload id of file {fid}")
                 except InvalidId as exc:
-                    tally.invalid += 1
+                    if tally is not None:
+                        tally.invalid += 1
                     invalid.append((str(fid), str(exc)))
                     continue
-                size = int(size or 0)
-                tally.blobs += 1
-                tally.blob_bytes += size
-                refs.append(
-                    BlobRef(
-                        file_id=fid,
-                        upload_id=uid,
-                        size=size,
-                        content_type=as_str(ctype) or "",
-                        md5=as_str(md5) or "",
-                        backend_details=as_str(details) or "",
-                    )
+                ref = BlobRef(
+                    file_id=fid,
+                    upload_id=uid,
+                    size=blob_size(size),
+                    content_type=as_str(ctype) or "",
+                    md5=as_str(md5) or "",
+                    backend_details=as_str(details) or "",
                 )
+                if tally is not None:
+                    tally.blobs += 1
+                    tally.blob_bytes += max(ref.size, 0)
+                refs.append(ref)
             yield Batch(refs, invalid)
