@@ -70,6 +70,7 @@ class FileBackend(DataBackend):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
         self.directory: str = self.options["Directory"]  # settled by OPTIONS (pmigrate.data.registry)
+        self._prefix = os.path.join(self.directory, "")  # Directory and a separator: blob paths without os.path.join
         self.follow_outside = bool(self.options.pop(FOLLOW_OUTSIDE, False))
         self._root: str | None = None  # Directory with its symlinks resolved, once
         self._buffer: bytearray | None = None
@@ -80,7 +81,7 @@ class FileBackend(DataBackend):
     # -- locations ---------------------------------------------------------
     def key(self, ref: BlobRef) -> str:
         fid = check_id(ref.file_id, what="file id")
-        return os.path.join(self.directory, fid[:2], fid)
+        return f"{self._prefix}{fid[:2]}{os.sep}{fid}"
 
     def legacy_key(self, ref: BlobRef) -> str:
         """Where plik before 1.3 kept the blob."""
@@ -283,8 +284,8 @@ class FileBackend(DataBackend):
     def _store(self, ref: BlobRef, fill: Any) -> None:
         """A temporary file filled by ``fill(fd)`` (bytes written), renamed to the blob's name."""
         fid = check_id(ref.file_id, what="file id")
-        folder = os.path.join(self.directory, fid[:2])
-        final = os.path.join(folder, fid)
+        folder = self._prefix + fid[:2]
+        final = f"{folder}{os.sep}{fid}"
         try:
             temp, fd = self._create_temp(folder, fid)
         except FileNotFoundError:
@@ -326,7 +327,7 @@ class FileBackend(DataBackend):
         for _ in range(3):
             if not self._tag:
                 self._tag = secrets.token_hex(6)
-            temp = os.path.join(folder, f".{fid}{PARTIAL}{self._tag}{next(self._serial):x}")
+            temp = f"{folder}{os.sep}.{fid}{PARTIAL}{self._tag}{next(self._serial):x}"
             try:
                 return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
             except FileExistsError:
