@@ -9,11 +9,15 @@ be is an error for that blob (opened without blocking, checked on the open
 descriptor), as is a symlink that leads out of Directory, unless the run
 allows it (--follow-outside-symlinks) for a deployment that links on purpose.
 
-Writes go to `.{id}.partial-<random>` in the final directory and are renamed
-into place, so a reader never sees a partial blob under its final name. They
-are not fsynced one by one (an fsync per small file costs most of the
-throughput); the engine calls sync() once per journal batch, which flushes
-the whole filesystem with syncfs(2), before it records the batch as done.
+Writes go to `.{id}.partial-<tag><n>` in the final directory (a random tag
+per backend, a counter) and are renamed into place, so a reader never sees a
+partial blob under its final name. They are not fsynced one by one (an fsync
+per small file costs most of the throughput); the engine calls sync() once
+per journal batch, which flushes the whole filesystem with syncfs(2), before
+it records the batch as done. A blob's folder is made when creating its
+temporary file first finds it missing. A blob below BUFFER is read straight
+into the caller's buffer (_SmallBlob), and the copy writes a small blob it
+holds whole with write_bytes(): no stream object and one write each.
 """
 
 from __future__ import annotations
