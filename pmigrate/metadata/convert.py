@@ -183,6 +183,9 @@ def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> C
                 return f"{t[0 if h < 0 else 2 if h > 23 else 1]} {h % 24:02d}"
         return shifted(hour, off)
 
+    # Hours kept: a fixed zone recomputes a forgotten hour from its day cheaply, so it keeps fewer.
+    keep = 100_000 if fixed is None else 1_024
+
     def conv(v: Any) -> Any:
         if v.__class__ is not str or (m := match(v)) is None:
             return None if v is None else slow(v)
@@ -190,7 +193,7 @@ def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> C
         # One lookup per value: each source hour and offset is shifted once, then kept.
         head = hours.get((hour, off), "")
         if head == "":
-            if len(hours) > 100_000:
+            if len(hours) > keep:
                 hours.clear()  # memory stays flat whatever the span of the data
             head = hours[(hour, off)] = head_of(hour, off)
         if head is None:
