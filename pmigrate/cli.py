@@ -108,8 +108,8 @@ def _duration(text: str) -> float:
 # What an option not given means, wherever it may be written (before or after 'verify').
 BATCH_SIZE = 5000
 STATS = 10.0  # seconds between progress lines off a terminal
-MIGRATE_ONLY = ("dry_run", "verify", "restart", "max_memory", "merge", "prune", "no_space_check", "lock_timeout", "bwlimit",
-                "tpslimit")
+MIGRATE_ONLY = ("dry_run", "verify", "restart", "recheck", "repeat_until_delta", "max_memory", "merge", "prune", "no_space_check",
+                "lock_timeout", "bwlimit", "tpslimit")  # fmt: skip
 
 
 def _defaults() -> dict[str, Any]:
@@ -118,7 +118,8 @@ def _defaults() -> dict[str, Any]:
         "batch_size": BATCH_SIZE, "journal": None, "checksum": "xxh3", "ignore_errors": False, "json": None,
         "verbose": False, "quiet": False, "stats": STATS, "with_sessions": False, "follow_outside_symlinks": False,
         "retry_for": RETRY_FOR,
-        "dry_run": False, "verify": False, "restart": False, "max_memory": None, "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
+        "dry_run": False, "verify": False, "restart": False, "recheck": False, "repeat_until_delta": None, "max_memory": None,
+        "merge": False, "prune": False, "no_space_check": False, "lock_timeout": 60,
         "cluster": None, "bwlimit": None, "tpslimit": 0.0,
     }  # fmt: skip
 
@@ -249,6 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true", help="after copying, audit every blob and row as 'pmigrate verify' does (default: off)")
     parser.add_argument("--restart", action="store_true", help="ignore the journal and copy every blob again (default: resume)")
     parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="look up on the target (a stat or a HEAD) every blob the journal lists as done, and copy again "
+        "those not there (default: trust the journal for blobs whose source row has not changed)",
+    )
+    parser.add_argument(
+        "--repeat-until-delta",
+        type=_positive_int,
+        metavar="N",
+        help="while plikd serves: run passes back to back until one copies fewer than N blobs, then stop and "
+        "say so; stop plikd and run the final pass then (default: one pass)",
+    )
+    parser.add_argument(
         "--prune",
         action="store_true",
         help="delete from the target the rows gone from the source (plikd purged them); only in a target "
@@ -356,6 +370,12 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
             here.error("argument --data-only: not allowed with argument --metadata-only")
         if args.verbose and args.quiet:
             here.error("argument -q/--quiet: not allowed with argument -v/--verbose")
+        if args.repeat_until_delta is not None:
+            from pmigrate import cutover
+
+            problem = cutover.refused(args)
+            if problem:
+                here.error(problem)
         if args.cluster and args.max_memory is not None:
             here.error("--max-memory bounds this host's worker processes, not a Dask cluster's: give each dask worker "
                        "--memory-limit instead (see docs/guide/cluster.md)")  # fmt: skip
@@ -375,6 +395,8 @@ def options_from(args: argparse.Namespace) -> RunOptions:
         checksum=args.checksum,
         journal=args.journal,
         restart=args.restart,
+        recheck=args.recheck,
+        repeat_until_delta=args.repeat_until_delta,
         merge=args.merge,
         prune=args.prune,
         with_sessions=args.with_sessions,

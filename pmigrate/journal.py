@@ -45,11 +45,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     md5 TEXT NOT NULL DEFAULT '',-- hex MD5 when --checksum md5
     seconds REAL NOT NULL DEFAULT 0,
     done_at REAL NOT NULL,
-    upload_id TEXT NOT NULL DEFAULT '' -- where the blob's key is, after plikd purged its row (--prune)
+    upload_id TEXT NOT NULL DEFAULT '', -- where the blob's key is, after plikd purged its row (--prune)
+    src TEXT NOT NULL DEFAULT '' -- digest of the source row the blob came from (transfer/delta.py); '' in older journals
 ) WITHOUT ROWID;
 """
 
 LOOKUP_CHUNK = 500  # ids per IN (...) query, under every SQLite's parameter limit
+VOUCH_ROWS = 4096  # digests given to listed rows per transaction
 
 
 def target_identity(backend: str, options: Mapping[str, Any]) -> str:
@@ -80,7 +82,8 @@ class Journal:
         self._con = con
         self.path = path
         self.readonly = readonly
-        self._pending: list[tuple[str, int, str, str, float, float, str]] = []
+        self._pending: list[tuple[str, int, str, str, float, float, str, str]] = []
+        self._vouched: list[tuple[str, str]] = []  # (src digest, file_id) of blobs found on the target, for rows without one
         # One connection, used by the parent's main thread (lookups) and by
         # the thread that commits after the target is made durable.
         self._lock = threading.Lock()
@@ -96,8 +99,7 @@ class Journal:
         # row only means copying that blob again.
         con.execute("PRAGMA synchronous=NORMAL")
         con.executescript(SCHEMA)
-        if "upload_id" not in _columns(con):  # a journal written before rows named their upload
-            con.execute("ALTER TABLE blobs ADD COLUMN upload_id TEXT NOT NULL DEFAULT ''")
+        _upgrade(con)
         j = cls(con, path, readonly=False)
         stored = j.identity()
         if stored is not None and stored != identity and not restart:
@@ -134,6 +136,19 @@ class Journal:
         except sqlite3.OperationalError:
             return None  # no table yet
         return row[0] if row else None
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def rebase(self, key: str, value: str) -> None:
+        """Set meta ``key`` and, in the same transaction, forget every row's source digest (transfer/delta.py)."""
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.execute("UPDATE blobs SET src = '' WHERE src != ''")
+            self._con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            self._con.execute("COMMIT")
 
     def secret(self, name: str, *, create: bool = False) -> bytes | None:
         """A random 256-bit secret of this target; made on first request with create=True.
@@ -185,6 +200,28 @@ class Journal:
                 out[fid] = (size, xxh3, md5)
         return out
 
+    def digests(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """file_id -> (size, source row digest) for those of ``ids`` listed; '' for rows of an older journal."""
+        out: dict[str, tuple[int, str]] = {}
+        if not self._has_src():
+            return {fid: (size, "") for fid, size in self.done(ids).items()}
+        for i in range(0, len(ids), LOOKUP_CHUNK):
+            part = ids[i : i + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            with self._lock:
+                found = self._con.execute(f"SELECT file_id, size, src FROM blobs WHERE file_id IN ({marks})", part).fetchall()
+            for fid, size, src in found:
+                out[fid] = (size, src)
+        return out
+
+    def _has_src(self) -> bool:
+        """A journal opened read-only may predate the src column."""
+        if not hasattr(self, "_src_column"):
+            with self._lock:
+                cols = {r[1] for r in self._con.execute("PRAGMA table_info(blobs)")}
+            self._src_column = "src" in cols
+        return self._src_column
+
     def totals(self) -> tuple[int, int]:
         """(blobs, bytes) listed as done."""
         try:
@@ -199,8 +236,23 @@ class Journal:
             return self._con.execute("SELECT count(*) FROM blobs").fetchone()[0]
 
     # -- writing -----------------------------------------------------------------
-    def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0, upload_id: str = "") -> None:
-        self._pending.append((file_id, size, xxh3, md5, seconds, time.time(), upload_id))
+    def record(self, *, file_id: str, size: int, xxh3: str, md5: str = "", seconds: float = 0.0, upload_id: str = "", src: str = "") -> None:
+        self._pending.append((file_id, size, xxh3, md5, seconds, time.time(), upload_id, src))
+
+    def vouch(self, *, file_id: str, src: str) -> None:
+        """Give a listed row the digest of its source row, once the target was found to hold its blob."""
+        self._vouched.append((src, file_id))
+        if len(self._vouched) >= VOUCH_ROWS:
+            self._write_vouched()
+
+    def _write_vouched(self) -> None:
+        # Nothing to make durable first: the target already held these blobs when they were found.
+        rows, self._vouched = self._vouched, []
+        if rows and not self.readonly:
+            with self._lock:
+                self._con.execute("BEGIN IMMEDIATE")
+                self._con.executemany("UPDATE blobs SET src = ? WHERE file_id = ?", rows)
+                self._con.execute("COMMIT")
 
     @property
     def pending(self) -> int:
@@ -217,7 +269,7 @@ class Journal:
             with self._lock:
                 self._con.execute("BEGIN IMMEDIATE")
                 self._con.executemany(
-                    "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at, upload_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO blobs(file_id, size, xxh3, md5, seconds, done_at, upload_id, src) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 self._con.execute("COMMIT")
@@ -235,12 +287,25 @@ class Journal:
             self._con.execute("COMMIT")
 
     def close(self) -> None:
+        if self._vouched:
+            try:
+                self._write_vouched()
+            except sqlite3.Error:  # only costs a stat of those blobs again next time
+                pass
         with self._lock:
             self._con.close()
 
 
-def _columns(con: sqlite3.Connection) -> set[str]:
-    return {row[1] for row in con.execute("PRAGMA table_info(blobs)")}
+def _upgrade(con: sqlite3.Connection) -> None:
+    """A journal written before rows named their upload or carried their source digest gets the columns, empty.
+
+    Rows without a digest are checked on the target once; without an upload id,
+    a purged row's key is found only where it does not name the upload (file, S3).
+    """
+    cols = {r[1] for r in con.execute("PRAGMA table_info(blobs)")}
+    for name in ("upload_id", "src"):
+        if name not in cols:
+            con.execute(f"ALTER TABLE blobs ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
 
 
 def unwritable(path: Path, exc: sqlite3.Error) -> ConfigError:

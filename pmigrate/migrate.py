@@ -58,6 +58,16 @@ def run(command: str, opts: RunOptions, *, config_path: str | None, target_path:
 
     with lock.hold(dst, command=command, opts=opts, report=report):  # before any stage reads the target's state
         check_source(src, dst, command=command, opts=opts)
+        if opts.repeat_until_delta is not None:  # passes back to back while plikd serves
+            from pmigrate import cutover
+
+            def one_pass(rep: Report) -> None:
+                with snapshot.of_source(src, report=rep) as snap:
+                    _execute(stages, _preflight(stages, snap, dst, opts=opts), opts=opts, report=rep)
+
+            return cutover.repeat(one_pass, first=report, threshold=opts.repeat_until_delta, quiet=opts.quiet,
+                                  final=cutover.final_command(config_path, target_path),
+                                  finish=lambda rep: _finish(rep, json_path))  # fmt: skip
         with snapshot.of_source(src, report=report) as src:  # every stage reads a sqlite3 source from one copy of it
             return _run_stages(stages, src, dst, opts=opts, report=report, json_path=json_path)
 
@@ -73,11 +83,31 @@ def _retry_for(cfg: config.PlikConfig, opts: RunOptions) -> config.PlikConfig:
 
 
 def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions, report: Report, json_path: Path | None) -> int:
+    plans = _preflight(stages, src, dst, opts=opts)
+    try:
+        _execute(stages, plans, opts=opts, report=report)
+    finally:
+        _finish(report, json_path)
+    return report.exit_code
+
+
+def _finish(report: Report, json_path: Path | None) -> None:
+    report.print_summary(sys.stdout)
+    if json_path is not None:
+        report.write_json(json_path)
+
+
+def _preflight(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *, opts: RunOptions) -> list:
     plans = []
     for stage in stages:
         started = time.perf_counter()
         plans.append(stage.preflight(src, dst, opts=opts))
         log.info("%s: checks passed in %.1fs", _name(stage), time.perf_counter() - started)
+    return plans
+
+
+def _execute(stages: list, plans: list, *, opts: RunOptions, report: Report) -> None:
+    """Run the stages in turn; the report marked failed or interrupted as they end."""
     try:
         for stage, plan in zip(stages, plans):
             started, seen = time.perf_counter(), len(report.lines)
@@ -93,11 +123,6 @@ def _run_stages(stages: list, src: config.PlikConfig, dst: config.PlikConfig, *,
     except Exception:
         report.fail()  # the error itself is printed by the CLI
         raise
-    finally:
-        report.print_summary(sys.stdout)
-        if json_path is not None:
-            report.write_json(json_path)
-    return report.exit_code
 
 
 def _name(stage: object) -> str:

@@ -27,6 +27,8 @@ class RunOptions:
     checksum: str = "xxh3"  # xxh3 | md5 (md5 also checks files.md5)
     journal: Path | None = None  # None: the default tied to the target
     restart: bool = False
+    recheck: bool = False  # look every journaled blob up on the target, even one whose source row is unchanged
+    repeat_until_delta: int | None = None  # run passes until one copies fewer blobs than this (pmigrate.cutover)
     merge: bool = False  # accept a target this source did not fill: insert and update, never delete
     prune: bool = False  # delete from the target what is gone from the source (only in one it filled)
     with_sessions: bool = False

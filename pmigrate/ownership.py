@@ -26,6 +26,7 @@ location), never by anything secret.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,7 +165,9 @@ def write_metadata_owner(cursor: Any, *, driver: str, source: str, table: str = 
 
 
 def marker(source: str) -> bytes:
-    return json.dumps({"source": source, "written_by": f"pmigrate {__version__}", "first_at": _now()}, indent=1).encode()
+    """The record's bytes. ``claim`` tells this record from one written again in a store made anew (transfer/delta.py)."""
+    body = {"source": source, "written_by": f"pmigrate {__version__}", "first_at": _now(), "claim": secrets.token_hex(8)}
+    return json.dumps(body, indent=1).encode()
 
 
 def data_state(backend: Any, *, source: str) -> Ownership:

@@ -69,8 +69,8 @@ class Subscriber:
     def on_progress(self, nbytes: int) -> None:
         """``nbytes`` more moved (fewer when negative)."""
 
-    def on_done(self, *, ok: bool) -> None:
-        """One item ended, well or not."""
+    def on_done(self, *, ok: bool, items: int = 1) -> None:
+        """``items`` ended (one, or a batch taken as done without a job), well or not."""
 
 
 class Bars(Subscriber):
@@ -84,8 +84,8 @@ class Bars(Subscriber):
         if nbytes:
             self._bytes.update(nbytes)
 
-    def on_done(self, *, ok: bool) -> None:
-        self._items.update(1)
+    def on_done(self, *, ok: bool, items: int = 1) -> None:
+        self._items.update(items)
 
 
 class NullBar:

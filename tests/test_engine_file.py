@@ -78,7 +78,7 @@ def test_file_to_file_copies_every_blob_with_hashes(tmp_path, run_cli):
     assert "copied 35 blobs" in cp.stdout
 
 
-def test_resume_skips_done_blobs_but_recopies_what_the_target_lost(tmp_path, run_cli):
+def test_resume_trusts_the_journal_and_recheck_recopies_what_the_target_lost(tmp_path, run_cli):
     dep = bd.file_source(tmp_path / "src", bd.make_blobs(20, seed=12))
     target = bd.file_target(tmp_path / "dst")
     assert _copy(run_cli, dep, target).returncode == 0
@@ -88,10 +88,16 @@ def test_resume_skips_done_blobs_but_recopies_what_the_target_lost(tmp_path, run
     (tmp_path / "dst" / "files" / shrunk.file_id[:2] / shrunk.file_id).write_bytes(b"short")
 
     report = tmp_path / "again.json"
+    # The journal is trusted for blobs whose source row is unchanged: nothing is looked up, nothing copied.
     cp = _copy(run_cli, dep, target, json_path=report)
     assert cp.returncode == 0, cp.stderr
     data = json.loads(report.read_text())["sections"]["data"]
-    assert (data["copied"], data["already_done"]) == (2, 18)
+    assert (data["copied"], data["already_done"], data["trusted"], data["checked_on_target"]) == (0, 20, 20, 0)
+    # --recheck looks every journaled blob up on the target and copies again what it lost.
+    cp = _copy(run_cli, dep, target, "--recheck", json_path=report)
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(report.read_text())["sections"]["data"]
+    assert (data["copied"], data["already_done"], data["trusted"], data["checked_on_target"]) == (2, 18, 0, 20)
     _assert_target_complete(dep, tmp_path / "dst" / "files")
 
     cp = _copy(run_cli, dep, target, "--restart", json_path=report)

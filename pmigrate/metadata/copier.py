@@ -27,7 +27,8 @@ import time
 from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import PmigrateError
-from pmigrate.metadata import dialects, faults
+from pmigrate.metadata import compare, dialects, faults
+from pmigrate.metadata import delta as mdelta
 from pmigrate.metadata import values as V
 from pmigrate.metadata.load import TableResult, load, orphans
 from pmigrate.metadata.plan import AREA, Column, Plan, TablePlan, preflight
@@ -68,6 +69,8 @@ def run(plan: Plan, *, opts: RunOptions, report: Report) -> None:
             _dry_report(plan, results, skipped_counts, opts=opts, report=report)
             return
         keyring = _keyring(plan)
+        if plan.state != "empty":  # which rows differ on the target: only those are written
+            plan.changes = mdelta.plan_changes(plan, batch_size=opts.batch_size, fixes={"files": keyring.row_fixer} if keyring else None)
         load(plan, reader, results, opts=opts, report=report, keyring=keyring)
         if keyring is not None:
             sec["sse_keys_made"] = keyring.made
@@ -166,16 +169,14 @@ def _dry_report(plan: Plan, results: dict[str, TableResult], skipped_counts: dic
 
 def _dry_diff(plan: Plan, *, opts: RunOptions) -> dict[str, tuple[int, int, int]]:
     """(insert, update, delete) per table on a target that holds rows: the row audit's missing, changed, extra."""
-    from pmigrate.verify import rows
-
-    src = rows.Side(engine=plan.src_engine, driver=plan.src_driver, zone=plan.src_zone)
-    dst = rows.Side(engine=plan.dst_engine, driver=plan.dst_driver, zone=plan.dst_zone)
-    plans, _problems = rows.plan_tables(src, dst)
+    src = compare.Side(engine=plan.src_engine, driver=plan.src_driver, zone=plan.src_zone)
+    dst = compare.Side(engine=plan.dst_engine, driver=plan.dst_driver, zone=plan.dst_zone)
+    plans, _problems = compare.plan_tables(src, dst)
     wanted = {t.name for t in plan.tables}
     out = {}
     for tp in plans:
         if tp.name in wanted:
-            res = rows.audit_table(tp, src, dst, batch_size=opts.batch_size)
+            res = compare.audit_table(tp, src, dst, batch_size=opts.batch_size)
             out[tp.name] = (res.missing, res.changed, res.extra)
     return out
 
@@ -205,7 +206,12 @@ def _prove(plan: Plan, results: dict[str, TableResult], skipped_counts: dict[str
             notes.append(f"{plural(r.orphans, 'orphan')} skipped")
         if r.bad:
             notes.append(f"{plural(r.bad, 'bad row')} skipped")
-        if r.changed is not None:
+        ch = plan.changes.get(t.name)
+        if ch is not None:
+            entry.update(ch.figures(written=r.source - r.orphans - r.bad, source=r.source - r.orphans))
+            entry["changed"] = entry["inserted"] + entry["updated"]
+            notes.append(f"{entry['inserted']} inserted, {entry['updated']} updated, {entry['unchanged']} unchanged")
+        elif r.changed is not None:
             entry["changed"] = r.changed
             notes.append(f"{r.changed} inserted or updated")
         if r.deleted:

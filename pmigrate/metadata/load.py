@@ -22,6 +22,7 @@ from pmigrate.batching import batched
 from pmigrate.data import ssekeys
 from pmigrate.errors import FatalError, ItemError
 from pmigrate.metadata import collisions, dialects, faults, lockwait, staging
+from pmigrate.metadata import delta as mdelta
 from pmigrate.metadata import values as V
 from pmigrate.metadata.convert import BadRow, convert_row, row_converters, row_function
 from pmigrate.metadata.plan import AREA, Column, Plan, TablePlan, attach_target, reflect
@@ -86,6 +87,8 @@ def _copy_table(
     keyring: ssekeys.Keyring | None = None,
 ) -> None:
     fresh = plan.state == "empty"
+    if t.name in plan.changes and plan.changes[t.name].none:
+        return  # the target holds every row as the source does
     names = t.names
     convs, checks = row_converters(plan, t)
     add_keys = keyring.row_fixer(names) if keyring is not None and t.name == "files" else None
@@ -110,7 +113,13 @@ def _copy_table(
     raw_seen = reader.raw_texts
     try:
         with bar(quiet=opts.quiet, every=opts.stats, desc=t.name, label=f"{AREA}: {t.name}", total=res.source - res.orphans, unit="row") as pbar:
-            for batch in reader.stream(sql, batch=opts.batch_size):
+            if t.name in plan.changes:  # a merge writes only the rows that differ on the target
+                key_text = all(c.kind == V.KIND_TEXT for c in t.columns if c.name in t.pk)
+                stream = mdelta.rows_to_write(plan.changes[t.name], reader, sql, names=names, key_text=key_text,
+                                              batch=opts.batch_size, total=res.source - res.orphans, on_dropped=pbar.update)  # fmt: skip
+            else:
+                stream = reader.stream(sql, batch=opts.batch_size)
+            for batch in stream:
                 if collide:
                     batch, dropped = collisions.drop(batch, collide, key_at)
                     for row, skip in dropped:
@@ -322,7 +331,9 @@ def load(
             for t in reversed(plan.tables):
                 res = results[t.name]
                 if t.pk and writer.count(t.name) != res.source - res.orphans - res.bad:
-                    n = _gone(plan, t, reader, writer, opts=opts, delete=prune)
+                    n = mdelta.gone(plan.changes.get(t.name), writer, t.name, t.pk, delete=prune, batch=opts.batch_size) if not res.orphans else None
+                    if n is None:
+                        n = _gone(plan, t, reader, writer, opts=opts, delete=prune)
                     if prune:
                         res.deleted = n
                     else:

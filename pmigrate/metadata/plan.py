@@ -19,6 +19,7 @@ from pmigrate import ownership
 from pmigrate.data import ssekeys
 from pmigrate.errors import ConfigError
 from pmigrate.metadata import collisions, grants, lockwait, staging
+from pmigrate.metadata import delta as mdelta
 from pmigrate.metadata import values as V
 from pmigrate.metadata.prechecks import check_lengths, check_nuls, check_owner, keys_journal
 from pmigrate.options import RunOptions
@@ -78,6 +79,7 @@ class Plan:
     collisions: dict[str, dict[str, collisions.Skip]] = field(default_factory=dict)  # mysql: keys one on the target
     leftovers: list[str] = field(default_factory=list)  # staging tables a stopped run left (mysql target)
     watches: lockwait.Watches = field(default_factory=lambda: lockwait.Watches(timeout=60))
+    changes: dict[str, mdelta.TableChanges] = field(default_factory=dict)  # merge: the rows that differ (metadata/delta.py)
 
 
 def _sqlite_target_absent(meta: Any) -> bool:

@@ -15,6 +15,7 @@ A ConfigError in the child comes back as the same one-line ConfigError.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -32,6 +33,7 @@ CREATE = "create"  # create it if missing, as plikd would: check(create=True)
 PROBE = "probe"  # it must answer and take a write (tried and undone), or be missing and creatable (transfer/precheck.py)
 OWN = "own"  # whose it is (pmigrate.ownership): refused unless this source filled it, or --merge
 CLAIM = "claim"  # as OWN, then an empty store is recorded as this source's before the first blob
+MARKER = "marker"  # the SHA-256 of the store's ownership record, '' without one (transfer/delta.py)
 
 # (DataBackend name, DataBackendConfig, mode[, source identity, merge] for OWN and CLAIM)
 Check = tuple[Any, ...]
@@ -62,6 +64,9 @@ def _check(name: str, options: dict[str, Any], mode: str, *args: Any) -> Any:
     with open_backend(name, options) as backend:
         if mode in (OWN, CLAIM):
             return _own(backend, mode, *args)
+        if mode == MARKER:
+            raw = backend.read_marker()
+            return hashlib.sha256(raw).hexdigest() if raw is not None else ""
         if mode == PROBE:
             from pmigrate.transfer import precheck
 

@@ -4,12 +4,15 @@ The parent streams ``files`` rows (pmigrate.filerows), turns them into jobs,
 feeds the pool, and alone writes the journal, the progress bars and the
 report. Workers build their own backend clients and hash as bytes pass.
 
-Resume: a blob the journal lists as done with the same size is still checked
-on the target before it is skipped. That check is a stat done by the worker
-holding the job (a HEAD on S3, run in parallel with the other workers'
-copies), and only for journal hits; blobs the journal does not know are
-simply copied. Listing the whole target up front was rejected: it costs as
-much as the stats on a fresh target, and holds every key in memory.
+Resume: a blob the journal lists as done from a source row that has not
+changed since is trusted and makes no job (transfer/delta.py), so a pass
+costs what changed. A listed blob whose row changed, or whose journal row
+predates that digest (or every listed blob, with --recheck), is checked on the
+target before it is skipped: a stat done by the worker holding the job (a
+HEAD on S3, run in parallel with the other workers' copies). Blobs the
+journal does not know are simply copied. Listing the whole target up front
+was rejected: it costs as much as the stats on a fresh target, and holds
+every key in memory.
 
 Workers start from a fork server, not by fork: by then the parent holds
 boto3 clients, database connections and a progress thread, none of which
@@ -44,6 +47,7 @@ from pmigrate.options import RunOptions
 from pmigrate.quote import shown
 from pmigrate.report import Report
 from pmigrate.transfer import checks, memory, precheck, prune, stopcause, summary, uploads
+from pmigrate.transfer import delta as delta_mod
 from pmigrate.transfer import worker as worker_mod
 from pmigrate.transfer.committer import COMMIT_ROWS, Committer
 from pmigrate.transfer.handler import Stores
@@ -307,16 +311,18 @@ class _Copy:
         self.governor: memory.MemoryGovernor | None = None
         self.notes: set[str] = set()  # what workers learnt about the stores, each reported once
         self.keyring: ssekeys.Keyring | None = None
+        self.delta: delta_mod.Delta | None = None
 
     def run(self) -> None:
         plan, opts = self.plan, self.opts
         pool = self.pool = plan.pool or _pool(plan, opts=opts)
         try:
             found = checks.run_checks(
-                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts)],
+                [_spec(plan.src, checks.READ), _spec(plan.dst, checks.CREATE), _owner_spec(plan.src, plan.dst, checks.CLAIM, opts=opts),
+                 _spec(plan.dst, checks.MARKER)],
                 start_method=START_METHOD,
-            )
-            self.report.section(AREA)["target_owner"] = found[-1]
+            )  # fmt: skip
+            self.report.section(AREA)["target_owner"] = found[-2]
             self.dst = _backend(plan.dst)  # its client, if any, is built only if a worker dies mid-write
             pool.on_death = self._discard_partial
             try:
@@ -325,6 +331,9 @@ class _Copy:
                 raise journal_mod.unwritable(plan.journal_path, exc) from None
             self.committer = Committer(self.journal, self.dst)
             log.info("journal %s%s", plan.journal_path, " (emptied: --restart)" if opts.restart else "")
+            if not delta_mod.anchor(self.journal, found[-1]):
+                log.info("journal: the target's ownership record is not the one its rows were checked against: each is checked again")
+            self.delta = delta_mod.Delta(self.journal, trust=not (opts.recheck or opts.restart), restart=opts.restart)
             if plan.make_keys:  # durable in the journal before any blob is encrypted with a key derived from it
                 self.keyring = ssekeys.keyring(self.journal, create=True)
             self._sweep("start")  # before any worker writes
@@ -364,6 +373,8 @@ class _Copy:
             self.progress.close()
             for line in pool.deaths:
                 self.report.warn(line)
+            self.fig.trusted, self.fig.trusted_bytes = (self.delta.trusted, self.delta.trusted_bytes) if self.delta else (0, 0)
+            self.fig.checked_on_target = self.delta.checked if self.delta else 0
             summary.copy_summary(self.report, self.fig, self.tally, summary.Run(
                 seconds=time.perf_counter() - started, workers=opts.workers, deaths=len(pool.deaths),
                 journal=plan.journal_path, complete=stop is None and not interrupted, halt=halt,
@@ -435,8 +446,8 @@ class _Copy:
         log.info("cleared what the dead worker left of blob %s", job.ref.file_id)
 
     def _jobs(self) -> Iterator[BlobJob]:
-        seq = 0
-        assert self.journal is not None
+        assert self.journal is not None and self.delta is not None
+        prepare = self.keyring.ref if self.keyring is not None else None
         for batch in filerows.scan(self.plan.metadata, batch_size=self.opts.batch_size, tally=self.tally):
             for item, message in batch.invalid:
                 self._error(Kind.INVALID_ID, item, message)
@@ -444,12 +455,13 @@ class _Copy:
                 raise self.stop
             if not batch.refs:
                 continue
-            done = self.journal.done([r.file_id for r in batch.refs]) if not self.opts.restart else {}
-            refs = batch.refs if self.keyring is None else map(self.keyring.ref, batch.refs)
-            for ref in refs:
-                self.subscriber.on_queued(size=ref.size)
-                yield BlobJob(seq, ref, check_target=done.get(ref.file_id) == ref.size)
-                seq += 1
+            before = self.delta.trusted, self.delta.trusted_bytes
+            for job in self.delta.jobs(batch.refs, prepare=prepare):  # blobs the journal vouches for make no job
+                self.subscriber.on_queued(size=job.ref.size)
+                yield job
+            if self.delta.trusted > before[0]:
+                self.subscriber.on_progress(self.delta.trusted_bytes - before[1])
+                self.subscriber.on_done(ok=True, items=self.delta.trusted - before[0])
 
     def _on_results(self, results: list[BlobResult]) -> None:
         self._account(results)
@@ -469,15 +481,18 @@ class _Copy:
                 if r.server_side:
                     fig.server_side += 1
                 self.journal.record(file_id=r.file_id, size=r.size, xxh3=r.xxh3 or worker_mod.SERVER_SIDE, md5=r.md5,
-                                    seconds=r.seconds, upload_id=r.upload_id)  # fmt: skip
+                                    seconds=r.seconds, upload_id=r.upload_id, src=self.delta.copied(r.seq))  # fmt: skip
                 if r.warning_kind:
                     fig.warnings += 1
                     self.report.problem(area=AREA, kind=r.warning_kind, item=r.file_id, message=r.warning)
             elif r.outcome == PRESENT:
+                self.delta.present(r.seq, r.file_id)
                 fig.already_done += 1
                 fig.already_done_bytes += r.size
             elif r.outcome == FAILED:
                 self._error(r.error_kind, r.file_id, r.error)
+            if r.outcome in (FAILED, CANCELLED):
+                self.delta.ended((r.seq,))
             if r.outcome != CANCELLED:
                 sub.on_progress(r.size if r.outcome != FAILED else 0)
                 sub.on_done(ok=r.outcome != FAILED)

@@ -28,8 +28,11 @@ class Figures:
     copied: int = 0  # blobs that landed on the target in this run
     bytes: int = 0  # ... and their bytes
     server_side: int = 0  # of the copied, those the store copied itself
-    already_done: int = 0  # in the journal and on the target: skipped
+    already_done: int = 0  # in the journal and found on the target: skipped
     already_done_bytes: int = 0
+    trusted: int = 0  # in the journal from an unchanged source row: skipped without a look (transfer/delta.py)
+    trusted_bytes: int = 0
+    checked_on_target: int = 0  # listed blobs looked up on the target
     errors: int = 0
     warnings: int = 0  # problems that did not undo a copy (md5-mismatch)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
@@ -41,6 +44,16 @@ class Figures:
 
 def _skipped(tally: filerows.Tally) -> dict[str, int]:
     return {f"status {s}": n for s, n in tally.skipped_by_status().items()}
+
+
+def _trust_line(fig: Figures) -> str:
+    """How many blobs were taken on the journal's word, how many looked up on the target."""
+    parts = []
+    if fig.trusted:
+        parts.append(f"{fig.trusted} unchanged since the journal listed them, not looked up on the target")
+    if fig.checked_on_target:
+        parts.append(f"{fig.checked_on_target} looked up on the target")
+    return "journal: " + "; ".join(parts) + ("" if fig.checked_on_target else " (--recheck looks every one up)")
 
 
 def _errors_line(errors: int, by_kind: dict[str, int]) -> str:
@@ -65,20 +78,24 @@ class Run:
 def copy_summary(report: Report, fig: Figures, tally: filerows.Tally, run: Run) -> None:
     """The copy's figures into report.section('data'), and its lines."""
     skipped = _skipped(tally)
-    if fig.already_done:
-        skipped["already done"] = fig.already_done
+    done, done_bytes = fig.already_done + fig.trusted, fig.already_done_bytes + fig.trusted_bytes
+    if done:
+        skipped["already done"] = done
     rate = fig.bytes / run.seconds if run.seconds > 0 else 0.0
     fps = fig.copied / run.seconds if run.seconds > 0 else 0.0
     sec = report.section(AREA)
     sec.update(files=tally.rows, blobs=tally.blobs, **asdict(fig), skipped=skipped, seconds=round(run.seconds, 3),
                bytes_per_second=round(rate), files_per_second=round(fps, 1), workers=run.workers,
                worker_deaths=run.deaths, journal=str(run.journal), complete=run.complete)  # fmt: skip
+    sec.update(already_done=done, already_done_bytes=done_bytes)
     line = f"copied {plural(fig.copied, 'blob')}, {_size(fig.bytes)} in {run.seconds:.1f}s ({_size(rate)}/s, {fps:.0f} blobs/s)"
     if fig.server_side:
         line += f"; {fig.server_side} server-side"
     report.line(AREA, line)
     if skipped:
         report.line(AREA, "skipped: " + ", ".join(f"{n} {why}" for why, n in skipped.items()))
+    if fig.trusted or fig.checked_on_target:
+        report.line(AREA, _trust_line(fig))
     if fig.errors:
         report.line(AREA, f"errors: {_errors_line(fig.errors, fig.errors_by_kind)}")
     if run.keys_made is not None:

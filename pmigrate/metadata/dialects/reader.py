@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import sqlite3
@@ -126,7 +127,8 @@ class SnapshotReader:
                 if not self._tolerate(exc):
                     raise
             finally:
-                cur.close()
+                with contextlib.suppress(sqlite3.ProgrammingError):  # a stream left unfinished outlived its connection
+                    cur.close()
 
 
 def prefetch(source: Iterator[list[Row]], *, depth: int = 2) -> Iterator[list[Row]]:
