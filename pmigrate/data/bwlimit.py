@@ -239,6 +239,11 @@ def reader(raw: BinaryIO, *, stopped: Callable[[], bool] | None = None) -> Binar
     return raw if _bw is None else _Limited(raw, _bw, stopped)  # type: ignore[return-value]
 
 
+def limited() -> bool:
+    """True under --bwlimit: every byte read goes through the bucket (reader())."""
+    return _bw is not None
+
+
 def request(**_kwargs: Any) -> None:
     """One request to an object store, paid to the --tpslimit bucket (also a botocore ``before-send`` handler)."""
     if _tps is not None:

@@ -9,11 +9,15 @@ be is an error for that blob (opened without blocking, checked on the open
 descriptor), as is a symlink that leads out of Directory, unless the run
 allows it (--follow-outside-symlinks) for a deployment that links on purpose.
 
-Writes go to `.{id}.partial-<random>` in the final directory and are renamed
-into place, so a reader never sees a partial blob under its final name. They
-are not fsynced one by one (an fsync per small file costs most of the
-throughput); the engine calls sync() once per journal batch, which flushes
-the whole filesystem with syncfs(2), before it records the batch as done.
+Writes go to `.{id}.partial-<tag><n>` in the final directory (a random tag
+per backend, a counter) and are renamed into place, so a reader never sees a
+partial blob under its final name. They are not fsynced one by one (an fsync
+per small file costs most of the throughput); the engine calls sync() once
+per journal batch, which flushes the whole filesystem with syncfs(2), before
+it records the batch as done. A blob's folder is made when creating its
+temporary file first finds it missing. A blob below BUFFER is read straight
+into the caller's buffer (_SmallBlob), and the copy writes a small blob it
+holds whole with write_bytes(): no stream object and one write each.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import io
+import itertools
 import os
 import secrets
 import stat as stat_mod
@@ -36,6 +42,7 @@ from pmigrate.ids import check_id
 from pmigrate.quote import shown
 
 BUFFER = 1 << 20  # large reads and writes: fewer syscalls per byte
+SMALL = 64 << 10  # the buffer of blobs below this size, which one read copies whole
 PARTIAL = ".partial-"
 # Run option, not a plikd key: read blobs whose symlinks lead out of Directory.
 FOLLOW_OUTSIDE = "pmigrate.follow_outside_symlinks"
@@ -67,15 +74,18 @@ class FileBackend(DataBackend):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
         self.directory: str = self.options["Directory"]  # settled by OPTIONS (pmigrate.data.registry)
+        self._prefix = os.path.join(self.directory, "")  # Directory and a separator: blob paths without os.path.join
         self.follow_outside = bool(self.options.pop(FOLLOW_OUTSIDE, False))
         self._root: str | None = None  # Directory with its symlinks resolved, once
         self._buffer: bytearray | None = None
-        self._folders: set[str] = set()  # made (or found) already: one mkdir syscall per folder, not per blob
+        self._small: bytearray | None = None  # reused for every blob that fits: no allocation per small file
+        self._tag = ""  # temporary names: a random tag and a counter, no getrandom per blob
+        self._serial = itertools.count()
 
     # -- locations ---------------------------------------------------------
     def key(self, ref: BlobRef) -> str:
         fid = check_id(ref.file_id, what="file id")
-        return os.path.join(self.directory, fid[:2], fid)
+        return f"{self._prefix}{fid[:2]}{os.sep}{fid}"
 
     def legacy_key(self, ref: BlobRef) -> str:
         """Where plik before 1.3 kept the blob."""
@@ -175,7 +185,12 @@ class FileBackend(DataBackend):
     # -- blobs -------------------------------------------------------------
     def _existing(self, ref: BlobRef) -> tuple[str, os.stat_result]:
         """Path of the stored blob, current layout first; BlobNotFound when neither holds it."""
-        for path in self.candidate_keys(ref):
+        current = self.key(ref)
+        if ref.upload_id:
+            check_id(ref.upload_id, what="upload id")  # refused whichever layout holds the blob
+        for path in (current, None) if ref.upload_id else (current,):
+            if path is None:
+                path = self.legacy_key(ref)  # built only when the current layout has no blob
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -185,7 +200,7 @@ class FileBackend(DataBackend):
             except OSError as exc:
                 raise ItemError(f"cannot read {path}: {exc.strerror}", item=ref.file_id) from None
             if stat_mod.S_ISDIR(st.st_mode):
-                if path == self.key(ref):
+                if path == current:
                     continue  # plikd looks further when the current path is a directory
                 raise ItemError(f"{path} is a directory, not a blob", item=ref.file_id, kind=Kind.NOT_A_FILE)
             return path, st
@@ -206,12 +221,15 @@ class FileBackend(DataBackend):
                 _refuse_unless_regular(st, path, ref)
                 if not self.follow_outside:
                     self._refuse_outside(fd, st, path, ref)
-                # a buffer no larger than the blob: a 1 MiB buffer per 4 KiB file costs more than the read
-                f = open(fd, "rb", buffering=min(BUFFER, max(st.st_size + 1, 8192)))
+                if st.st_size < BUFFER:
+                    # Read straight into the caller's buffer: io.open would add a buffer, an
+                    # fstat and an lseek to each of thousands of small files.
+                    return _SmallBlob(fd)
+                f = open(fd, "rb", buffering=BUFFER)
             except BaseException:
                 os.close(fd)
                 raise
-            if st.st_size > BUFFER and _fadvise is not None:
+            if _fadvise is not None:
                 try:
                     _fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window
                 except OSError:
@@ -261,29 +279,34 @@ class FileBackend(DataBackend):
             return BlobStat(size=os.fstat(f.fileno()).st_size)
 
     def write(self, ref: BlobRef, src: BinaryIO) -> None:
-        final = self.key(ref)
-        folder = os.path.dirname(final)
-        temp = os.path.join(folder, f".{ref.file_id}{PARTIAL}{secrets.token_hex(6)}")
-        fd = -1
-        for known in (folder in self._folders, False):
-            if not known:
-                try:
-                    os.makedirs(folder, 0o777, exist_ok=True)
-                except OSError as exc:
-                    raise _write_error(exc, folder, ref, verb="create") from None
-                self._folders.add(folder)
+        self._store(ref, lambda fd: self._copy_into(src, fd, hint=ref.size))
+
+    def write_bytes(self, ref: BlobRef, data: Any) -> None:
+        """write() of a blob already in memory (a small one, read whole): one write, no reader."""
+        self._store(ref, lambda fd: _write_all(fd, data))
+
+    def _store(self, ref: BlobRef, fill: Any) -> None:
+        """A temporary file filled by ``fill(fd)`` (bytes written), renamed to the blob's name."""
+        fid = check_id(ref.file_id, what="file id")
+        folder = self._prefix + fid[:2]
+        final = f"{folder}{os.sep}{fid}"
+        try:
+            temp, fd = self._create_temp(folder, fid)
+        except FileNotFoundError:
+            # The folder is missing: made now, once (a folder another worker made costs no mkdir here).
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-                break
-            except FileNotFoundError as exc:
-                if not known:
-                    raise _write_error(exc, folder, ref, verb="create a file in") from None
-                self._folders.discard(folder)  # removed since: make it again
+                os.makedirs(folder, 0o777, exist_ok=True)
+            except OSError as exc:
+                raise _write_error(exc, folder, ref, verb="create") from None
+            try:
+                temp, fd = self._create_temp(folder, fid)
             except OSError as exc:
                 raise _write_error(exc, folder, ref, verb="create a file in") from None
+        except OSError as exc:
+            raise _write_error(exc, folder, ref, verb="create a file in") from None
         try:
             try:
-                written = self._copy_into(src, fd, hint=ref.size)
+                written = fill(fd)
             finally:
                 os.close(fd)
             if ref.size >= 0 and written != ref.size:
@@ -298,10 +321,27 @@ class FileBackend(DataBackend):
                 raise _write_error(exc, final, ref) from None
             raise
 
+    def _create_temp(self, folder: str, fid: str) -> tuple[str, int]:
+        """A new temporary file `.{id}.partial-<tag><n>` next to the blob's final name.
+
+        The tag is random once per backend, the counter is not: no random
+        bytes to fetch per blob. O_EXCL still refuses a name that exists (a
+        forked copy of this backend with the same tag): a new tag is drawn then.
+        """
+        for _ in range(3):
+            if not self._tag:
+                self._tag = secrets.token_hex(6)
+            temp = f"{folder}{os.sep}.{fid}{PARTIAL}{self._tag}{next(self._serial):x}"
+            try:
+                return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except FileExistsError:
+                self._tag = ""
+        raise FileExistsError(errno.EEXIST, "temporary names taken", folder)
+
     def _copy_into(self, src: BinaryIO, fd: int, *, hint: int) -> int:
-        """Copy src into fd through one reused buffer (allocating and zeroing 1 MiB per small file is slow)."""
-        if 0 <= hint < BUFFER - 1:
-            buf = bytearray(max(hint + 1, 8192))  # the whole blob and its EOF in one read
+        """Copy src into fd through one reused buffer (allocating and zeroing a buffer per small file is slow)."""
+        if 0 <= hint < SMALL - 1:
+            buf, self._small = self._small or bytearray(SMALL), None  # the whole blob and its EOF in one read
         else:
             buf, self._buffer = self._buffer or bytearray(BUFFER), None  # never shared by two threads
         view = memoryview(buf)
@@ -317,6 +357,8 @@ class FileBackend(DataBackend):
             view.release()
             if len(buf) == BUFFER:
                 self._buffer = buf
+            elif len(buf) == SMALL:
+                self._small = buf
         return total
 
     def discard_partial(self, ref: BlobRef) -> None:
@@ -386,6 +428,36 @@ class FileBackend(DataBackend):
             except OSError:
                 pass
             raise FatalError(f"cannot write {final}: {exc.strerror}") from None
+
+
+class _SmallBlob(io.RawIOBase):
+    """An open blob below BUFFER: reads go straight from its descriptor into the caller's buffer."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        return os.readv(self._fd, [buf])
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self._fd)
+            finally:
+                super().close()
+
+
+def _write_all(fd: int, data: Any) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
 
 
 def _nearest_existing(path: str) -> str:

@@ -168,10 +168,8 @@ def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> C
         d = start.date()
         return (d - timedelta(days=1)).isoformat(), d.isoformat(), (d + timedelta(days=1)).isoformat(), shift // timedelta(hours=1)
 
-    def conv(v: Any) -> Any:
-        if v.__class__ is not str or (m := match(v)) is None:
-            return None if v is None else slow(v)
-        hour, rest, frac, off = m.groups()
+    def head_of(hour: str, off: str | None) -> str | None:
+        """The target's hour for a source hour and offset; None: the general path."""
         if fixed is not None:
             key = (hour[:10], off)
             t = days.get(key, "")
@@ -182,14 +180,22 @@ def _sqlite_text_to_mysql(dst_zone: tzinfo, dst_fsp: int, *, slow: Convert) -> C
             h = int(hour[11:13])
             if t is not None and h < 24:
                 h += t[3]
-                head = f"{t[0 if h < 0 else 2 if h > 23 else 1]} {h % 24:02d}"
-                return f"{head}{rest}.{frac[:fsp]}" if fsp and frac else head + rest
-        key = (hour, off)
-        head = hours.get(key, "")
+                return f"{t[0 if h < 0 else 2 if h > 23 else 1]} {h % 24:02d}"
+        return shifted(hour, off)
+
+    # Hours kept: a fixed zone recomputes a forgotten hour from its day cheaply, so it keeps fewer.
+    keep = 100_000 if fixed is None else 1_024
+
+    def conv(v: Any) -> Any:
+        if v.__class__ is not str or (m := match(v)) is None:
+            return None if v is None else slow(v)
+        hour, rest, frac, off = m.groups()
+        # One lookup per value: each source hour and offset is shifted once, then kept.
+        head = hours.get((hour, off), "")
         if head == "":
-            if len(hours) > 100_000:
+            if len(hours) > keep:
                 hours.clear()  # memory stays flat whatever the span of the data
-            head = hours[key] = shifted(hour, off)
+            head = hours[(hour, off)] = head_of(hour, off)
         if head is None:
             return slow(v)
         if fsp and frac:

@@ -17,7 +17,7 @@ import xxhash
 
 from pmigrate.data import bwlimit
 from pmigrate.data.budget import PartBudget, part_holder
-from pmigrate.data.sizing import SizedReader
+from pmigrate.data.sizing import SizedReader, size_error
 from pmigrate.errors import Cancelled, FatalError, ItemError, Kind, PmigrateError, RetryableError, StoreError, Unsupported, store_kind
 from pmigrate.transfer.handler import Lifeline, StoreHandler, Stores
 from pmigrate.transfer.jobs import CANCELLED, COPIED, FAILED, PRESENT, BlobJob, BlobResult
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # upload that ended under it. A failed request is retried by the backend alone (data/retry.py).
 RETRIES = 3
 SERVER_SIDE = "server-side"  # what the journal says instead of a hash nobody computed
+SMALL = 64 << 10  # folder to folder, a blob below this size is read whole (CopyHandler._copy_small)
 
 
 class HashingReader(SizedReader):
@@ -119,6 +120,11 @@ class CopyHandler(StoreHandler):
         self._fatal = False
         self._server_side = self.dst.features.server_side_copy
         self._note = ""  # for the next result: the parent reports it once
+        # Folder to folder without --bwlimit: a small blob is read whole into one reused
+        # buffer, hashed and written in one call each (_copy_small), no stream between.
+        self._small: bytearray | None = None
+        if self.src.name == "file" and self.dst.name == "file" and not bwlimit.limited():
+            self._small = bytearray(SMALL)
 
     def finish(self, results: list[BlobResult]) -> None:
         """The blobs of this chunk made durable on this host (a no-op on object stores)."""
@@ -183,12 +189,57 @@ class CopyHandler(StoreHandler):
                 # No byte passed through this host: the hash is unknown, and is
                 # left for verify to compute from the target.
                 return BlobResult(job.seq, ref.file_id, COPIED, size=max(ref.size, 0), xxh3="", server_side=True)
+        if self._small is not None and 0 <= ref.size < SMALL - 1:
+            return self._copy_small(job, counted)
         return self._stream(job, counted)
 
-    def _stream(self, job: BlobJob, counted: Any) -> BlobResult:
+    def _copy_small(self, job: BlobJob, counted: Any) -> BlobResult:
+        """A small blob between folders: the stream's checks and results, without the stream."""
         ref = job.ref
+        if self.stopped():
+            raise Cancelled("stopping")
+        raw = self._open_source(ref)
+        view = memoryview(self._small)  # type: ignore[arg-type]
         try:
-            raw = self.src.open_read(ref)
+            try:
+                n = raw.readinto(view[: ref.size + 1])  # the blob and its end, in one read
+                if n != ref.size:
+                    # A regular file reads short only at its end, so n == size is the whole blob;
+                    # anything else is read on to the end, to name the size the source holds.
+                    total = n
+                    while n and total <= ref.size:
+                        n = raw.readinto(view[total : ref.size + 1])
+                        total += n
+                    n = total
+            except Exception as exc:  # noqa: BLE001 - classified as a read error
+                raise ItemError(f"reading the source failed: {_describe(exc)}", item=ref.file_id, kind=Kind.READ_ERROR) from exc
+        finally:
+            try:
+                raw.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if n != ref.size:
+            raise size_error(item=ref.file_id, expected=ref.size, got=n)
+        data = view[:n]
+        if counted is not None:
+            counted.value += n
+        try:
+            self.dst.write_bytes(ref, data)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            failure = _write_failure(exc, ref)
+            if failure is exc:
+                raise
+            raise failure from exc
+        result = BlobResult(job.seq, ref.file_id, COPIED, size=n, xxh3=xxhash.xxh3_128_hexdigest(data),
+                            md5=hashlib.md5(data).hexdigest() if self._md5 else "")  # fmt: skip
+        if self._md5 and ref.md5 and result.md5 != ref.md5.lower():
+            result.warning_kind = Kind.MD5_MISMATCH
+            result.warning = f"source bytes have MD5 {result.md5}, files.md5 records {ref.md5} (copied as they are)"
+        return result
+
+    def _open_source(self, ref: Any) -> Any:
+        try:
+            return self.src.open_read(ref)
         except StoreError as exc:
             exc.side = exc.side or "source"
             raise
@@ -196,6 +247,10 @@ class CopyHandler(StoreHandler):
             raise
         except Exception as exc:  # noqa: BLE001
             raise ItemError(f"opening the source failed: {_describe(exc)}", item=ref.file_id, kind=Kind.READ_ERROR) from exc
+
+    def _stream(self, job: BlobJob, counted: Any) -> BlobResult:
+        ref = job.ref
+        raw = self._open_source(ref)
         raw = bwlimit.reader(raw, stopped=self.stopped)  # --bwlimit: the pool's shared budget
         reader = HashingReader(raw, expected=ref.size, item=ref.file_id, md5=self._md5, lifeline=self.lifeline, counted=counted)
         try:
@@ -204,11 +259,10 @@ class CopyHandler(StoreHandler):
             except BaseException as exc:
                 if reader.error is not None and reader.error is not exc:
                     raise reader.error from exc  # the backend wrapped our own error
-                if reader.error is None and not isinstance(exc, (ItemError, FatalError, Cancelled)):
-                    raise ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind=Kind.WRITE_ERROR) from exc
-                if reader.error is None and isinstance(exc, ItemError) and exc.kind == Kind.ERROR:
-                    exc.kind = Kind.WRITE_ERROR
-                raise
+                failure = exc if reader.error is not None else _write_failure(exc, ref)
+                if failure is exc:
+                    raise
+                raise failure from exc
             try:
                 reader.ensure_complete()
             except BaseException:
@@ -224,6 +278,15 @@ class CopyHandler(StoreHandler):
             result.warning_kind = Kind.MD5_MISMATCH
             result.warning = f"source bytes have MD5 {result.md5}, files.md5 records {ref.md5} (copied as they are)"
         return result
+
+
+def _write_failure(exc: BaseException, ref: Any) -> BaseException:
+    """What a target's write error is reported as: a write error of this blob, unless it says more."""
+    if not isinstance(exc, (ItemError, FatalError, Cancelled)):
+        return ItemError(f"writing the target failed: {_describe(exc)}", item=ref.file_id, kind=Kind.WRITE_ERROR)
+    if isinstance(exc, ItemError) and exc.kind == Kind.ERROR:
+        exc.kind = Kind.WRITE_ERROR
+    return exc
 
 
 def failed(job: BlobJob, kind: Kind, message: str) -> BlobResult:
