@@ -239,9 +239,10 @@ def reader(raw: BinaryIO, *, stopped: Callable[[], bool] | None = None) -> Binar
     return raw if _bw is None else _Limited(raw, _bw, stopped)  # type: ignore[return-value]
 
 
-def limited() -> bool:
-    """True under --bwlimit: every byte read goes through the bucket (reader())."""
-    return _bw is not None
+def paid(n: int, *, stopped: Callable[[], bool] | None = None) -> None:
+    """Pay the bandwidth bucket for ``n`` bytes read from the source outside reader() (a small blob read whole)."""
+    if _bw is not None:
+        _bw.take(n, stopped=stopped)
 
 
 def request(**_kwargs: Any) -> None:

@@ -120,10 +120,10 @@ class CopyHandler(StoreHandler):
         self._fatal = False
         self._server_side = self.dst.features.server_side_copy
         self._note = ""  # for the next result: the parent reports it once
-        # Folder to folder without --bwlimit: a small blob is read whole into one reused
-        # buffer, hashed and written in one call each (_copy_small), no stream between.
+        # Folder to folder: a small blob is read whole into one reused buffer, hashed
+        # and written in one call each (_copy_small), no stream between.
         self._small: bytearray | None = None
-        if self.src.name == "file" and self.dst.name == "file" and not bwlimit.limited():
+        if self.src.name == "file" and self.dst.name == "file":
             self._small = bytearray(SMALL)
 
     def finish(self, results: list[BlobResult]) -> None:
@@ -218,6 +218,7 @@ class CopyHandler(StoreHandler):
                 raw.close()
             except Exception:  # noqa: BLE001
                 pass
+        bwlimit.paid(n, stopped=self.stopped)  # --bwlimit: the pool's shared budget, as reader() pays it
         if n != ref.size:
             raise size_error(item=ref.file_id, expected=ref.size, got=n)
         data = view[:n]
