@@ -31,9 +31,11 @@ class name starts with ``Test`` and provide fixtures (methods decorated with
 - ``same_places`` / ``other_places`` (optional, default ``[{}]`` / ``[]``):
   option changes for ``reopen`` that keep the backend's location, and that
   move it (another bucket, prefix, account...).
-- ``neighbour_place`` (optional, default None): option changes for
-  ``reopen`` giving another location that shares the backend's store (a
-  sibling prefix or folder of one bucket); the listing must not see its blobs.
+- ``neighbour_place`` (only for a backend that also takes ``SharedStore``):
+  option changes for ``reopen`` giving another location that shares the
+  backend's store (a sibling prefix or folder of one bucket); the listing must
+  not see its blobs. A backend whose location is its whole store (a bucket
+  without prefix, a folder) has no neighbour, so no such test.
 - ``md5_from_stat`` (optional, default both as ``features.md5_without_read``):
   whether stat() gives the MD5 of a small blob and of a ``large_size`` one.
 
@@ -181,10 +183,6 @@ class BackendConformance:
     @pytest.fixture
     def other_places(self) -> list[dict]:
         return []
-
-    @pytest.fixture
-    def neighbour_place(self) -> dict | None:
-        return None
 
     @pytest.fixture
     def md5_from_stat(self, backend) -> tuple[bool, bool]:
@@ -369,17 +367,6 @@ class BackendConformance:
             assert not backend.same_location(other) and not other.same_location(backend), other.describe()
         assert not backend.same_location(open_backend("stream", {}))
 
-    def test_listing_keeps_to_its_location(self, backend, mkref, reopen, neighbour_place):
-        if neighbour_place is None:
-            pytest.skip("no other location shares this backend's store")
-        neighbour = reopen(**neighbour_place)
-        ref = mkref(25, b"abc")
-        backend.write(ref, io.BytesIO(b"abc"))
-        neighbour.write(mkref(25, b"not ours"), io.BytesIO(b"not ours"))
-        assert neighbour.key(ref) != backend.key(ref)
-        assert dict(backend.list_blobs()) == {backend.key(ref): 3}
-        assert read_all(backend, ref) == b"abc"
-
     # -- features ----------------------------------------------------------------
     @pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
     def test_server_side_copy(self, backend, peer, mkref, large_size, residue, stored_type, monkeypatch, tmp_path, large):
@@ -422,3 +409,16 @@ class BackendConformance:
         backend.write(ref, io.BytesIO(b"durable"))
         backend.sync()
         assert read_all(backend, ref) == b"durable"
+
+
+class SharedStore:
+    """For a backend whose location is part of a store another location shares: a ``neighbour_place`` fixture."""
+
+    def test_listing_keeps_to_its_location(self, backend, mkref, reopen, neighbour_place):
+        neighbour = reopen(**neighbour_place)
+        ref = mkref(25, b"abc")
+        backend.write(ref, io.BytesIO(b"abc"))
+        neighbour.write(mkref(25, b"not ours"), io.BytesIO(b"not ours"))
+        assert neighbour.key(ref) != backend.key(ref)
+        assert dict(backend.list_blobs()) == {backend.key(ref): 3}
+        assert read_all(backend, ref) == b"abc"

@@ -15,6 +15,7 @@ from tests.servers import (
     MysqlServer,
     PostgresServer,
     S3Server,
+    in_ci,
     start_moto,
     stop_process,
     unavailable,
@@ -44,6 +45,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             names |= {MARK_BY_PARAM[v] for v in callspec.params.values() if isinstance(v, str) and v in MARK_BY_PARAM}
         for name in sorted(names - {m.name for m in item.iter_markers()}):
             item.add_marker(name)
+
+
+SERVER_MARKS = {"postgres", "mysql", "s3", "gcs", "swift"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """Under CI=true a test that needs a server never passes by skipping, whatever skipped it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        needs = SERVER_MARKS & {m.name for m in item.iter_markers()}
+        if needs:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true but a test needing {', '.join(sorted(needs))} was skipped: {report.longrepr}"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import BlobNotFound, ConfigError, ItemError, RetriesExhausted, StoreError
-from tests.conformance import BackendConformance, MiB, in_use, make_ref, payload, read_all
+from tests.conformance import BackendConformance, MiB, SharedStore, in_use, make_ref, payload, read_all
 
 
 def _file_residue(backend) -> list[str]:
@@ -189,7 +189,7 @@ class TestS3Backend(S3Fixtures, BackendConformance):
     pass
 
 
-class TestS3BackendWithPrefix(S3Fixtures, BackendConformance):
+class TestS3BackendWithPrefix(S3Fixtures, SharedStore, BackendConformance):
     extra = {"Prefix": "plik/data"}
 
     @pytest.fixture

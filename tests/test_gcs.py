@@ -9,7 +9,7 @@ import pytest
 
 from pmigrate.data.registry import open_backend
 from pmigrate.errors import ConfigError
-from tests.conformance import BackendConformance, in_use, make_ref, payload, read_all
+from tests.conformance import BackendConformance, SharedStore, in_use, make_ref, payload, read_all
 
 CHUNK = 256 * 1024  # the smallest resumable chunk GCS accepts
 
@@ -50,7 +50,7 @@ class TestGCSBackend(GCSFixtures, BackendConformance):
     pass
 
 
-class TestGCSBackendWithFolder(GCSFixtures, BackendConformance):
+class TestGCSBackendWithFolder(GCSFixtures, SharedStore, BackendConformance):
     extra = {"Folder": "plik"}
 
     @pytest.fixture
